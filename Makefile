@@ -1,0 +1,18 @@
+# Every target sets itself up (a virtualenv in .venv, or the cached vLLM CPU venv for vLLM tests).
+.PHONY: demo test test-vllm lint bench clean
+
+demo:
+	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/tuner demo
+
+test:
+	@bash scripts/test.sh
+
+# The suite with vLLM installed (real scheduler replay and live server); a skip becomes a failure.
+test-vllm:
+	@TUNER_REQUIRE_VLLM=1 bash scripts/test.sh
+
+bench:
+	@VENV=$$(bash scripts/venv.sh | tail -n 1) && for b in benchmarks/bench_*.py; do $$VENV/bin/python $$b; done
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

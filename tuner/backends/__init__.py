@@ -1,0 +1,7 @@
+"""Backends: turn a configuration and a workload into a Measurement."""
+
+from tuner.backends._base import Backend
+from tuner.backends._cost import CostModel
+from tuner.backends._timeline import Timeline
+
+__all__ = ["Backend", "CostModel", "Timeline"]

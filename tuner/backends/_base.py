@@ -1,0 +1,50 @@
+"""The backend interface: measure one configuration on one workload."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from tuner.core._config import ServingConfig
+from tuner.core._measurement import Measurement
+from tuner.core._workload import Workload
+
+
+class Backend(ABC):
+    """Turns a configuration and a workload into a :class:`Measurement`.
+
+    A backend only measures: SLOs, records and stopping belong to the ``Loop``. Backends that
+    hold resources (a server process) release them in :meth:`close`; every backend is a context
+    manager. A backend raises :class:`~tuner.BackendError` (or a subclass) when it cannot
+    measure; the Loop records that trial as failed, with the reason, and goes on.
+
+    Example:
+        >>> from tuner import ServingConfig, Workload, Request
+        >>> from tuner.backends import SimulatorBackend
+        >>> with SimulatorBackend() as backend:
+        ...     m = backend.evaluate(ServingConfig(), Workload([Request(arrival=0,
+        ...                          prompt_tokens=8, output_tokens=2)]))
+        >>> m.total_steps
+        2
+    """
+
+    #: A short name for records and reports.
+    name: str = "backend"
+
+    @abstractmethod
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        """Run ``workload`` under ``config`` and return what was measured."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release any resource the backend holds (idempotent)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

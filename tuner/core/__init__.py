@@ -1,0 +1,38 @@
+"""Core: data models, the search space, trials, the Loop and the error tree."""
+
+from tuner.core._config import KNOBS, VLLM_VERSION, ServingConfig
+from tuner.core._errors import (
+    BackendError,
+    ConfigError,
+    InfeasibleError,
+    SearchError,
+    ServerStartError,
+    SLOError,
+    SLOShortfall,
+    TrialTimeout,
+    TunerError,
+    WorkloadError,
+)
+from tuner.core._measurement import Measurement
+from tuner.core._space import SearchSpace
+from tuner.core._workload import Request, Workload
+
+__all__ = [
+    "KNOBS",
+    "VLLM_VERSION",
+    "BackendError",
+    "ConfigError",
+    "InfeasibleError",
+    "Measurement",
+    "Request",
+    "SLOError",
+    "SLOShortfall",
+    "SearchError",
+    "SearchSpace",
+    "ServerStartError",
+    "ServingConfig",
+    "TrialTimeout",
+    "TunerError",
+    "Workload",
+    "WorkloadError",
+]

@@ -1,0 +1,123 @@
+"""The serving configuration: vLLM's scheduler knobs, with vLLM's names, defaults and checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from tuner.core._model import FrozenModel
+
+VLLM_VERSION = "0.32"
+"""The vLLM release whose scheduler semantics and defaults this package mirrors."""
+
+
+class ServingConfig(FrozenModel):
+    """One vLLM serving configuration (the knobs the tuner searches over).
+
+    Field names and defaults are vLLM 0.32's (``vllm/config/scheduler.py``, ``vllm serve``);
+    cross-field checks reject what vLLM itself rejects at start-up.
+
+    Example:
+        >>> cfg = ServingConfig(max_num_batched_tokens=512, long_prefill_token_threshold=64)
+        >>> cfg.to_vllm_args()[:4]
+        ['--max-num-batched-tokens', '512', '--max-num-seqs', '128']
+    """
+
+    max_num_batched_tokens: int = Field(default=2048, ge=1, le=10_000_000)
+    """Global token budget of one scheduler step (prefill chunks + decodes), all requests."""
+    max_num_seqs: int = Field(default=128, ge=1, le=100_000)
+    """Most requests running at once; checked only when admitting from the waiting queue."""
+    long_prefill_token_threshold: int = Field(default=0, ge=0, le=10_000_000)
+    """Per-request cap on prefill tokens in one step (0 = off). vLLM 0.32 does not apply it
+    when only one request is eligible (running + waiting == 1)."""
+    enable_chunked_prefill: bool = True
+    """Split prompts across steps to fit the budget. Off: a prompt that does not fit the
+    remaining budget blocks every admission behind it in that step."""
+    num_kv_blocks: int | None = Field(default=None, ge=2, le=100_000_000)
+    """KV cache capacity in blocks (``--num-gpu-blocks-override``), block 0 reserved by vLLM;
+    None = unlimited (no KV pressure is modelled)."""
+    block_size: int = Field(default=16, ge=1, le=4096)
+    """Tokens per KV block (``--block-size``). The CPU platform defaults to 128."""
+    max_model_len: int = Field(default=8192, ge=2, le=10_000_000)
+    """Longest prompt + output a request may have (``--max-model-len``)."""
+    async_scheduling: bool = False
+    """Overlap scheduling with the model step: a finished request frees its slot and blocks one
+    step later (GPU default in vLLM; the CPU platform forces it off)."""
+
+    @model_validator(mode="after")
+    def _check_like_vllm(self) -> ServingConfig:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def problems(self) -> list[str]:
+        """Cross-field problems vLLM would refuse at start-up (empty when the config is valid)."""
+        out = []
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            out.append(
+                f"enable_chunked_prefill=False needs max_num_batched_tokens "
+                f"({self.max_num_batched_tokens}) >= max_model_len ({self.max_model_len}); "
+                "raise the budget, lower max_model_len or enable chunked prefill"
+            )
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            out.append(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_num_seqs ({self.max_num_seqs})"
+            )
+        if self.long_prefill_token_threshold > self.max_model_len:
+            out.append(
+                f"long_prefill_token_threshold ({self.long_prefill_token_threshold}) must be "
+                f"<= max_model_len ({self.max_model_len})"
+            )
+        if self.num_kv_blocks is not None:
+            usable = (self.num_kv_blocks - 1) * self.block_size
+            if usable < self.max_model_len:
+                out.append(
+                    f"num_kv_blocks ({self.num_kv_blocks}) x block_size ({self.block_size}) "
+                    f"holds {usable} tokens (block 0 is reserved), fewer than max_model_len "
+                    f"({self.max_model_len}): one full-length request could never run"
+                )
+        return out
+
+    def replace(self, **changes: Any) -> ServingConfig:
+        """A copy with some knobs changed, validated (raises :class:`ConfigError`)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    @property
+    def kv_capacity_tokens(self) -> int | None:
+        """Usable KV cache capacity in tokens (None = unlimited)."""
+        if self.num_kv_blocks is None:
+            return None
+        return (self.num_kv_blocks - 1) * self.block_size
+
+    def to_vllm_args(self) -> list[str]:
+        """The ``vllm serve`` flags that set this configuration."""
+        args = [
+            "--max-num-batched-tokens", str(self.max_num_batched_tokens),
+            "--max-num-seqs", str(self.max_num_seqs),
+            "--long-prefill-token-threshold", str(self.long_prefill_token_threshold),
+            "--enable-chunked-prefill" if self.enable_chunked_prefill
+            else "--no-enable-chunked-prefill",
+            "--block-size", str(self.block_size),
+            "--max-model-len", str(self.max_model_len),
+            "--async-scheduling" if self.async_scheduling else "--no-async-scheduling",
+        ]  # fmt: skip
+        if self.num_kv_blocks is not None:
+            args += ["--num-gpu-blocks-override", str(self.num_kv_blocks)]
+        return args
+
+    def describe(self, base: ServingConfig | None = None) -> str:
+        """A short one-line description; with ``base``, only the knobs that differ from it."""
+        ref = base.model_dump() if base is not None else None
+        parts = [
+            f"{k}={v}"
+            for k, v in self.model_dump().items()
+            if ref is None or ref[k] != v
+        ]
+        return "ServingConfig(" + ", ".join(parts) + ")"
+
+
+KNOBS: tuple[str, ...] = tuple(ServingConfig.model_fields)
+"""Every searchable knob name, in declaration order."""
