@@ -1,22 +1,53 @@
-"""tuner: find the best vLLM serving configuration for a workload under hard latency SLOs."""
+"""tuner: find the best vLLM serving configuration for a workload under hard latency SLOs.
+
+Example:
+    >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
+    >>> from tuner.backends import SimulatorBackend
+    >>> from tuner.search import GridSearch
+"""
 
 from tuner.core import (
+    BackendError,
+    ConfigError,
     InfeasibleError,
+    Loop,
     Measurement,
     Request,
+    SearchError,
     SearchSpace,
+    ServerStartError,
     ServingConfig,
+    SLOError,
+    Trial,
+    TrialStatus,
+    TrialTimeout,
     TunerError,
+    TuningResult,
     Workload,
+    WorkloadError,
 )
+from tuner.objectives import SLO, Objective
 
 __all__ = [
+    "SLO",
+    "BackendError",
+    "ConfigError",
     "InfeasibleError",
+    "Loop",
     "Measurement",
+    "Objective",
     "Request",
+    "SLOError",
+    "SearchError",
     "SearchSpace",
+    "ServerStartError",
     "ServingConfig",
+    "Trial",
+    "TrialStatus",
+    "TrialTimeout",
     "TunerError",
+    "TuningResult",
     "Workload",
+    "WorkloadError",
 ]
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from tuner.backends._base import Backend
 from tuner.backends._cost import CostModel
+from tuner.backends._simulator import SimulatorBackend
 from tuner.backends._timeline import Timeline
 
-__all__ = ["Backend", "CostModel", "Timeline"]
+__all__ = ["Backend", "CostModel", "SimulatorBackend", "Timeline"]

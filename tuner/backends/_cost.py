@@ -10,7 +10,7 @@ from tuner.core._model import FrozenModel
 
 
 class CostModel(FrozenModel):
-    """Step time = ``fixed + per_prefill_token*prefill + per_decode_token*decode + per_sequence*seqs``.
+    """Step time = fixed + per_prefill_token*prefill + per_decode_token*decode + per_sequence*seqs.
 
     The default is the **unit step clock**: every step lasts exactly 1 and times are counted in
     steps (``time_unit="step"``), the seed lab's clock. A seconds-based model sets

@@ -28,6 +28,7 @@ class Timeline:
         self.source = source
         n = len(workload)
         self._tokens: list[np.ndarray] = []
+        self._seqs: list[np.ndarray] = []
         self._start: list[np.ndarray] = []
         self._dur: list[np.ndarray] = []
         self._n_steps = 0
@@ -58,32 +59,41 @@ class Timeline:
         end = start + dur
         idx = self._n_steps
         self._tokens.append(np.array([prefill_tokens + decode_tokens], dtype=np.int64))
+        self._seqs.append(np.array([num_seqs], dtype=np.int64))
         self._start.append(np.array([start]))
         self._dur.append(np.array([dur]))
         self._n_steps += 1
         ids = np.fromiter(emitted, dtype=np.int64)
         if len(ids):
-            self._emit(ids, idx, end, dur, 1)
+            self._emit(ids, idx, end, end, dur, 1)
         return end
 
     def run(
         self, start: float, k: int, decode_tokens: int, num_seqs: int, ids: np.ndarray
     ) -> float:
         """Record ``k`` identical decode-only steps in which each of ``ids`` gets one token
-        per step and none gets its first or last token. Returns the end of the last one."""
+        per step and none gets its first or last token. Returns the end of the last one.
+
+        Step boundaries are accumulated exactly as ``k`` calls of :meth:`step` would add them,
+        so a run and the same steps recorded one by one give bit-identical times."""
         dur = self.cost_model.step_time(0, decode_tokens, num_seqs)
+        bounds = np.cumsum(np.concatenate(([start], np.full(k, dur))))
         idx = self._n_steps
         self._tokens.append(np.full(k, decode_tokens, dtype=np.int64))
-        self._start.append(start + dur * np.arange(k))
+        self._seqs.append(np.full(k, num_seqs, dtype=np.int64))
+        self._start.append(bounds[:k])
         self._dur.append(np.full(k, dur))
         self._n_steps += k
-        end = start + dur * k
+        end = float(bounds[k])
         if len(ids):
-            self._emit(ids, idx + k - 1, end, dur, k)
+            self._emit(ids, idx + k - 1, float(bounds[1]), end, dur, k)
         return end
 
-    def _emit(self, ids: np.ndarray, last_idx: int, end: float, dur: float, k: int) -> None:
-        first_time = end - dur * (k - 1)  # the end of the first of the k steps
+    def _emit(
+        self, ids: np.ndarray, last_idx: int, first_time: float, end: float, dur: float, k: int
+    ) -> None:
+        """``ids`` each got one token at the end of each of ``k`` steps of length ``dur``,
+        the first ending at ``first_time``, the last (index ``last_idx``) at ``end``."""
         fresh = self._emitted[ids] == 0
         new = ids[fresh]
         old = ids[~fresh]
@@ -122,6 +132,7 @@ class Timeline:
                 f"(first: id {unfinished[0]})"
             )
         tokens = np.concatenate(self._tokens) if self._tokens else np.zeros(0, np.int64)
+        seqs = np.concatenate(self._seqs) if self._seqs else np.zeros(0, np.int64)
         start = np.concatenate(self._start) if self._start else np.zeros(0)
         end = start + (np.concatenate(self._dur) if self._dur else np.zeros(0))
         # The first step that could see a request: the first one starting at or after arrival.
@@ -145,6 +156,7 @@ class Timeline:
             finish_step=self._finish_step,
             preemptions_per_request=self._preempt,
             step_tokens=tokens,
+            step_seqs=seqs,
             step_start=start,
             step_end=end,
             duration=float(self._finish_time.max() - w.arrival.min()),

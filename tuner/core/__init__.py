@@ -13,8 +13,10 @@ from tuner.core._errors import (
     TunerError,
     WorkloadError,
 )
+from tuner.core._loop import Loop
 from tuner.core._measurement import Measurement
 from tuner.core._space import SearchSpace
+from tuner.core._trial import SLOResult, Trial, TrialStatus, TuningResult
 from tuner.core._workload import Request, Workload
 
 __all__ = [
@@ -23,16 +25,21 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "InfeasibleError",
+    "Loop",
     "Measurement",
     "Request",
     "SLOError",
+    "SLOResult",
     "SLOShortfall",
     "SearchError",
     "SearchSpace",
     "ServerStartError",
     "ServingConfig",
+    "Trial",
+    "TrialStatus",
     "TrialTimeout",
     "TunerError",
+    "TuningResult",
     "Workload",
     "WorkloadError",
 ]

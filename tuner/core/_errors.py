@@ -96,7 +96,8 @@ class InfeasibleError(TunerError):
                 lines.append(f"  - {s.slo}: no successful trial measured it")
                 continue
             cfg = s.closest_config
-            desc = cfg.describe() if hasattr(cfg, "describe") else repr(cfg)
+            # Only the knobs that differ from vLLM's defaults, to keep the line readable.
+            desc = cfg.describe(type(cfg)()) if hasattr(cfg, "describe") else repr(cfg)
             lines.append(
                 f"  - {s.slo}: best reached {s.best_value:g} (limit {s.limit:g}; "
                 f"met by {s.satisfied_by} trial(s) alone) with {desc}"

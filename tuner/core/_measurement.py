@@ -17,7 +17,7 @@ IntArray = npt.NDArray[np.int64]
 
 def _as_array(dtype: type) -> Any:
     def convert(v: Any) -> npt.NDArray[Any]:
-        a = np.array(v, dtype=dtype, copy=True)
+        a: npt.NDArray[Any] = np.array(v, dtype=dtype, copy=True)
         if a.ndim != 1:
             raise ValueError(f"must be a 1-D array, got shape {a.shape}")
         a.setflags(write=False)
@@ -81,6 +81,8 @@ class Measurement(FrozenModel):
     # --- per executed step ------------------------------------------------------------------
     step_tokens: Ints | None = None
     """Tokens scheduled in each executed step (prefill chunks + decodes)."""
+    step_seqs: Ints | None = None
+    """Requests scheduled in each executed step (the batch size)."""
     step_start: Floats | None = None
     """When each executed step started."""
     step_end: Floats | None = None
@@ -112,9 +114,12 @@ class Measurement(FrozenModel):
                 raise ValueError(f"{name} has {len(arr)} entries, expected one per request ({n})")
         if len(self.itl_values) != len(self.itl_counts):
             raise ValueError("itl_values and itl_counts must have the same length")
-        steps = [a for a in (self.step_tokens, self.step_start, self.step_end) if a is not None]
+        step_arrays = (self.step_tokens, self.step_seqs, self.step_start, self.step_end)
+        steps = [a for a in step_arrays if a is not None]
         if steps and len({len(a) for a in steps}) != 1:
-            raise ValueError("step_tokens, step_start and step_end must have the same length")
+            raise ValueError(
+                "step_tokens, step_seqs, step_start and step_end must have the same length"
+            )
         return self
 
     # --- derived engine-level figures -----------------------------------------------------------

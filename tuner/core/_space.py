@@ -73,7 +73,7 @@ class SearchSpace:
         configs: list[ServingConfig] = []
         excluded: list[tuple[dict[str, Any], str]] = []
         for combo in itertools.product(*dims.values()):
-            changes = dict(zip(dims, combo))
+            changes = dict(zip(dims, combo, strict=False))
             try:
                 configs.append(base.replace(**changes))
             except ConfigError as e:

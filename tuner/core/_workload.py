@@ -94,8 +94,11 @@ class Workload:
                 f"equal length, got shapes {a.shape}, {p.shape}, {o.shape}"
             )
         for name, arr in (("prompt_tokens", p), ("output_tokens", o)):
-            if len(arr) and not np.issubdtype(arr.dtype, np.integer):
-                if not np.all(np.asarray(arr, dtype=np.float64) % 1 == 0):
+            if (
+                len(arr)
+                and not np.issubdtype(arr.dtype, np.integer)
+                and not np.all(np.asarray(arr, dtype=np.float64) % 1 == 0)
+            ):
                     raise WorkloadError(f"workload.{name}: must be whole numbers of tokens")
         p = p.astype(np.int64)
         o = o.astype(np.int64)
@@ -168,7 +171,7 @@ class Workload:
         return len(self._arrival)
 
     def __iter__(self) -> Iterator[Request]:
-        for a, p, o in zip(self._arrival, self._prompt, self._output):
+        for a, p, o in zip(self._arrival, self._prompt, self._output, strict=False):
             yield Request(arrival=float(a), prompt_tokens=int(p), output_tokens=int(o))
 
     @overload

@@ -1,0 +1,45 @@
+"""The command line: `tuner demo` and `tuner --help`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tuner.cli import main
+
+
+def test_demo_prints_the_grid_the_choice_and_the_refusal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "max_num_batched_tokens  long_prefill_token_threshold  total_steps" in out
+    assert "chosen: ServingConfig(max_num_batched_tokens=64)" in out
+    assert "vllm serve flags: --max-num-batched-tokens 64" in out
+    assert "INFEASIBLE (as it should be): no configuration meets every SLO" in out
+    assert out.count("\n") > 20
+
+
+def test_demo_with_an_impossible_slo_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--slo", "max_step_tokens <= 1"]) == 2
+    assert "INFEASIBLE" in capsys.readouterr().out
+
+
+def test_bad_slo_text_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--slo", "latency <= 1"]) == 2
+    assert "unknown metric 'latency'" in capsys.readouterr().err
+
+
+def test_help_documents_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "demo" in out
+    from tuner.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():  # type: ignore[union-attr]
+        assert name in out
+        assert parser.description, f"command {name} has no description"

@@ -1,0 +1,37 @@
+"""The public names of DESIGN.md are importable from where users import them."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+CONTRACT = {
+    "tuner": ["Request", "Workload", "ServingConfig", "SearchSpace", "SLO", "Objective", "Loop",
+              "Trial", "TuningResult", "Measurement", "TunerError", "InfeasibleError"],
+    "tuner.backends": ["Backend", "SimulatorBackend", "CostModel"],
+    "tuner.search": ["Search", "GridSearch"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(CONTRACT))
+def test_public_names_are_exported(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in CONTRACT[module]:
+        assert hasattr(mod, name), f"{module}.{name} is missing"
+        assert name in mod.__all__, f"{module}.__all__ lacks {name}"
+
+
+@pytest.mark.parametrize("module", sorted(CONTRACT))
+def test_all_lists_only_real_names(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+def test_every_error_is_a_tuner_error() -> None:
+    import tuner
+
+    for name in ("ConfigError", "WorkloadError", "SLOError", "BackendError", "SearchError",
+                 "ServerStartError", "TrialTimeout", "InfeasibleError"):  # fmt: skip
+        assert issubclass(getattr(tuner, name), tuner.TunerError), name

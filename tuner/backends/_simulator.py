@@ -1,0 +1,341 @@
+"""A step-level simulator of vLLM 0.32's v1 scheduler (sync and async scheduling, FCFS).
+
+It mirrors ``Scheduler.schedule()`` of vLLM 0.32 token for token (see ``VLLM_SCHEDULER.md``)
+and is checked against the real scheduler by the fidelity suite (``tuner fidelity``):
+
+* RUNNING pass first, oldest admission first, while the global token budget lasts: a decode
+  takes 1 token, a partial prefill the rest of its prompt, capped per request by
+  ``long_prefill_token_threshold`` -- which vLLM 0.32 skips when only one request is eligible
+  (running + waiting == 1; the seed lab capped a lone request, vLLM does not).
+* When the KV cache cannot hold a running request's new tokens, the most recently admitted
+  running request is preempted (recompute: all its blocks freed, back to the FRONT of waiting).
+* WAITING pass only in a step that preempted nothing: admit in FCFS order while the budget
+  lasts and fewer than ``max_num_seqs`` run; with chunked prefill off, a prompt that does not fit
+  the remaining budget stops all admissions (head-of-line block); a request is admitted only if
+  the KV cache can hold its whole current sequence.
+* A request samples one token in the step that completes its prompt (the first token) and one
+  per decode step after; it finishes with exactly its output length (``ignore_eos``).
+* Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
+  the first step starting at or after ``t``; an idle engine jumps to the next arrival.
+
+Stretches where nothing changes (every running request decoding, no admission possible, no
+arrival, no finish, enough KV blocks) are not simulated step by step: the engine jumps to the
+next event and records the whole stretch at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from tuner.backends._base import Backend
+from tuner.backends._cost import CostModel
+from tuner.backends._timeline import Timeline
+from tuner.core._config import VLLM_VERSION, ServingConfig
+from tuner.core._errors import BackendError, ConfigError
+from tuner.core._measurement import Measurement
+from tuner.core._workload import Workload
+
+SUPPORTED_VLLM_VERSIONS = ("0.32",)
+
+
+class SimulatorBackend(Backend):
+    """A fast step-level model of vLLM's scheduler: no GPU, microseconds per step.
+
+    Args:
+        cost_model: Turns each step's contents into a duration. Default: the unit step clock
+            (every step lasts 1 and times are counted in steps).
+        vllm_version: The vLLM release whose scheduling semantics to mirror (only "0.32").
+        fast_forward: Jump over stretches of identical decode-only steps (default). Turning it
+            off simulates every step one by one: same result, slower; for checking.
+
+    Example:
+        >>> from tuner import Request, ServingConfig, Workload
+        >>> w = Workload([Request(arrival=0, prompt_tokens=100, output_tokens=3)])
+        >>> m = SimulatorBackend().evaluate(ServingConfig(max_num_batched_tokens=64,
+        ...                                               max_num_seqs=4), w)
+        >>> m.step_tokens.tolist(), int(m.ttft_steps[0])
+        ([64, 36, 1, 1], 1)
+    """
+
+    name = "simulator"
+
+    def __init__(
+        self,
+        cost_model: CostModel | None = None,
+        vllm_version: str = VLLM_VERSION,
+        *,
+        fast_forward: bool = True,
+    ) -> None:
+        if vllm_version not in SUPPORTED_VLLM_VERSIONS:
+            raise ConfigError(
+                f"SimulatorBackend.vllm_version = {vllm_version!r}: supported versions are "
+                f"{', '.join(SUPPORTED_VLLM_VERSIONS)}"
+            )
+        if cost_model is not None and not isinstance(cost_model, CostModel):
+            raise ConfigError(
+                f"SimulatorBackend.cost_model: expected a CostModel, got {cost_model!r}"
+            )
+        self.cost_model = cost_model or CostModel()
+        self.vllm_version = vllm_version
+        self.fast_forward = fast_forward
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        check_workload_fits(config, workload)
+        timeline = Timeline(workload, self.cost_model, f"simulator(vllm {self.vllm_version})")
+        _Engine(config, workload, timeline, self.fast_forward).run()
+        return timeline.build()
+
+
+def check_workload_fits(config: ServingConfig, workload: Workload) -> None:
+    """Raise :class:`ConfigError` if a request exceeds ``max_model_len`` (vLLM rejects it)."""
+    total = workload.prompt_tokens + workload.output_tokens
+    bad = np.flatnonzero(total > config.max_model_len)
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(
+            f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
+            f"({workload.output_tokens[i]}) = {total[i]} exceeds max_model_len "
+            f"({config.max_model_len}); {len(bad)} request(s) do not fit"
+        )
+
+
+@dataclass(eq=False)
+class _Req:
+    """Scheduler-side state of one request."""
+
+    id: int
+    prompt: int
+    output: int
+    computed: int = 0  # tokens whose KV is computed (vLLM's num_computed_tokens)
+    emitted: int = 0  # output tokens sampled so far
+    blocks: int = 0  # KV blocks held
+
+    @property
+    def length(self) -> int:
+        """Current sequence length: prompt + tokens sampled so far (vLLM's num_tokens)."""
+        return self.prompt + self.emitted
+
+
+class _Engine:
+    def __init__(
+        self, config: ServingConfig, workload: Workload, timeline: Timeline, fast_forward: bool
+    ) -> None:
+        self.cfg = config
+        self.fast_forward = fast_forward
+        self.tl = timeline
+        prompts = workload.prompt_tokens.tolist()
+        outputs = workload.output_tokens.tolist()
+        self.reqs = [_Req(i, p, o) for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+        self.order = [int(i) for i in workload.schedule_order]
+        self.arrival = [float(a) for a in workload.arrival]
+        self.running: list[_Req] = []
+        self.waiting: deque[_Req] = deque()
+        self.finishing: list[_Req] = []  # async scheduling: finished, slot/blocks freed next step
+        bs = config.block_size
+        self.bs = bs
+        cap = config.num_kv_blocks
+        self.free_blocks: float = float("inf") if cap is None else cap - 1  # block 0 reserved
+        self.kv_limited = cap is not None
+
+    # --- KV blocks -----------------------------------------------------------------------------
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.bs)
+
+    def _free(self, r: _Req) -> None:
+        self.free_blocks += r.blocks
+        r.blocks = 0
+
+    # --- the engine loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        pending = 0
+        n = len(self.order)
+        now = self.arrival[self.order[0]]
+        done = 0
+        steady = False
+        while done < n:
+            while pending < n and self.arrival[self.order[pending]] <= now:
+                self.waiting.append(self.reqs[self.order[pending]])
+                pending += 1
+                steady = False
+            if not self.running and not self.waiting and not self.finishing:
+                now = self.arrival[self.order[pending]]
+                continue
+            if steady and self.fast_forward:
+                next_arrival = self.arrival[self.order[pending]] if pending < n else None
+                jumped = self._jump(now, next_arrival)
+                if jumped is not None:
+                    now = jumped
+                    steady = False
+                    continue
+            now, finished, steady = self._step(now)
+            done += finished
+
+    def _step(self, now: float) -> tuple[float, int, bool]:
+        """One ``schedule()`` + model step + ``update_from_output()``.
+
+        Returns the new time, how many requests finished, and whether the step was steady
+        (pure decode of every running request, nothing admitted, preempted or finished).
+        """
+        cfg = self.cfg
+        budget = cfg.max_num_batched_tokens
+        eligible = len(self.running) + len(self.finishing) + len(self.waiting)
+        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+        scheduled: list[tuple[_Req, int]] = []
+        preempted = False
+
+        # RUNNING pass, oldest admission first.
+        i = 0
+        while i < len(self.running) and budget > 0:
+            r = self.running[i]
+            n = r.length - r.computed
+            if 0 < thr < n:
+                n = thr
+            n = min(n, budget)
+            if self.kv_limited:
+                need = self._blocks_for(r.computed + n) - r.blocks
+                placed = True
+                while need > self.free_blocks:
+                    victim = self.running.pop()
+                    self._free(victim)
+                    victim.computed = 0
+                    self.waiting.appendleft(victim)
+                    self.tl.preempted(victim.id)
+                    preempted = True
+                    if victim is r:
+                        placed = False
+                        break
+                if not placed:
+                    break
+                self.free_blocks -= need
+                r.blocks += need
+            scheduled.append((r, n))
+            budget -= n
+            i += 1
+
+        # WAITING pass, only in a step that preempted nothing.
+        admitted = 0
+        if not preempted:
+            while budget > 0 and self.waiting:
+                if len(self.running) + len(self.finishing) >= cfg.max_num_seqs:
+                    break
+                r = self.waiting[0]
+                n = r.length - r.computed
+                if 0 < thr < n:
+                    n = thr
+                if not cfg.enable_chunked_prefill and n > budget:
+                    break
+                n = min(n, budget)
+                if self.kv_limited:
+                    if self._blocks_for(r.length) > self.free_blocks:
+                        break
+                    need = self._blocks_for(r.computed + n)
+                    self.free_blocks -= need
+                    r.blocks += need
+                self.waiting.popleft()
+                self.running.append(r)
+                scheduled.append((r, n))
+                budget -= n
+                admitted += 1
+
+        released = bool(self.finishing)
+        if released:  # async scheduling: last step's finished requests leave only now
+            for r in self.finishing:
+                self._free(r)
+            self.finishing = []
+
+        if not scheduled:
+            if released:  # the freed slots and blocks are usable by the next schedule()
+                return now, 0, False
+            raise BackendError(
+                "simulator stalled: a step scheduled no token while requests wait "
+                f"(running={len(self.running)}, waiting={len(self.waiting)})"
+            )
+
+        prefill = decode = 0
+        emitted: list[int] = []
+        finished: list[_Req] = []
+        steady = (
+            not released
+            and admitted == 0
+            and not preempted
+            and len(scheduled) == len(self.running)
+        )
+        for r, n in scheduled:
+            if r.emitted > 0 and r.computed == r.length - 1:
+                decode += n
+            else:
+                prefill += n
+                steady = False
+            r.computed += n
+            if r.computed == r.length:
+                r.emitted += 1
+                emitted.append(r.id)
+                if r.emitted == r.output:
+                    finished.append(r)
+        end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
+
+        if finished:
+            self.running = [r for r in self.running if r.emitted < r.output]
+            for r in finished:
+                if self.cfg.async_scheduling:
+                    self.finishing.append(r)
+                else:
+                    self._free(r)
+            steady = False
+        return end, len(finished), steady
+
+    def _jump(self, now: float, next_arrival: float | None) -> float | None:
+        """Record the identical decode-only steps that follow a steady step, up to (not
+        including) the next event. Returns the new time, or None if no step can be skipped."""
+        run = self.running
+        # Steps until a request would receive its last token (that step is simulated normally).
+        k = min(r.output - r.emitted for r in run) - 1
+        if k < 1:
+            return None
+        computed = np.fromiter((r.computed for r in run), dtype=np.int64, count=len(run))
+        if self.kv_limited:
+            held = int(sum(r.blocks for r in run))
+            k = self._kv_steps(computed, held, k)
+            if k < 1:
+                return None
+        cm = self.tl.cost_model
+        dur = cm.step_time(0, len(run), len(run))
+        if next_arrival is not None:
+            # Step start times exactly as a step-by-step run would add them.
+            starts = np.cumsum(np.concatenate(([now], np.full(k, dur))))
+            k = min(k, int(np.searchsorted(starts, next_arrival, side="left")))
+            if k < 1:
+                return None
+        ids = np.fromiter((r.id for r in run), dtype=np.int64, count=len(run))
+        end = self.tl.run(now, k, len(run), len(run), ids)
+        for r in run:
+            r.computed += k
+            r.emitted += k
+        if self.kv_limited:
+            for r in run:
+                nb = self._blocks_for(r.computed)
+                self.free_blocks -= nb - r.blocks
+                r.blocks = nb
+        return end
+
+    def _kv_steps(self, computed: np.ndarray, held: int, k: int) -> int:
+        """The most decode steps (<= k) the free blocks allow without a preemption."""
+        bs = self.bs
+        budget = self.free_blocks + held
+
+        def fits(j: int) -> bool:
+            return int(((computed + j + bs - 1) // bs).sum()) <= budget
+
+        if fits(k):
+            return k
+        lo, hi = 0, k  # fits(lo) holds (current state), fits(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo

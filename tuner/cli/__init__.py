@@ -1,0 +1,44 @@
+"""The ``tuner`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tuner.cli import _demo
+from tuner.core._errors import TunerError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuner",
+        description=(
+            "Find the best vLLM serving configuration for a workload: latency SLOs are hard "
+            "constraints, throughput is the objective, and an impossible SLO is refused loudly."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _demo.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tuner`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except TunerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

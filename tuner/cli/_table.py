@@ -1,0 +1,65 @@
+"""Plain-text tables for the terminal (no dependency)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tuner.core._space import SearchSpace
+from tuner.core._trial import Trial
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned text, right-aligned numbers, one header rule."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    numeric = [
+        all(isinstance(row[i], (int, float)) for row in rows) if rows else False
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]) for i, v in enumerate(values)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.4g}"
+    return str(v)
+
+
+def trial_table(trials: Sequence[Trial], space: SearchSpace, metrics: Sequence[str]) -> str:
+    """One row per trial: the knobs that vary, the chosen metrics, feasibility or failure."""
+    knobs = list(space.dimensions)
+    headers = ["#", *knobs, *metrics, "feasible"]
+    rows: list[list[object]] = []
+    for t in trials:
+        point = space.point(t.config)
+        verdict: object
+        if not t.ok:
+            verdict = f"FAILED: {(t.error or '')[:60]}"
+        elif t.feasible:
+            verdict = True
+        else:
+            verdict = "no (" + ", ".join(r.slo for r in t.violations) + ")"
+        rows.append(
+            [t.number, *(point[k] for k in knobs), *(t.values.get(m, math.nan) for m in metrics),
+             verdict]
+        )  # fmt: skip
+    return format_table(headers, rows)

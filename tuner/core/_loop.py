@@ -1,0 +1,183 @@
+"""The Loop: ask, evaluate, judge against the SLOs, record, tell; then the best feasible trial."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuner.core._errors import ConfigError, SLOError, TunerError
+from tuner.core._selection import best_trial, infeasible_error, judge
+from tuner.core._space import SearchSpace
+from tuner.core._trial import Trial, TrialStatus, TuningResult
+from tuner.core._workload import Workload
+from tuner.objectives import SLO, MetricRef, Objective, parse_slos
+
+if TYPE_CHECKING:
+    from tuner.backends._base import Backend
+    from tuner.search._base import Proposal, Search
+
+#: Figures recorded on every trial when the backend can measure them (for tables and reports).
+HEADLINE_METRICS = ("total_steps", "max_step_tokens", "ttft_steps.max", "ttft.p99",
+                    "output_throughput")  # fmt: skip
+
+
+class Loop:
+    """Runs a search over a space with a backend, treating SLOs as hard constraints.
+
+    Every trial is recorded (feasible or not, failed or not); a trial the backend cannot measure
+    is recorded with its reason and the search goes on. The result's ``best`` is the best
+    FEASIBLE trial; when no trial is feasible, :meth:`run` raises :class:`InfeasibleError`
+    naming, per SLO, the best value reached, the limit and the closest configuration. It never
+    returns a configuration that violates an SLO.
+
+    Args:
+        backend: Measures a configuration on a workload.
+        search: Proposes configurations.
+        objective: What to optimise among feasible trials.
+        slos: Hard constraints, as :class:`SLO` objects or text like ``"ttft.p99 <= 200ms"``.
+        max_trials: Stop after this many trials (None = until the search is exhausted).
+        trial_log: A JSON-lines file; each trial is appended as soon as it finishes.
+        on_trial: Called with each trial as soon as it is recorded (progress display).
+
+    Example:
+        >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
+        >>> from tuner.backends import SimulatorBackend
+        >>> from tuner.search import GridSearch
+        >>> w = Workload([Request(arrival=0, prompt_tokens=64, output_tokens=4)])
+        >>> loop = Loop(SimulatorBackend(), GridSearch(),
+        ...             objective=Objective.minimize("total_steps"),
+        ...             slos=["max_step_tokens <= 32"])
+        >>> space = SearchSpace({"max_num_batched_tokens": [16, 32, 64]},
+        ...                     base=ServingConfig(max_num_seqs=4))
+        >>> loop.run(space, w).best.config.max_num_batched_tokens
+        32
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        search: Search,
+        objective: Objective | None = None,
+        slos: Sequence[SLO | str] = (),
+        *,
+        max_trials: int | None = None,
+        trial_log: str | Path | None = None,
+        on_trial: Callable[[Trial], None] | None = None,
+    ) -> None:
+        from tuner.backends._base import Backend
+        from tuner.search._base import Search
+
+        if not isinstance(backend, Backend):
+            raise ConfigError(f"Loop.backend: expected a Backend, got {backend!r}")
+        if not isinstance(search, Search):
+            raise ConfigError(f"Loop.search: expected a Search, got {search!r}")
+        if objective is None:
+            objective = Objective.maximize("output_throughput")
+        if not isinstance(objective, Objective):
+            raise ConfigError(f"Loop.objective: expected an Objective, got {objective!r}")
+        if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
+            raise ConfigError(f"Loop.max_trials = {max_trials!r}: must be an integer >= 1")
+        self.backend = backend
+        self.search = search
+        self.objective = objective
+        self.slos = parse_slos(list(slos))
+        self.max_trials = max_trials
+        self.trial_log = Path(trial_log) if trial_log is not None else None
+        self.on_trial = on_trial
+        metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
+        self._metrics = list(dict.fromkeys(metrics))
+        self._required = set(objective.metrics) | {s.metric for s in self.slos}
+
+    def run(self, space: SearchSpace, workload: Workload) -> TuningResult:
+        """Search ``space`` on ``workload``; return the best feasible trial and every trial.
+
+        Raises:
+            InfeasibleError: no trial met every SLO.
+            SLOError: an SLO or the objective cannot be judged on this backend's measurements.
+        """
+        if not isinstance(workload, Workload):
+            raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
+        trials: list[Trial] = []
+        stop_reason = "search exhausted"
+        self.search.start(space)
+        try:
+            while True:
+                if self.max_trials is not None and len(trials) >= self.max_trials:
+                    stop_reason = f"max_trials ({self.max_trials}) reached"
+                    break
+                proposal = self.search.ask()
+                if proposal is None:
+                    break
+                trial = self._evaluate(len(trials), proposal, workload)
+                trials.append(trial)
+                self._write(trial)
+                self.search.tell(trial)
+                if self.on_trial is not None:
+                    self.on_trial(trial)
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+        finally:
+            self.backend.close()
+        best = best_trial(trials, self.objective)
+        if best is None:
+            raise infeasible_error(trials, self.slos)
+        return TuningResult(
+            best=best,
+            trials=tuple(trials),
+            objective=self.objective.text,
+            slos=tuple(s.text for s in self.slos),
+            stop_reason=stop_reason,
+        )
+
+    def _evaluate(self, number: int, proposal: Proposal, workload: Workload) -> Trial:
+        work = workload if proposal.fidelity >= 1.0 else workload.head(proposal.fidelity)
+        t0 = time.perf_counter()
+        try:
+            m = self.backend.evaluate(proposal.config, work)
+        except TunerError as e:
+            return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)
+        except Exception as e:
+            return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)
+        wall = time.perf_counter() - t0
+        for slo in self.slos:  # a user error (wrong unit, metric the backend lacks): stop now
+            slo.check_applicable(m)
+        values: dict[str, float] = {}
+        for name in self._metrics:
+            try:
+                values[name] = MetricRef.parse(name).value(m)
+            except TunerError:
+                if name in self._required:
+                    raise SLOError(
+                        f"metric {name!r} cannot be measured by {m.source}"
+                    ) from None
+        return Trial(
+            number=number,
+            config=proposal.config,
+            fidelity=proposal.fidelity,
+            status=TrialStatus.COMPLETE,
+            values={k: v for k, v in values.items() if not math.isnan(v) or k in self._required},
+            slo_results=judge(self.slos, m),
+            wall_time=wall,
+            measurement=m,
+        )
+
+    def _failed(self, number: int, proposal: Proposal, reason: str, t0: float) -> Trial:
+        return Trial(
+            number=number,
+            config=proposal.config,
+            fidelity=proposal.fidelity,
+            status=TrialStatus.FAILED,
+            error=reason,
+            wall_time=time.perf_counter() - t0,
+        )
+
+    def _write(self, trial: Trial) -> None:
+        if self.trial_log is None:
+            return
+        self.trial_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.trial_log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(trial.record(), allow_nan=True) + "\n")

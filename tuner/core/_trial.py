@@ -1,0 +1,109 @@
+"""Trial records and the result of a tuning run."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import Field
+
+from tuner.core._config import ServingConfig
+from tuner.core._measurement import Measurement
+from tuner.core._model import FrozenModel
+
+
+class TrialStatus(str, Enum):
+    """How a trial ended."""
+
+    COMPLETE = "complete"
+    """The backend measured the configuration (feasible or not)."""
+    FAILED = "failed"
+    """The backend could not measure it (refused config, crash, timeout); see ``error``."""
+
+
+class SLOResult(FrozenModel):
+    """One SLO judged on one trial."""
+
+    slo: str
+    """The SLO's text."""
+    value: float
+    """The metric's value (NaN if it could not be measured)."""
+    limit: float
+    """The SLO's limit, in the metric's base unit."""
+    ok: bool
+    """Whether the SLO holds."""
+    margin: float
+    """Slack to the limit (>= 0 when met; negative by how much it is missed)."""
+
+
+class Trial(FrozenModel):
+    """One configuration evaluated once: what was run, what came out, and the verdict."""
+
+    number: int = Field(ge=0)
+    """Position in the run (0-based), in evaluation order."""
+    config: ServingConfig
+    """The configuration evaluated."""
+    fidelity: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Fraction of the workload run (1 = all of it)."""
+    status: TrialStatus
+    """Whether the backend produced a measurement."""
+    values: dict[str, float] = Field(default_factory=dict)
+    """Metric values read by the objective and the SLOs (and a few headline figures)."""
+    slo_results: tuple[SLOResult, ...] = ()
+    """Each SLO's verdict, in the order the SLOs were given."""
+    error: str | None = None
+    """Why the trial failed (with the log tail for live backends)."""
+    wall_time: float = Field(default=0.0, ge=0.0)
+    """Seconds of real time the evaluation took."""
+    measurement: Measurement | None = Field(default=None, exclude=True, repr=False)
+    """The full measurement (not written to trial logs)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the backend measured this configuration."""
+        return self.status is TrialStatus.COMPLETE
+
+    @property
+    def feasible(self) -> bool:
+        """Measured, and every SLO holds."""
+        return self.ok and all(r.ok for r in self.slo_results)
+
+    @property
+    def violations(self) -> tuple[SLOResult, ...]:
+        """The SLOs this trial misses."""
+        return tuple(r for r in self.slo_results if not r.ok)
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready record of this trial (one line of a trial log)."""
+        out = self.model_dump(mode="json")
+        out["feasible"] = self.feasible
+        return out
+
+
+class TuningResult(FrozenModel):
+    """The outcome of :meth:`Loop.run`: the best feasible trial and every trial run."""
+
+    best: Trial
+    """The best feasible trial (never one that violates an SLO)."""
+    trials: tuple[Trial, ...]
+    """Every trial, in evaluation order, feasible or not, failed or not."""
+    objective: str
+    """The objective's description."""
+    slos: tuple[str, ...] = ()
+    """The SLOs' text."""
+    stop_reason: str = "search exhausted"
+    """Why the run stopped."""
+
+    @property
+    def feasible(self) -> tuple[Trial, ...]:
+        """The trials that met every SLO."""
+        return tuple(t for t in self.trials if t.feasible)
+
+    @property
+    def failed(self) -> tuple[Trial, ...]:
+        """The trials the backend could not measure."""
+        return tuple(t for t in self.trials if not t.ok)
+
+    @property
+    def best_config(self) -> ServingConfig:
+        return self.best.config

@@ -1,0 +1,147 @@
+"""Metrics: named figures extracted from a :class:`Measurement`, once, for every backend.
+
+A metric reference is ``name`` for an engine-level figure (``max_step_tokens``,
+``output_throughput``) or ``name.stat`` for a distribution (``ttft.p99``, ``ttft_steps.max``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tuner.core._errors import SLOError
+from tuner.core._measurement import Measurement
+from tuner.objectives._stats import STATISTICS, check_statistic, statistic
+
+Kind = Literal["time", "steps", "tokens", "count", "rate"]
+
+
+@dataclass(frozen=True)
+class _Distribution:
+    kind: Kind
+    doc: str
+    samples: Callable[[Measurement], tuple[np.ndarray, np.ndarray | None]]
+    needs_steps: bool = False
+
+
+@dataclass(frozen=True)
+class _Scalar:
+    kind: Kind
+    doc: str
+    value: Callable[[Measurement], float]
+    needs_steps: bool = False
+
+
+def _steps_field(m: Measurement) -> np.ndarray:
+    m._steps()  # raises the "no step record" error for backends that saw no steps
+    return np.asarray(m.ttft_steps, dtype=np.float64)
+
+
+DISTRIBUTIONS: dict[str, _Distribution] = {
+    "ttft": _Distribution("time", "time to first token, from arrival", lambda m: (m.ttft, None)),
+    "tpot": _Distribution(
+        "time", "time per output token after the first (requests with > 1 token)",
+        lambda m: (m.tpot, None),
+    ),
+    "itl": _Distribution(
+        "time", "inter-token latency samples of all requests",
+        lambda m: (m.itl_values, m.itl_counts),
+    ),
+    "e2e": _Distribution("time", "end-to-end latency, from arrival", lambda m: (m.e2e, None)),
+    "ttft_steps": _Distribution(
+        "steps", "steps from the first step that could see a request to its first token",
+        lambda m: (_steps_field(m), None), needs_steps=True,
+    ),
+}  # fmt: skip
+
+SCALARS: dict[str, _Scalar] = {
+    "max_step_tokens": _Scalar(
+        "tokens", "most tokens scheduled in one step (the ITL-spike proxy)",
+        lambda m: float(m.max_step_tokens), needs_steps=True,
+    ),
+    "total_steps": _Scalar(
+        "count", "steps that scheduled any token", lambda m: float(m.total_steps),
+        needs_steps=True,
+    ),
+    "mean_step_tokens": _Scalar(
+        "tokens", "mean tokens per executed step",
+        lambda m: float(np.mean(m._steps())) if m.total_steps else 0.0, needs_steps=True,
+    ),
+    "duration": _Scalar("time", "first arrival to last token", lambda m: m.duration),
+    "output_throughput": _Scalar(
+        "rate", "output tokens per time unit", lambda m: m.output_throughput
+    ),
+    "request_throughput": _Scalar(
+        "rate", "completed requests per time unit", lambda m: m.request_throughput
+    ),
+    "total_token_throughput": _Scalar(
+        "rate", "prompt + output tokens per time unit", lambda m: m.total_token_throughput
+    ),
+    "preemptions": _Scalar("count", "preemptions (recompute)", lambda m: float(m.preemptions)),
+    "failed_requests": _Scalar(
+        "count", "requests that errored", lambda m: float(m.failed_requests)
+    ),
+}  # fmt: skip
+
+
+def metric_names() -> list[str]:
+    """Every metric reference pattern, for error messages and help."""
+    return [f"{n}.<stat>" for n in DISTRIBUTIONS] + list(SCALARS)
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    """A parsed metric reference such as ``ttft.p99`` or ``max_step_tokens``."""
+
+    name: str
+    stat: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> MetricRef:
+        """Parse ``name`` or ``name.stat``; raises :class:`SLOError` listing what is allowed."""
+        if not isinstance(text, str) or not text.strip():
+            raise SLOError(f"metric {text!r}: expected a name like 'ttft.p99'")
+        text = text.strip()
+        name, _, stat = text.partition(".")
+        if name in SCALARS:
+            if stat:
+                raise SLOError(
+                    f"metric {text!r}: {name} is a single figure and takes no statistic"
+                )
+            return cls(name)
+        if name in DISTRIBUTIONS:
+            if not stat:
+                raise SLOError(
+                    f"metric {text!r}: {name} is a distribution; add a statistic, e.g. "
+                    f"{name}.p99 (allowed: {', '.join(STATISTICS)})"
+                )
+            check_statistic(stat)
+            return cls(name, stat)
+        raise SLOError(f"unknown metric {name!r} in {text!r}; allowed: {', '.join(metric_names())}")
+
+    @property
+    def kind(self) -> Kind:
+        return (SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]).kind
+
+    @property
+    def needs_steps(self) -> bool:
+        spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
+        return spec.needs_steps
+
+    def value(self, m: Measurement) -> float:
+        """This metric's value on a measurement (in the measurement's time unit)."""
+        if self.stat is None:
+            return SCALARS[self.name].value(m)
+        values, counts = DISTRIBUTIONS[self.name].samples(m)
+        return statistic(values, self.stat, counts)
+
+    def __str__(self) -> str:
+        return self.name if self.stat is None else f"{self.name}.{self.stat}"
+
+
+def metric_value(m: Measurement, metric: str) -> float:
+    """The value of a metric reference on a measurement, e.g. ``metric_value(m, "ttft.p99")``."""
+    return MetricRef.parse(metric).value(m)

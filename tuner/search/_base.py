@@ -1,0 +1,66 @@
+"""The search interface: ask for a proposal, tell the recorded trial."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from tuner.core._config import ServingConfig
+from tuner.core._errors import SearchError
+from tuner.core._space import SearchSpace
+from tuner.core._trial import Trial
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What to evaluate next: a configuration and the fraction of the workload to run it on."""
+
+    config: ServingConfig
+    fidelity: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fidelity <= 1:
+            raise SearchError(f"Proposal.fidelity = {self.fidelity!r}: must be in (0, 1]")
+
+
+class Search(ABC):
+    """Proposes configurations; learns from the trials the Loop records.
+
+    A search only proposes: it never evaluates, never checks SLOs and never decides the final
+    answer (the Loop does). The Loop calls :meth:`start` once with the space, then alternates
+    :meth:`ask` and :meth:`tell` until ``ask`` returns ``None``.
+
+    Example:
+        >>> from tuner import SearchSpace, ServingConfig
+        >>> from tuner.search import GridSearch
+        >>> s = GridSearch()
+        >>> s.start(SearchSpace({"max_num_seqs": [1, 2]}, base=ServingConfig()))
+        >>> s.ask().config.max_num_seqs
+        1
+    """
+
+    _space: SearchSpace | None = None
+
+    def start(self, space: SearchSpace) -> None:
+        """Bind the search to a space (called once by the Loop before the first ``ask``)."""
+        if not isinstance(space, SearchSpace):
+            raise SearchError(f"start(space=...): expected a SearchSpace, got {space!r}")
+        self._space = space
+        self._on_start(space)
+
+    @property
+    def space(self) -> SearchSpace:
+        if self._space is None:
+            raise SearchError(f"{type(self).__name__}: call start(space) before ask()")
+        return self._space
+
+    def _on_start(self, space: SearchSpace) -> None:  # noqa: B027 - optional hook
+        """Hook for subclasses: set up state for ``space``."""
+
+    @abstractmethod
+    def ask(self) -> Proposal | None:
+        """The next proposal, or ``None`` when the search has nothing more to propose."""
+
+    @abstractmethod
+    def tell(self, trial: Trial) -> None:
+        """Feed back the trial the Loop recorded for the last proposal."""
