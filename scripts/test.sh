@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="$(bash scripts/venv.sh | tail -n 1)"
-echo "== ruff"; "$VENV/bin/ruff" check tuner tests benchmarks
+echo "== ruff"; "$VENV/bin/ruff" check .
 echo "== mypy"; "$VENV/bin/mypy" tuner
 echo "== pytest"; "$VENV/bin/python" -m pytest "$@"

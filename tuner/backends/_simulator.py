@@ -26,8 +26,6 @@ next event and records the whole stretch at once.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-
 import numpy as np
 
 from tuner.backends._base import Backend
@@ -102,21 +100,19 @@ def check_workload_fits(config: ServingConfig, workload: Workload) -> None:
         )
 
 
-@dataclass(eq=False)
 class _Req:
     """Scheduler-side state of one request."""
 
-    id: int
-    prompt: int
-    output: int
-    computed: int = 0  # tokens whose KV is computed (vLLM's num_computed_tokens)
-    emitted: int = 0  # output tokens sampled so far
-    blocks: int = 0  # KV blocks held
+    __slots__ = ("blocks", "computed", "emitted", "id", "length", "output", "prompt")
 
-    @property
-    def length(self) -> int:
-        """Current sequence length: prompt + tokens sampled so far (vLLM's num_tokens)."""
-        return self.prompt + self.emitted
+    def __init__(self, rid: int, prompt: int, output: int) -> None:
+        self.id = rid
+        self.prompt = prompt
+        self.output = output
+        self.computed = 0  # tokens whose KV is computed (vLLM's num_computed_tokens)
+        self.emitted = 0  # output tokens sampled so far
+        self.length = prompt  # prompt + tokens sampled so far (vLLM's num_tokens)
+        self.blocks = 0  # KV blocks held
 
 
 class _Engine:
@@ -129,20 +125,15 @@ class _Engine:
         prompts = workload.prompt_tokens.tolist()
         outputs = workload.output_tokens.tolist()
         self.reqs = [_Req(i, p, o) for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
-        self.order = [int(i) for i in workload.schedule_order]
-        self.arrival = [float(a) for a in workload.arrival]
+        self.order: list[int] = workload.schedule_order.tolist()
+        self.arrival: list[float] = workload.arrival.tolist()
         self.running: list[_Req] = []
         self.waiting: deque[_Req] = deque()
         self.finishing: list[_Req] = []  # async scheduling: finished, slot/blocks freed next step
-        bs = config.block_size
-        self.bs = bs
+        self.bs = config.block_size
         cap = config.num_kv_blocks
-        self.free_blocks: float = float("inf") if cap is None else cap - 1  # block 0 reserved
         self.kv_limited = cap is not None
-
-    # --- KV blocks -----------------------------------------------------------------------------
-    def _blocks_for(self, tokens: int) -> int:
-        return -(-tokens // self.bs)
+        self.free_blocks = 0 if cap is None else cap - 1  # block 0 is reserved
 
     def _free(self, r: _Req) -> None:
         self.free_blocks += r.blocks
@@ -152,56 +143,56 @@ class _Engine:
     def run(self) -> None:
         pending = 0
         n = len(self.order)
-        now = self.arrival[self.order[0]]
+        order, arrival = self.order, self.arrival
+        now = arrival[order[0]]
         done = 0
-        steady = False
         while done < n:
-            while pending < n and self.arrival[self.order[pending]] <= now:
-                self.waiting.append(self.reqs[self.order[pending]])
+            while pending < n and arrival[order[pending]] <= now:
+                self.waiting.append(self.reqs[order[pending]])
                 pending += 1
-                steady = False
             if not self.running and not self.waiting and not self.finishing:
-                now = self.arrival[self.order[pending]]
+                now = arrival[order[pending]]
                 continue
-            if steady and self.fast_forward:
-                next_arrival = self.arrival[self.order[pending]] if pending < n else None
-                jumped = self._jump(now, next_arrival)
+            if self.fast_forward and self._steady():
+                jumped = self._jump(now, arrival[order[pending]] if pending < n else None)
                 if jumped is not None:
                     now = jumped
-                    steady = False
                     continue
-            now, finished, steady = self._step(now)
+            now, finished = self._step(now)
             done += finished
 
-    def _step(self, now: float) -> tuple[float, int, bool]:
+    def _step(self, now: float) -> tuple[float, int]:
         """One ``schedule()`` + model step + ``update_from_output()``.
 
-        Returns the new time, how many requests finished, and whether the step was steady
-        (pure decode of every running request, nothing admitted, preempted or finished).
+        Returns the new time and how many requests finished.
         """
         cfg = self.cfg
+        running, waiting, finishing = self.running, self.waiting, self.finishing
+        kv = self.kv_limited
+        bs = self.bs
         budget = cfg.max_num_batched_tokens
-        eligible = len(self.running) + len(self.finishing) + len(self.waiting)
+        eligible = len(running) + len(finishing) + len(waiting)
         thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
         scheduled: list[tuple[_Req, int]] = []
         preempted = False
 
         # RUNNING pass, oldest admission first.
         i = 0
-        while i < len(self.running) and budget > 0:
-            r = self.running[i]
+        while i < len(running) and budget > 0:
+            r = running[i]
             n = r.length - r.computed
             if 0 < thr < n:
                 n = thr
-            n = min(n, budget)
-            if self.kv_limited:
-                need = self._blocks_for(r.computed + n) - r.blocks
+            if n > budget:
+                n = budget
+            if kv:
+                need = -(-(r.computed + n) // bs) - r.blocks
                 placed = True
                 while need > self.free_blocks:
-                    victim = self.running.pop()
+                    victim = running.pop()
                     self._free(victim)
                     victim.computed = 0
-                    self.waiting.appendleft(victim)
+                    waiting.appendleft(victim)
                     self.tl.preempted(victim.id)
                     preempted = True
                     if victim is r:
@@ -216,122 +207,145 @@ class _Engine:
             i += 1
 
         # WAITING pass, only in a step that preempted nothing.
-        admitted = 0
         if not preempted:
-            while budget > 0 and self.waiting:
-                if len(self.running) + len(self.finishing) >= cfg.max_num_seqs:
+            while budget > 0 and waiting:
+                if len(running) + len(finishing) >= cfg.max_num_seqs:
                     break
-                r = self.waiting[0]
+                r = waiting[0]
                 n = r.length - r.computed
                 if 0 < thr < n:
                     n = thr
                 if not cfg.enable_chunked_prefill and n > budget:
                     break
-                n = min(n, budget)
-                if self.kv_limited:
-                    if self._blocks_for(r.length) > self.free_blocks:
+                if n > budget:
+                    n = budget
+                if kv:
+                    if -(-r.length // bs) > self.free_blocks:
                         break
-                    need = self._blocks_for(r.computed + n)
+                    need = -(-(r.computed + n) // bs)
                     self.free_blocks -= need
                     r.blocks += need
-                self.waiting.popleft()
-                self.running.append(r)
+                waiting.popleft()
+                running.append(r)
                 scheduled.append((r, n))
                 budget -= n
-                admitted += 1
 
-        released = bool(self.finishing)
+        released = bool(finishing)
         if released:  # async scheduling: last step's finished requests leave only now
-            for r in self.finishing:
+            for r in finishing:
                 self._free(r)
-            self.finishing = []
+            finishing.clear()
 
         if not scheduled:
             if released:  # the freed slots and blocks are usable by the next schedule()
-                return now, 0, False
+                return now, 0
             raise BackendError(
                 "simulator stalled: a step scheduled no token while requests wait "
-                f"(running={len(self.running)}, waiting={len(self.waiting)})"
+                f"(running={len(running)}, waiting={len(waiting)})"
             )
 
         prefill = decode = 0
         emitted: list[int] = []
         finished: list[_Req] = []
-        steady = (
-            not released
-            and admitted == 0
-            and not preempted
-            and len(scheduled) == len(self.running)
-        )
         for r, n in scheduled:
-            if r.emitted > 0 and r.computed == r.length - 1:
+            if r.emitted and r.computed == r.length - 1:
                 decode += n
             else:
                 prefill += n
-                steady = False
             r.computed += n
             if r.computed == r.length:
                 r.emitted += 1
+                r.length += 1
                 emitted.append(r.id)
                 if r.emitted == r.output:
                     finished.append(r)
         end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
 
         if finished:
-            self.running = [r for r in self.running if r.emitted < r.output]
+            self.running = [r for r in running if r.emitted < r.output]
             for r in finished:
-                if self.cfg.async_scheduling:
-                    self.finishing.append(r)
+                if cfg.async_scheduling:
+                    finishing.append(r)
                 else:
                     self._free(r)
-            steady = False
-        return end, len(finished), steady
+        return end, len(finished)
+
+    def _steady(self) -> bool:
+        """Whether the next step is a pure decode of every running request that admits,
+        preempts and finishes nothing -- and so are the steps after it, until an event."""
+        running = self.running
+        if self.finishing or not running:
+            return False
+        cfg = self.cfg
+        free_budget = cfg.max_num_batched_tokens - len(running)
+        if free_budget < 0:
+            return False
+        for r in running:
+            if not r.emitted or r.computed != r.length - 1:
+                return False
+        if not self.waiting or free_budget == 0 or len(running) >= cfg.max_num_seqs:
+            return True
+        # Would the head of the queue be admitted? (Admission only gets harder while decodes
+        # grow: the budget left is constant and free KV blocks only shrink.)
+        head = self.waiting[0]
+        n = head.length - head.computed
+        thr = cfg.long_prefill_token_threshold if len(running) + len(self.waiting) > 1 else 0
+        if 0 < thr < n:
+            n = thr
+        if not cfg.enable_chunked_prefill and n > free_budget:
+            return True
+        if self.kv_limited:
+            # The next step's decodes allocate first, then the head needs its whole sequence.
+            bs = self.bs
+            grow = sum(-(-(r.computed + 1) // bs) - r.blocks for r in running)
+            return -(-head.length // bs) > self.free_blocks - grow
+        return False
 
     def _jump(self, now: float, next_arrival: float | None) -> float | None:
-        """Record the identical decode-only steps that follow a steady step, up to (not
-        including) the next event. Returns the new time, or None if no step can be skipped."""
+        """Record the identical decode-only steps from ``now`` up to (not including) the next
+        event: an arrival, a request's last token, or a KV shortfall. Returns the new time, or
+        None when not even one step can be skipped."""
         run = self.running
         # Steps until a request would receive its last token (that step is simulated normally).
         k = min(r.output - r.emitted for r in run) - 1
         if k < 1:
             return None
-        computed = np.fromiter((r.computed for r in run), dtype=np.int64, count=len(run))
         if self.kv_limited:
-            held = int(sum(r.blocks for r in run))
-            k = self._kv_steps(computed, held, k)
+            k = self._kv_steps(k)
             if k < 1:
                 return None
-        cm = self.tl.cost_model
-        dur = cm.step_time(0, len(run), len(run))
+        dur = self.tl.cost_model.step_time(0, len(run), len(run))
         if next_arrival is not None:
             # Step start times exactly as a step-by-step run would add them.
             starts = np.cumsum(np.concatenate(([now], np.full(k, dur))))
             k = min(k, int(np.searchsorted(starts, next_arrival, side="left")))
             if k < 1:
                 return None
-        ids = np.fromiter((r.id for r in run), dtype=np.int64, count=len(run))
-        end = self.tl.run(now, k, len(run), len(run), ids)
+        end = self.tl.run(now, k, len(run), len(run), [r.id for r in run])
+        bs = self.bs
         for r in run:
             r.computed += k
             r.emitted += k
-        if self.kv_limited:
-            for r in run:
-                nb = self._blocks_for(r.computed)
+            r.length += k
+            if self.kv_limited:
+                nb = -(-r.computed // bs)
                 self.free_blocks -= nb - r.blocks
                 r.blocks = nb
         return end
 
-    def _kv_steps(self, computed: np.ndarray, held: int, k: int) -> int:
-        """The most decode steps (<= k) the free blocks allow without a preemption."""
+    def _kv_steps(self, k: int) -> int:
+        """The most decode steps (<= k) the free KV blocks allow without a preemption."""
+        run = self.running
         bs = self.bs
-        budget = self.free_blocks + held
+        computed = np.fromiter((r.computed for r in run), dtype=np.int64, count=len(run))
+        total = self.free_blocks + sum(r.blocks for r in run)
 
         def fits(j: int) -> bool:
-            return int(((computed + j + bs - 1) // bs).sum()) <= budget
+            return int(((computed + j + bs - 1) // bs).sum()) <= total
 
         if fits(k):
             return k
-        lo, hi = 0, k  # fits(lo) holds (current state), fits(hi) does not
+        lo, hi = 0, k  # fits(lo) holds (the current state), fits(hi) does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if fits(mid):
