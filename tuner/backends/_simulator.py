@@ -26,6 +26,7 @@ next event and records the whole stretch at once.
 from __future__ import annotations
 
 from collections import deque
+
 import numpy as np
 
 from tuner.backends._base import Backend

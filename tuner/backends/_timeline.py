@@ -90,7 +90,6 @@ class Timeline:
         so a run and the same steps recorded one by one give bit-identical times."""
         dur = self.cost_model.step_time(0, decode_tokens, num_seqs)
         bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
-        idx = len(self._tokens)
         self._tokens.extend([decode_tokens] * k)
         self._seqs.extend([num_seqs] * k)
         self._start.extend(bounds[:k])
