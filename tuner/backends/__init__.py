@@ -2,7 +2,8 @@
 
 from tuner.backends._base import Backend
 from tuner.backends._cost import CostModel
+from tuner.backends._replay import SchedulerReplayBackend
 from tuner.backends._simulator import SimulatorBackend
 from tuner.backends._timeline import Timeline
 
-__all__ = ["Backend", "CostModel", "SimulatorBackend", "Timeline"]
+__all__ = ["Backend", "CostModel", "SchedulerReplayBackend", "SimulatorBackend", "Timeline"]

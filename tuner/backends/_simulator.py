@@ -18,9 +18,10 @@ and is checked against the real scheduler by the fidelity suite (``tuner fidelit
 * Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
   the first step starting at or after ``t``; an idle engine jumps to the next arrival.
 
-Stretches where nothing changes (every running request decoding, no admission possible, no
-arrival, no finish, enough KV blocks) are not simulated step by step: the engine jumps to the
-next event and records the whole stretch at once.
+Stretches of identical steps (the same running requests each getting the same tokens -- one
+per decode, a fixed chunk per prefill -- with no admission possible, no arrival, no prompt
+completed, no request finished and enough KV blocks) are not simulated step by step: the engine
+jumps to the next event and records the whole stretch at once.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ class _Engine:
             if not self.running and not self.waiting and not self.finishing:
                 now = arrival[order[pending]]
                 continue
-            if self.fast_forward and self._steady():
-                jumped = self._jump(now, arrival[order[pending]] if pending < n else None)
+            plan = self._plan() if self.fast_forward else None
+            if plan is not None:
+                jumped = self._jump(now, plan, arrival[order[pending]] if pending < n else None)
                 if jumped is not None:
                     now = jumped
                     continue
@@ -271,78 +273,108 @@ class _Engine:
                     self._free(r)
         return end, len(finished)
 
-    def _steady(self) -> bool:
-        """Whether the next step is a pure decode of every running request that admits,
-        preempts and finishes nothing -- and so are the steps after it, until an event."""
+    def _plan(self) -> list[int] | None:
+        """The tokens each running request gets in the next step, if that step is *regular*:
+        it serves every running request, completes no prompt, finishes no request, admits and
+        preempts nothing -- so that the steps after it are identical until an event. None
+        otherwise (the next step is simulated normally)."""
         running = self.running
         if self.finishing or not running:
-            return False
+            return None
         cfg = self.cfg
-        free_budget = cfg.max_num_batched_tokens - len(running)
-        if free_budget < 0:
-            return False
+        waiting = self.waiting
+        thr = cfg.long_prefill_token_threshold if len(running) + len(waiting) > 1 else 0
+        budget = cfg.max_num_batched_tokens
+        plan: list[int] = []
         for r in running:
-            if not r.emitted or r.computed != r.length - 1:
-                return False
-        if not self.waiting or free_budget == 0 or len(running) >= cfg.max_num_seqs:
-            return True
-        # Would the head of the queue be admitted? (Admission only gets harder while decodes
-        # grow: the budget left is constant and free KV blocks only shrink.)
-        head = self.waiting[0]
+            if budget <= 0:
+                return None  # a starved request: not worth the bookkeeping
+            n = r.length - r.computed
+            if n == 1 and r.emitted:
+                plan.append(1)
+                budget -= 1
+                continue
+            if 0 < thr < n:
+                n = thr
+            if n > budget:
+                n = budget
+            if r.computed + n >= r.length:
+                return None  # this step completes the prompt: the first token is an event
+            plan.append(n)
+            budget -= n
+        if self.kv_limited:
+            bs = self.bs
+            grow = sum(
+                -(-(r.computed + n) // bs) - r.blocks for r, n in zip(running, plan, strict=True)
+            )
+            if grow > self.free_blocks:
+                return None  # a preemption is coming
+        if not waiting or budget == 0 or len(running) >= cfg.max_num_seqs:
+            return plan
+        # Would the head of the queue be admitted? (Admission only gets harder while the
+        # stretch lasts: the budget left is constant and free KV blocks only shrink.)
+        head = waiting[0]
         n = head.length - head.computed
-        thr = cfg.long_prefill_token_threshold if len(running) + len(self.waiting) > 1 else 0
         if 0 < thr < n:
             n = thr
-        if not cfg.enable_chunked_prefill and n > free_budget:
-            return True
-        if self.kv_limited:
-            # The next step's decodes allocate first, then the head needs its whole sequence.
-            bs = self.bs
-            grow = sum(-(-(r.computed + 1) // bs) - r.blocks for r in running)
-            return -(-head.length // bs) > self.free_blocks - grow
-        return False
+        if not cfg.enable_chunked_prefill and n > budget:
+            return plan
+        if self.kv_limited and -(-head.length // self.bs) > self.free_blocks - grow:
+            return plan
+        return None
 
-    def _jump(self, now: float, next_arrival: float | None) -> float | None:
-        """Record the identical decode-only steps from ``now`` up to (not including) the next
-        event: an arrival, a request's last token, or a KV shortfall. Returns the new time, or
-        None when not even one step can be skipped."""
+    def _jump(self, now: float, plan: list[int], next_arrival: float | None) -> float | None:
+        """Record the identical steps of ``plan`` from ``now`` up to (not including) the next
+        event: an arrival, a prompt's last chunk, a request's last token, or a KV shortfall.
+        Returns the new time, or None when not even one step can be skipped."""
         run = self.running
-        # Steps until a request would receive its last token (that step is simulated normally).
-        k = min(r.output - r.emitted for r in run) - 1
+        k = 1 << 62
+        decoders: list[int] = []
+        prefill = 0
+        for r, n in zip(run, plan, strict=True):
+            if r.emitted and r.computed == r.length - 1:
+                decoders.append(r.id)
+                k = min(k, r.output - r.emitted - 1)  # its last token is an event
+            else:
+                prefill += n
+                k = min(k, -(-(r.length - r.computed) // n) - 1)  # its last chunk is an event
         if k < 1:
             return None
         if self.kv_limited:
-            k = self._kv_steps(k)
+            k = self._kv_steps(plan, k)
             if k < 1:
                 return None
-        dur = self.tl.cost_model.step_time(0, len(run), len(run))
+        decode = len(decoders)
+        dur = self.tl.cost_model.step_time(prefill, decode, len(run))
         if next_arrival is not None:
             # Step start times exactly as a step-by-step run would add them.
             starts = np.cumsum(np.concatenate(([now], np.full(k, dur))))
             k = min(k, int(np.searchsorted(starts, next_arrival, side="left")))
             if k < 1:
                 return None
-        end = self.tl.run(now, k, len(run), len(run), [r.id for r in run])
+        end = self.tl.run(now, k, prefill, decode, len(run), decoders)
         bs = self.bs
-        for r in run:
-            r.computed += k
-            r.emitted += k
-            r.length += k
+        for r, n in zip(run, plan, strict=True):
+            if r.emitted and r.computed == r.length - 1:
+                r.emitted += k
+                r.length += k
+            r.computed += n * k
             if self.kv_limited:
                 nb = -(-r.computed // bs)
                 self.free_blocks -= nb - r.blocks
                 r.blocks = nb
         return end
 
-    def _kv_steps(self, k: int) -> int:
-        """The most decode steps (<= k) the free KV blocks allow without a preemption."""
+    def _kv_steps(self, plan: list[int], k: int) -> int:
+        """The most planned steps (<= k) the free KV blocks allow without a preemption."""
         run = self.running
         bs = self.bs
         computed = np.fromiter((r.computed for r in run), dtype=np.int64, count=len(run))
+        rate = np.array(plan, dtype=np.int64)
         total = self.free_blocks + sum(r.blocks for r in run)
 
         def fits(j: int) -> bool:
-            return int(((computed + j + bs - 1) // bs).sum()) <= total
+            return int(((computed + rate * j + bs - 1) // bs).sum()) <= total
 
         if fits(k):
             return k

@@ -81,16 +81,23 @@ class Timeline:
         return end
 
     def run(
-        self, start: float, k: int, decode_tokens: int, num_seqs: int, ids: Sequence[int]
+        self,
+        start: float,
+        k: int,
+        prefill_tokens: int,
+        decode_tokens: int,
+        num_seqs: int,
+        ids: Sequence[int],
     ) -> float:
-        """Record ``k`` identical decode-only steps in which each of ``ids`` gets one token
-        per step and none gets its first or last token. Returns the end of the last one.
+        """Record ``k`` identical steps in which each of ``ids`` (decoding requests) gets one
+        token per step and none gets its first or last token; prefill chunks emit nothing.
+        Returns the end of the last step.
 
         Step boundaries are accumulated exactly as ``k`` calls of :meth:`step` would add them,
         so a run and the same steps recorded one by one give bit-identical times."""
-        dur = self.cost_model.step_time(0, decode_tokens, num_seqs)
+        dur = self.cost_model.step_time(prefill_tokens, decode_tokens, num_seqs)
         bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
-        self._tokens.extend([decode_tokens] * k)
+        self._tokens.extend([prefill_tokens + decode_tokens] * k)
         self._seqs.extend([num_seqs] * k)
         self._start.extend(bounds[:k])
         self._end.extend(bounds[1:])
@@ -99,8 +106,9 @@ class Timeline:
         gaps = [first_end - last_emit[i] for i in ids]  # every id has emitted before a run
         self._itl_values.extend(gaps)
         self._itl_counts.extend([1] * len(gaps))
-        self._itl_values.append(dur)
-        self._itl_counts.append(len(ids) * (k - 1))
+        if k > 1 and ids:
+            self._itl_values.append(dur)
+            self._itl_counts.append(len(ids) * (k - 1))
         for i in ids:
             emitted_so_far[i] += k
             last_emit[i] = end

@@ -1,0 +1,89 @@
+"""Simulator speed: against vLLM's own scheduler on the same trace, and scaling with size.
+
+Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_simulator.py`` (the replay rows need
+vLLM: ``TUNER_WITH_VLLM=1 bash scripts/venv.sh`` prints a venv that has it).
+
+Prints two tables:
+1. simulator vs SchedulerReplayBackend on one 10,000-request Poisson trace with mixed lengths:
+   wall time, steps, the speed ratio, and whether the schedules are identical;
+2. the simulator alone over 1k / 10k / 100k requests of the same shape: wall time, steps,
+   microseconds per request (flat = linear cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+
+import numpy as np
+
+from tuner import ServingConfig, Workload
+from tuner.backends import Backend, SimulatorBackend
+from tuner.backends._fidelity import schedule_differences
+from tuner.cli._table import format_table
+
+CONFIG = ServingConfig(
+    max_num_batched_tokens=512,
+    max_num_seqs=64,
+    long_prefill_token_threshold=128,
+    num_kv_blocks=4096,
+    block_size=16,
+    max_model_len=4096,
+)
+
+
+def chat_trace(n: int, seed: int = 0, rate: float = 0.08) -> Workload:
+    """Poisson arrivals (``rate`` requests per step on the unit clock), lognormal chat lengths:
+    prompts around 400 tokens (16..3000), outputs around 150 tokens (4..1000)."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, n)
+    arrival = np.cumsum(gaps) - gaps[0]
+    prompt = np.clip(rng.lognormal(np.log(400), 0.8, n), 16, 3000).astype(np.int64)
+    output = np.clip(rng.lognormal(np.log(150), 0.9, n), 4, 1000).astype(np.int64)
+    return Workload.from_arrays(arrival, prompt, output)
+
+
+def timed(backend: Backend, workload: Workload) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    m = backend.evaluate(CONFIG, workload)
+    return time.perf_counter() - t0, m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=10_000, help="size of the comparison trace")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="scaling sizes")
+    ap.add_argument("--no-replay", action="store_true", help="skip the vLLM comparison")
+    args = ap.parse_args()
+
+    print(f"config: {CONFIG.describe(ServingConfig())}\n")
+    if not args.no_replay and importlib.util.find_spec("vllm") is not None:
+        from tuner.backends import SchedulerReplayBackend
+
+        w = chat_trace(args.requests)
+        sim_s, sim_m = timed(SimulatorBackend(), w)
+        with SchedulerReplayBackend() as replay:
+            rep_s, rep_m = timed(replay, w)
+        same = schedule_differences(sim_m, rep_m) == []  # type: ignore[arg-type]
+        steps = sim_m.total_steps  # type: ignore[attr-defined]
+        print(format_table(
+            ["backend", "requests", "steps", "wall s", "steps/s", "identical schedule"],
+            [["SimulatorBackend", len(w), steps, round(sim_s, 2), round(steps / sim_s), same],
+             ["SchedulerReplayBackend", len(w), rep_m.total_steps, round(rep_s, 2),  # type: ignore[attr-defined]
+              round(rep_m.total_steps / rep_s), same]],  # type: ignore[attr-defined]
+        ))  # fmt: skip
+        print(f"\nsimulator is {rep_s / sim_s:.0f}x faster than vLLM's scheduler on this trace\n")
+    else:
+        print("(vLLM not installed or --no-replay: skipping the replay comparison)\n")
+
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        w = chat_trace(n)
+        secs, m = timed(SimulatorBackend(), w)
+        rows.append([n, m.total_steps, round(secs, 3), round(secs / n * 1e6, 1)])  # type: ignore[attr-defined]
+    print(format_table(["requests", "steps", "wall s", "us per request"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Fidelity: the simulator schedules exactly like vLLM 0.32's own Scheduler.
+
+The vLLM-marked tests run in CI against the installed vLLM CPU build (a skip is a failure
+there). Any difference is a simulator bug to fix, not a tolerance to widen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tuner import Request, ServingConfig, Workload
+from tuner.backends import Backend, SimulatorBackend
+from tuner.backends._fidelity import (
+    CASE_KINDS,
+    cases,
+    random_case,
+    run_fidelity,
+    schedule_differences,
+)
+from tuner.core import ConfigError
+
+N_CASES = 360  # hundreds of random cases, every kind equally (60 each)
+
+
+@pytest.fixture(scope="module")
+def replay() -> Iterator[Backend]:
+    from tuner.backends import SchedulerReplayBackend
+
+    with SchedulerReplayBackend() as backend:
+        yield backend
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("kind", CASE_KINDS)
+def test_simulator_matches_vllm_scheduler_token_for_token(kind: str, replay: Backend) -> None:
+    case_list = [c for c in cases(N_CASES, seed=0) if c.kind == kind]
+    report = run_fidelity(replay, SimulatorBackend(), case_list)
+    problems = [f"{c.describe()}\n    " + "\n    ".join(d) for c, d in report.disagreements]
+    assert not problems, f"{len(problems)} of {report.total} cases differ:\n" + "\n".join(
+        problems[:5]
+    )
+
+
+@pytest.mark.vllm
+def test_kv_pressure_cases_really_preempt(replay: Backend) -> None:
+    case_list = [c for c in cases(N_CASES, seed=0) if c.kind == "kv_pressure"]
+    preempting = sum(replay.evaluate(c.config, c.workload).preemptions > 0 for c in case_list)
+    assert preempting >= len(case_list) // 4  # the suite exercises preemption, not just admission
+
+
+@pytest.mark.vllm
+def test_fast_forward_on_long_decodes_matches_vllm(replay: Backend) -> None:
+    rng = np.random.default_rng(7)
+    n = 30
+    w = Workload.from_arrays(
+        np.sort(rng.uniform(0, 200, n)), rng.integers(1, 200, n), rng.integers(100, 300, n)
+    )
+    cfg = ServingConfig(max_num_batched_tokens=256, max_num_seqs=12, max_model_len=512,
+                        long_prefill_token_threshold=32, num_kv_blocks=200, block_size=16)  # fmt: skip
+    assert schedule_differences(SimulatorBackend().evaluate(cfg, w), replay.evaluate(cfg, w)) == []
+
+
+def test_cases_are_reproducible_valid_and_cover_every_kind() -> None:
+    a, b = cases(24, seed=3), cases(24, seed=3)
+    assert [c.describe() for c in a] == [c.describe() for c in b]
+    assert {c.kind for c in a} == set(CASE_KINDS)
+    assert [c.describe() for c in cases(24, seed=4)] != [c.describe() for c in a]
+    for c in a:  # every case is a configuration vLLM accepts, with requests that fit
+        assert (c.workload.prompt_tokens + c.workload.output_tokens <= c.config.max_model_len).all()
+        assert c.config.enable_chunked_prefill == (c.kind != "no_chunking")
+    with pytest.raises(ConfigError, match="allowed"):
+        random_case("nonsense", 0)
+
+
+def test_schedule_differences_names_the_first_difference() -> None:
+    w = Workload([Request(arrival=0, prompt_tokens=100, output_tokens=3)])
+    a = SimulatorBackend().evaluate(ServingConfig(max_num_batched_tokens=64, max_num_seqs=4), w)
+    b = SimulatorBackend().evaluate(ServingConfig(max_num_batched_tokens=128, max_num_seqs=4), w)
+    diffs = schedule_differences(a, b)
+    assert any(d.startswith("step_tokens: 4 entries vs 3") for d in diffs)
+    assert any("first_token_step" in d for d in diffs)
+    assert schedule_differences(a, a) == []
+    tampered = a.model_copy(update={"step_tokens": np.array([64, 35, 2, 1])})
+    assert schedule_differences(tampered, a) == [
+        "step_tokens: 2 differ; first at [1]: 35 (simulator(vllm 0.32)) vs 36 "
+        "(simulator(vllm 0.32))"
+    ]

@@ -1,0 +1,162 @@
+"""Fidelity: does a cheap backend schedule exactly like a reference one, step for step?
+
+Random cases (workload + configuration) of the kinds that stress different scheduler paths are
+run through two backends -- typically the simulator against vLLM's own scheduler -- and the
+schedules are compared: per-step tokens, each request's first-token and finish steps, and
+preemptions. Any difference is a simulator bug to fix, not a tolerance to widen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tuner.backends._base import Backend
+from tuner.core._config import ServingConfig
+from tuner.core._errors import ConfigError
+from tuner.core._measurement import Measurement
+from tuner.core._workload import Workload
+
+CASE_KINDS = ("burst", "poisson", "long_short", "single", "kv_pressure", "no_chunking")
+"""The kinds of random case, each aimed at a scheduler path."""
+
+_MAX_MODEL_LEN = 512
+
+
+@dataclass(frozen=True)
+class FidelityCase:
+    """One workload under one configuration, reproducible from ``(kind, seed)``."""
+
+    kind: str
+    seed: int
+    config: ServingConfig
+    workload: Workload
+
+    def describe(self) -> str:
+        w = self.workload
+        return (
+            f"{self.kind}#{self.seed}: {len(w)} requests "
+            f"(prompts {w.prompt_tokens.min()}-{w.prompt_tokens.max()}, outputs "
+            f"{w.output_tokens.min()}-{w.output_tokens.max()}), "
+            f"{self.config.describe(ServingConfig())}"
+        )
+
+
+def random_case(kind: str, seed: int) -> FidelityCase:
+    """A random case of the given kind; the same ``(kind, seed)`` always gives the same case."""
+    if kind not in CASE_KINDS:
+        raise ConfigError(f"fidelity case kind {kind!r}: allowed: {', '.join(CASE_KINDS)}")
+    rng = np.random.default_rng([CASE_KINDS.index(kind), seed])
+    n = {"single": 1, "kv_pressure": int(rng.integers(4, 14))}.get(kind, int(rng.integers(2, 16)))
+    if kind == "poisson":
+        gaps = rng.exponential(rng.uniform(0.3, 6.0), n)
+        arrival = np.cumsum(gaps) - gaps[0]
+    elif kind == "burst":
+        arrival = rng.choice([0.0, 0.0, 5.0, 17.0], n)
+    else:
+        arrival = np.sort(rng.integers(0, 30, n)).astype(np.float64)
+    if kind == "long_short":
+        long = rng.random(n) < 0.4
+        prompt = np.where(long, rng.integers(200, 460, n), rng.integers(1, 17, n))
+    else:
+        prompt = rng.integers(1, 300, n)
+    output = rng.integers(1, 48, n)
+    seqs = int(rng.integers(1, 17))
+    block_size = int(rng.choice([4, 16, 32]))
+    chunked = kind != "no_chunking"
+    budget = (
+        int(rng.integers(max(seqs, 8), 600)) if chunked
+        else int(rng.integers(_MAX_MODEL_LEN, _MAX_MODEL_LEN + 400))
+    )  # fmt: skip
+    min_blocks = -(-_MAX_MODEL_LEN // block_size) + 1
+    kv: int | None
+    if kind == "kv_pressure":
+        kv = int(rng.integers(min_blocks, int(min_blocks * 1.6) + 1))
+    else:
+        kv = None if rng.random() < 0.5 else int(rng.integers(min_blocks, min_blocks * 6))
+    config = ServingConfig(
+        max_num_batched_tokens=budget,
+        max_num_seqs=seqs,
+        long_prefill_token_threshold=int(rng.choice([0, 0, 1, 8, 32, 100])),
+        enable_chunked_prefill=chunked,
+        num_kv_blocks=kv,
+        block_size=block_size,
+        max_model_len=_MAX_MODEL_LEN,
+    )
+    return FidelityCase(kind, seed, config, Workload.from_arrays(arrival, prompt, output))
+
+
+def cases(n: int, seed: int = 0) -> list[FidelityCase]:
+    """``n`` cases cycling through every kind, reproducible from ``seed``."""
+    return [random_case(CASE_KINDS[i % len(CASE_KINDS)], seed * 1_000_003 + i) for i in range(n)]
+
+
+def schedule_differences(a: Measurement, b: Measurement) -> list[str]:
+    """How two measurements' schedules differ (empty when they agree token for token)."""
+    out: list[str] = []
+    for name in ("step_tokens", "first_token_step", "finish_step", "preemptions_per_request"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            out.append(f"{name}: missing in {a.source if x is None else b.source}")
+            continue
+        if len(x) != len(y):
+            out.append(f"{name}: {len(x)} entries vs {len(y)}")
+            first = next((i for i in range(min(len(x), len(y))) if x[i] != y[i]), None)
+            if first is not None:
+                out[-1] += f"; first difference at [{first}]: {x[first]} vs {y[first]}"
+            continue
+        diff = np.flatnonzero(np.asarray(x) != np.asarray(y))
+        if len(diff):
+            i = int(diff[0])
+            out.append(
+                f"{name}: {len(diff)} differ; first at [{i}]: {x[i]} ({a.source}) vs "
+                f"{y[i]} ({b.source})"
+            )
+    return out
+
+
+@dataclass
+class FidelityReport:
+    """Agreement of a candidate backend with a reference over many cases."""
+
+    results: list[tuple[FidelityCase, list[str]]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def disagreements(self) -> list[tuple[FidelityCase, list[str]]]:
+        return [(c, d) for c, d in self.results if d]
+
+    @property
+    def agreed(self) -> int:
+        return self.total - len(self.disagreements)
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """Kind -> (agreed, total)."""
+        out: dict[str, tuple[int, int]] = {}
+        for c, d in self.results:
+            ok, tot = out.get(c.kind, (0, 0))
+            out[c.kind] = (ok + (not d), tot + 1)
+        return out
+
+
+def run_fidelity(
+    reference: Backend,
+    candidate: Backend,
+    case_list: Sequence[FidelityCase],
+    on_case: Callable[[FidelityCase, list[str]], None] | None = None,
+) -> FidelityReport:
+    """Run every case through both backends and compare their schedules."""
+    report = FidelityReport()
+    for case in case_list:
+        ref = reference.evaluate(case.config, case.workload)
+        got = candidate.evaluate(case.config, case.workload)
+        diffs = schedule_differences(got, ref)
+        report.results.append((case, diffs))
+        if on_case is not None:
+            on_case(case, diffs)
+    return report
