@@ -103,7 +103,7 @@ class Loop:
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
         trials: list[Trial] = []
         stop_reason = "search exhausted"
-        self.search.start(space)
+        self.search.start(space, self.objective)
         try:
             while True:
                 if self.max_trials is not None and len(trials) >= self.max_trials:

@@ -9,6 +9,7 @@ from tuner.core._config import ServingConfig
 from tuner.core._errors import SearchError
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
+from tuner.objectives import Objective
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,25 @@ class Search(ABC):
     """
 
     _space: SearchSpace | None = None
+    _objective: Objective | None = None
 
-    def start(self, space: SearchSpace) -> None:
-        """Bind the search to a space (called once by the Loop before the first ``ask``)."""
+    def start(self, space: SearchSpace, objective: Objective | None = None) -> None:
+        """Bind the search to a space and the objective it should chase (called once by the
+        Loop before the first ``ask``). Without an objective, output throughput is maximised."""
         if not isinstance(space, SearchSpace):
             raise SearchError(f"start(space=...): expected a SearchSpace, got {space!r}")
+        if objective is not None and not isinstance(objective, Objective):
+            raise SearchError(f"start(objective=...): expected an Objective, got {objective!r}")
         self._space = space
+        self._objective = objective or Objective.maximize("output_throughput")
         self._on_start(space)
+
+    @property
+    def objective(self) -> Objective:
+        """The objective given to :meth:`start`."""
+        if self._objective is None:
+            raise SearchError(f"{type(self).__name__}: call start(space) before ask()")
+        return self._objective
 
     @property
     def space(self) -> SearchSpace:
@@ -63,4 +76,9 @@ class Search(ABC):
 
     @abstractmethod
     def tell(self, trial: Trial) -> None:
-        """Feed back the trial the Loop recorded for the last proposal."""
+        """Feed back the trial the Loop recorded for a proposal.
+
+        ``trial.values`` holds the objective's metrics (score them with
+        ``self.objective.score``), ``trial.slo_results`` each SLO's margin (>= 0 when met),
+        ``trial.ok`` whether it was measured at all, and ``trial.fidelity`` the fraction of the
+        workload it ran."""
