@@ -54,8 +54,13 @@ class Timeline:
         decode_tokens: int,
         num_seqs: int,
         emitted: Iterable[int],
+        lazy: int = 0,
     ) -> float:
-        """Record one executed step; ``emitted`` are the ids that got a token. Returns its end."""
+        """Record one executed step; ``emitted`` are the ids that got a token. Returns its end.
+
+        ``lazy`` more requests got a token too without being named: decoding requests whose
+        previous token came at the end of the previous step (the fast engine keeps them
+        implicitly and reports them through :meth:`settle`)."""
         dur = self.cost_model.step_time(prefill_tokens, decode_tokens, num_seqs)
         end = start + dur
         idx = len(self._tokens)
@@ -78,6 +83,9 @@ class Timeline:
             if emitted_so_far[i] >= self._output[i]:
                 self._finish_step[i] = idx
                 self._finish_time[i] = end
+        if lazy:
+            itl_values.append(end - start)
+            itl_counts.append(lazy)
         return end
 
     def run(
@@ -88,15 +96,21 @@ class Timeline:
         decode_tokens: int,
         num_seqs: int,
         ids: Sequence[int],
+        lazy: int = 0,
     ) -> float:
         """Record ``k`` identical steps in which each of ``ids`` (decoding requests) gets one
         token per step and none gets its first or last token; prefill chunks emit nothing.
-        Returns the end of the last step.
+        Returns the end of the last step. ``lazy``: as in :meth:`step`.
 
         Step boundaries are accumulated exactly as ``k`` calls of :meth:`step` would add them,
         so a run and the same steps recorded one by one give bit-identical times."""
         dur = self.cost_model.step_time(prefill_tokens, decode_tokens, num_seqs)
-        bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
+        if k <= 64:  # the same sums, without numpy's overhead on short stretches
+            bounds = [start]
+            for _ in range(k):
+                bounds.append(bounds[-1] + dur)
+        else:
+            bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
         self._tokens.extend([prefill_tokens + decode_tokens] * k)
         self._seqs.extend([num_seqs] * k)
         self._start.extend(bounds[:k])
@@ -112,7 +126,22 @@ class Timeline:
         for i in ids:
             emitted_so_far[i] += k
             last_emit[i] = end
+        if lazy:
+            self._itl_values.append(first_end - start)
+            self._itl_counts.append(lazy)
+            if k > 1:
+                self._itl_values.append(dur)
+                self._itl_counts.append(lazy * (k - 1))
         return float(end)
+
+    def settle(self, request_id: int, emitted: int, last_emit: float) -> None:
+        """Bring an implicitly kept request's record up to date: ``emitted`` tokens so far,
+        the last at ``last_emit`` (the end of the latest step); finishes it if that was all."""
+        self._emitted[request_id] = emitted
+        self._last_emit[request_id] = last_emit
+        if emitted >= self._output[request_id]:
+            self._finish_step[request_id] = len(self._tokens) - 1
+            self._finish_time[request_id] = last_emit
 
     def preempted(self, request_id: int) -> None:
         """Note that a request was preempted (its KV freed, to be recomputed)."""

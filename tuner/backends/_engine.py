@@ -1,0 +1,208 @@
+"""vLLM 0.32's ``Scheduler.schedule()``, step by step: the simulator's reference engine.
+
+This module holds the scheduling semantics and nothing else; every step is simulated one by one
+(see ``_fast_engine`` for the same semantics with stretches of identical steps skipped). The
+rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
+
+* RUNNING pass first, oldest admission first, while the global token budget lasts: a decode
+  takes 1 token, a partial prefill the rest of its prompt (a preempted request: prompt and
+  outputs so far), capped per request by ``long_prefill_token_threshold`` -- which vLLM 0.32
+  skips when only one request is eligible (running + waiting == 1; the seed lab capped a lone
+  request, vLLM does not).
+* When the KV cache cannot hold a running request's new tokens, the most recently admitted
+  running request is preempted (recompute: all its blocks freed, back to the FRONT of waiting);
+  a request that has to preempt itself ends the running pass.
+* WAITING pass only in a step that preempted nothing: admit in FCFS order while the budget
+  lasts and fewer than ``max_num_seqs`` run; with chunked prefill off, a prompt that does not fit
+  the remaining budget stops all admissions (head-of-line block); a request is admitted only if
+  the KV cache can hold its whole current sequence (``scheduler_reserve_full_isl``).
+* A request holds ``ceil(computed / block_size)`` blocks; block 0 is reserved.
+* A request samples one token in the step that completes its prompt (the first token) and one
+  per decode step after; it finishes with exactly its output length (``ignore_eos``).
+* Async scheduling: a finished request keeps its slot and blocks through the next step.
+* Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
+  the first step starting at or after ``t``; an idle engine jumps to the next arrival.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from tuner.backends._timeline import Timeline
+from tuner.core._config import ServingConfig
+from tuner.core._errors import BackendError
+from tuner.core._workload import Workload
+
+
+class Req:
+    """Scheduler-side state of one request."""
+
+    __slots__ = (
+        "blocks", "c0", "computed", "e0", "emitted", "g0", "id", "lazy", "length", "output",
+        "prompt",
+    )  # fmt: skip
+
+    def __init__(self, rid: int, prompt: int, output: int) -> None:
+        self.id = rid
+        self.prompt = prompt
+        self.output = output
+        self.computed = 0  # tokens whose KV is computed (vLLM's num_computed_tokens)
+        self.emitted = 0  # output tokens sampled so far
+        self.length = prompt  # prompt + tokens sampled so far (vLLM's num_tokens)
+        self.blocks = 0  # KV blocks held
+        # Fast engine only: a decoding request kept implicitly (see _fast_engine).
+        self.lazy = False
+        self.c0 = self.e0 = self.g0 = 0
+
+
+class Engine:
+    """Simulates every step, one by one, into a :class:`Timeline`."""
+
+    def __init__(self, config: ServingConfig, workload: Workload, timeline: Timeline) -> None:
+        self.cfg = config
+        self.tl = timeline
+        prompts = workload.prompt_tokens.tolist()
+        outputs = workload.output_tokens.tolist()
+        self.reqs = [Req(i, p, o) for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+        self.order: list[int] = workload.schedule_order.tolist()
+        self.arrival: list[float] = workload.arrival.tolist()
+        self.running: list[Req] = []
+        self.waiting: deque[Req] = deque()
+        self.finishing: list[Req] = []  # async scheduling: finished, slot/blocks freed next step
+        self.bs = config.block_size
+        cap = config.num_kv_blocks
+        self.kv_limited = cap is not None
+        self.free_blocks = 0 if cap is None else cap - 1  # block 0 is reserved
+        self.last_emitted: list[Req] = []  # requests that got a token in the last step
+
+    def _free(self, r: Req) -> None:
+        self.free_blocks += r.blocks
+        r.blocks = 0
+
+    # --- the engine loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        """Simulate until every request has finished."""
+        pending = 0
+        n = len(self.order)
+        order, arrival = self.order, self.arrival
+        now = arrival[order[0]]
+        done = 0
+        while done < n:
+            while pending < n and arrival[order[pending]] <= now:
+                self.waiting.append(self.reqs[order[pending]])
+                pending += 1
+            if not self.running and not self.waiting and not self.finishing:
+                now = arrival[order[pending]]
+                continue
+            now, finished = self._step(now)
+            done += finished
+
+    def _step(self, now: float) -> tuple[float, int]:
+        """One ``schedule()`` + model step + ``update_from_output()``.
+
+        Returns the new time and how many requests finished.
+        """
+        cfg = self.cfg
+        running, waiting, finishing = self.running, self.waiting, self.finishing
+        kv = self.kv_limited
+        bs = self.bs
+        budget = cfg.max_num_batched_tokens
+        eligible = len(running) + len(finishing) + len(waiting)
+        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+        scheduled: list[tuple[Req, int]] = []
+        preempted = False
+
+        # RUNNING pass, oldest admission first.
+        i = 0
+        while i < len(running) and budget > 0:
+            r = running[i]
+            n = r.length - r.computed
+            if 0 < thr < n:
+                n = thr
+            if n > budget:
+                n = budget
+            if kv:
+                need = -(-(r.computed + n) // bs) - r.blocks
+                placed = True
+                while need > self.free_blocks:
+                    victim = running.pop()
+                    self._free(victim)
+                    victim.computed = 0
+                    waiting.appendleft(victim)
+                    self.tl.preempted(victim.id)
+                    preempted = True
+                    if victim is r:
+                        placed = False
+                        break
+                if not placed:
+                    break
+                self.free_blocks -= need
+                r.blocks += need
+            scheduled.append((r, n))
+            budget -= n
+            i += 1
+
+        # WAITING pass, only in a step that preempted nothing.
+        if not preempted:
+            while budget > 0 and waiting:
+                if len(running) + len(finishing) >= cfg.max_num_seqs:
+                    break
+                r = waiting[0]
+                n = r.length - r.computed
+                if 0 < thr < n:
+                    n = thr
+                if not cfg.enable_chunked_prefill and n > budget:
+                    break
+                if n > budget:
+                    n = budget
+                if kv:
+                    if -(-r.length // bs) > self.free_blocks:
+                        break
+                    need = -(-(r.computed + n) // bs)
+                    self.free_blocks -= need
+                    r.blocks += need
+                waiting.popleft()
+                running.append(r)
+                scheduled.append((r, n))
+                budget -= n
+
+        released = bool(finishing)
+        if released:  # async scheduling: last step's finished requests leave only now
+            for r in finishing:
+                self._free(r)
+            finishing.clear()
+
+        if not scheduled:
+            if released:  # the freed slots and blocks are usable by the next schedule()
+                return now, 0
+            raise BackendError(
+                "simulator stalled: a step scheduled no token while requests wait "
+                f"(running={len(running)}, waiting={len(waiting)})"
+            )
+
+        prefill = decode = 0
+        emitted: list[int] = []
+        finished: list[Req] = []
+        for r, n in scheduled:
+            if r.emitted and r.computed == r.length - 1:
+                decode += n
+            else:
+                prefill += n
+            r.computed += n
+            if r.computed == r.length:
+                r.emitted += 1
+                r.length += 1
+                emitted.append(r.id)
+                if r.emitted == r.output:
+                    finished.append(r)
+        end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
+        self.last_emitted = [self.reqs[i] for i in emitted]
+
+        if finished:
+            self.running = [r for r in running if r.emitted < r.output]
+            for r in finished:
+                if cfg.async_scheduling:
+                    finishing.append(r)
+                else:
+                    self._free(r)
+        return end, len(finished)
