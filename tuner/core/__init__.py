@@ -1,5 +1,6 @@
 """Core: data models, the search space, trials, the Loop and the error tree."""
 
+from tuner.core._arrivals import Empirical, Fixed, LengthDistribution, LogNormal, Uniform
 from tuner.core._config import KNOBS, VLLM_VERSION, ServingConfig
 from tuner.core._errors import (
     BackendError,
@@ -24,7 +25,11 @@ __all__ = [
     "VLLM_VERSION",
     "BackendError",
     "ConfigError",
+    "Empirical",
+    "Fixed",
     "InfeasibleError",
+    "LengthDistribution",
+    "LogNormal",
     "Loop",
     "Measurement",
     "Request",
@@ -40,6 +45,7 @@ __all__ = [
     "TrialTimeout",
     "TunerError",
     "TuningResult",
+    "Uniform",
     "Workload",
     "WorkloadError",
 ]

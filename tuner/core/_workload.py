@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, overload
 
@@ -10,6 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
+from tuner.core import _traces
+from tuner.core._arrivals import LengthSpec, sample_workload_arrays
 from tuner.core._errors import TunerError, WorkloadError
 from tuner.core._model import FrozenModel
 
@@ -127,6 +130,160 @@ class Workload:
             except WorkloadError as e:
                 raise WorkloadError(f"requests[{i}]: {e}") from None
         return cls(reqs)
+
+    # --- generators (definitions in _arrivals.py) --------------------------------------------
+    @classmethod
+    def poisson(
+        cls,
+        rate: float,
+        n: int,
+        prompt_len: LengthSpec,
+        output_len: LengthSpec,
+        seed: int = 0,
+    ) -> Workload:
+        """``n`` requests arriving as a Poisson process, like ``vllm bench serve --request-rate``.
+
+        Same as :meth:`gamma` with ``burstiness=1``: exponential gaps of mean ``1 / rate``
+        seconds; the first request arrives after the first gap and the times are rescaled so the
+        last one arrives at exactly ``n / rate`` (as vLLM 0.32's ``get_request`` does).
+
+        Args:
+            rate: Requests per second, > 0; ``float("inf")`` puts every arrival at 0.
+            n: The number of requests, >= 1.
+            prompt_len: An int (fixed) or a length distribution (``Fixed``, ``Uniform``,
+                ``LogNormal``, ``Empirical``).
+            output_len: Likewise, for the output lengths.
+            seed: Seeds every draw; the same seed gives the same workload.
+
+        Raises:
+            WorkloadError: naming the bad parameter, its value and what is allowed.
+
+        Example:
+            >>> from tuner.core._arrivals import Uniform
+            >>> w = Workload.poisson(4.0, 100, prompt_len=Uniform(512, 0.5), output_len=64)
+            >>> len(w), float(w.arrival.max())
+            (100, 25.0)
+        """
+        a, p, o = sample_workload_arrays(
+            "Workload.poisson", rate, n, prompt_len, output_len, 1.0, seed
+        )
+        return cls.from_arrays(a, p, o)
+
+    @classmethod
+    def gamma(
+        cls,
+        rate: float,
+        n: int,
+        prompt_len: LengthSpec,
+        output_len: LengthSpec,
+        burstiness: float,
+        seed: int = 0,
+    ) -> Workload:
+        """``n`` requests with gamma gaps, like ``vllm bench serve --request-rate --burstiness``.
+
+        Gaps have shape ``burstiness`` and scale ``1 / (rate * burstiness)``: mean ``1 / rate``,
+        coefficient of variation ``1 / sqrt(burstiness)`` (1 = Poisson, < 1 burstier, > 1 more
+        regular, ``inf`` evenly spaced). See :meth:`poisson` for the first arrival and the
+        rescaling, and :func:`tuner.core._arrivals.arrival_times` for the definition.
+
+        Example:
+            >>> w = Workload.gamma(2.0, 8, 128, 16, burstiness=float("inf"))
+            >>> w.arrival.tolist()
+            [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+        """
+        a, p, o = sample_workload_arrays(
+            "Workload.gamma", rate, n, prompt_len, output_len, burstiness, seed
+        )
+        return cls.from_arrays(a, p, o)
+
+    # --- trace files (formats in _traces.py) --------------------------------------------------
+    @classmethod
+    def from_jsonl(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sec_multiplier: float = 1.0,
+        label_timestamp: str = "timestamp",
+        label_input_length: str = "input_length",
+        label_output_length: str = "output_length",
+    ) -> Workload:
+        """Read a ``vllm bench serve --dataset-name timed_trace`` JSONL file (ids in file order).
+
+        Lines are ``{"timestamp": s, "input_length": n, "output_length": m, ...}``; ``hash_ids``
+        and other keys are ignored. The keyword arguments are vLLM's
+        ``--timed-trace-sec-multiplier`` and ``--timed-trace-label-*`` options. Timestamps need
+        not be sorted here, but vllm bench sends lines in file order, so a line earlier than
+        the one before it is sent late there.
+
+        Raises:
+            WorkloadError: for an unreadable or empty file, or a malformed line (naming the
+                file, the line number and the field).
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "trace.jsonl"
+            >>> Workload.poisson(1.0, 3, 100, 10).to_jsonl(p)
+            >>> Workload.from_jsonl(p) == Workload.poisson(1.0, 3, 100, 10)
+            True
+        """
+        return cls.from_arrays(
+            *_traces.read_jsonl(
+                path,
+                sec_multiplier=sec_multiplier,
+                label_timestamp=label_timestamp,
+                label_input_length=label_input_length,
+                label_output_length=label_output_length,
+            )
+        )
+
+    def to_jsonl(self, path: str | os.PathLike[str], *, chunk_size: int = 16) -> None:
+        """Write this workload as a ``timed_trace`` JSONL file, one line per request in id order.
+
+        Each line carries ``ceil(input_length / chunk_size)`` hash ids, distinct across requests,
+        so ``vllm bench serve`` builds full-length prompts that never share a cached prefix.
+        ``chunk_size`` must equal ``--timed-trace-chunk-hash-size`` (default 16). vllm bench
+        sends lines in file order, waiting for each timestamp; pass ``--num-prompts`` >= the
+        number of requests (its default is 1000).
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "trace.jsonl"
+            >>> Workload.from_arrays([0.0], [40], [8]).to_jsonl(p)
+            >>> p.read_text()
+            '{"timestamp": 0.0, "input_length": 40, "output_length": 8, "hash_ids": [0, 1, 2]}\\n'
+        """
+        _traces.write_jsonl(path, self._arrival, self._prompt, self._output, chunk_size=chunk_size)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str]) -> Workload:
+        """Read a CSV with header ``arrival,prompt_tokens,output_tokens`` (ids in file order).
+
+        Raises:
+            WorkloadError: for an unreadable or empty file, a wrong header or a malformed row
+                (naming the file, the line number and the field).
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "w.csv"
+            >>> _ = p.write_text("arrival,prompt_tokens,output_tokens\\n0.5,64,8\\n")
+            >>> Workload.from_csv(p)[0]
+            Request(arrival=0.5, prompt_tokens=64, output_tokens=8)
+        """
+        return cls.from_arrays(*_traces.read_csv(path))
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write this workload as a CSV with header ``arrival,prompt_tokens,output_tokens``, in id
+        order; arrivals are written with ``repr`` precision, so :meth:`from_csv` reads it back
+        exactly.
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "w.csv"
+            >>> Workload.from_arrays([0.1], [64], [8]).to_csv(p)
+            >>> p.read_text()
+            'arrival,prompt_tokens,output_tokens\\n0.1,64,8\\n'
+        """
+        _traces.write_csv(path, self._arrival, self._prompt, self._output)
 
     # --- views -----------------------------------------------------------------------------
     @property
