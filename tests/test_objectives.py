@@ -114,3 +114,41 @@ def test_objective_directions_and_tie_break() -> None:
     assert up.score({"output_throughput": float("nan")}) == math.inf
     with pytest.raises(SLOError, match="unknown metric"):
         Objective.maximize("throughput")
+
+
+def test_goodput_counts_requests_meeting_every_limit_per_second_like_vllm_bench() -> None:
+    # Request 0: ttft 0.1, tpot (0.5-0.1)/4 = 0.1, e2e 0.5.
+    # Request 1: ttft 0.2, one output token: tpot counts as 0 (vllm bench), e2e 0.2.
+    # Request 2: ttft 0.4, tpot (1.0-0.4)/2 = 0.3, e2e 1.0.
+    # Request 3: failed (NaN): never good.
+    m = meas(
+        arrival=[0.0, 1.0, 2.0, 3.0], prompt_tokens=[10] * 4, output_tokens=[5, 1, 3, 2],
+        ttft=[0.1, 0.2, 0.4, float("nan")], e2e=[0.5, 0.2, 1.0, float("nan")],
+        ttft_steps=[0, 1, 2, 3], duration=4.0, failed_requests=1,
+    )  # fmt: skip
+    assert metric_value(m, "goodput(ttft:300ms)") == pytest.approx(2 / 4.0)
+    assert metric_value(m, "goodput(tpot:100ms)") == pytest.approx(2 / 4.0)
+    assert metric_value(m, "goodput(tpot:0.05)") == pytest.approx(1 / 4.0)  # only 1-token one
+    assert metric_value(m, "goodput(e2el:1s)") == pytest.approx(3 / 4.0)  # vllm's name works
+    assert metric_value(m, "goodput(ttft:300ms,tpot:100ms,e2e:400ms)") == pytest.approx(1 / 4.0)
+    floor = SLO.parse("goodput(ttft:300ms) >= 0.5")
+    assert floor.satisfied_by(metric_value(m, floor.metric))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("goodput", "write goodput with its per-request limits"),
+        ("goodput(itl:1s)", "allowed criteria: ttft, tpot, e2e"),
+        ("goodput(ttft:1h)", "expected a number with an optional unit"),
+        ("goodput(ttft:1s,ttft:2s)", "limited twice"),
+    ],
+)
+def test_bad_goodput_references_are_clear(text: str, match: str) -> None:
+    with pytest.raises(SLOError, match=match):
+        SLO.parse(f"{text} >= 1")
+
+
+def test_goodput_in_ms_on_the_step_clock_is_refused() -> None:
+    with pytest.raises(SLOError, match="unit step clock"):
+        SLO.parse("goodput(ttft:200ms) >= 1").check_applicable(meas(time_unit="step"))

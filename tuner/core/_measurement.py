@@ -90,7 +90,9 @@ class Measurement(FrozenModel):
 
     # --- engine-level ---------------------------------------------------------------------------
     duration: float = Field(ge=0, allow_inf_nan=False)
-    """From the first arrival to the last token."""
+    """From the first arrival to the last token. (``vllm bench serve`` counts from the moment
+    it starts sending, one inter-arrival gap earlier; the difference vanishes with many
+    requests, and this definition is immune to traces whose timestamps start late.)"""
     preemptions: int = Field(default=0, ge=0)
     """Preemptions (recompute) during the run."""
     failed_requests: int = Field(default=0, ge=0)

@@ -6,6 +6,7 @@ A metric reference is ``name`` for an engine-level figure (``max_step_tokens``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -14,6 +15,7 @@ import numpy as np
 
 from tuner.core._errors import SLOError
 from tuner.core._measurement import Measurement
+from tuner.objectives._goodput import CRITERIA, request_goodput
 from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 
 Kind = Literal["time", "steps", "tokens", "count", "rate"]
@@ -89,22 +91,31 @@ SCALARS: dict[str, _Scalar] = {
 
 def metric_names() -> list[str]:
     """Every metric reference pattern, for error messages and help."""
-    return [f"{n}.<stat>" for n in DISTRIBUTIONS] + list(SCALARS)
+    return [
+        *(f"{n}.<stat>" for n in DISTRIBUTIONS),
+        *SCALARS,
+        "goodput(ttft:<limit>,tpot:<limit>,e2e:<limit>)",
+    ]
 
 
 @dataclass(frozen=True)
 class MetricRef:
-    """A parsed metric reference such as ``ttft.p99`` or ``max_step_tokens``."""
+    """A parsed metric reference: ``ttft.p99``, ``max_step_tokens``, or
+    ``goodput(ttft:200ms,tpot:50ms)`` (requests meeting every limit per time unit)."""
 
     name: str
     stat: str | None = None
+    limits: tuple[tuple[str, float, str | None], ...] = ()
+    """For goodput: (criterion, limit in seconds or the measurement's unit, unit written)."""
 
     @classmethod
     def parse(cls, text: str) -> MetricRef:
-        """Parse ``name`` or ``name.stat``; raises :class:`SLOError` listing what is allowed."""
+        """Parse a metric reference; raises :class:`SLOError` listing what is allowed."""
         if not isinstance(text, str) or not text.strip():
             raise SLOError(f"metric {text!r}: expected a name like 'ttft.p99'")
         text = text.strip()
+        if text.startswith("goodput"):
+            return cls._parse_goodput(text)
         name, _, stat = text.partition(".")
         if name in SCALARS:
             if stat:
@@ -122,24 +133,75 @@ class MetricRef:
             return cls(name, stat)
         raise SLOError(f"unknown metric {name!r} in {text!r}; allowed: {', '.join(metric_names())}")
 
+    @classmethod
+    def _parse_goodput(cls, text: str) -> MetricRef:
+        m = _GOODPUT.match(text)
+        if not m:
+            raise SLOError(
+                f"metric {text!r}: write goodput with its per-request limits, e.g. "
+                "goodput(ttft:200ms,tpot:50ms,e2e:5s)"
+            )
+        limits: dict[str, tuple[float, str | None]] = {}
+        for part in m["args"].split(","):
+            key, sep, value = part.strip().partition(":")
+            key = {"e2el": "e2e"}.get(key.strip(), key.strip())
+            if key not in CRITERIA or not sep:
+                raise SLOError(
+                    f"metric {text!r}: goodput limit {part.strip()!r}; allowed criteria: "
+                    f"{', '.join(CRITERIA)} as 'name:value[unit]'"
+                )
+            if key in limits:
+                raise SLOError(f"metric {text!r}: {key} is limited twice")
+            v = _LIMIT.match(value.strip())
+            if not v or (v["unit"] and v["unit"] not in TIME_UNITS):
+                raise SLOError(
+                    f"metric {text!r}: limit {value.strip()!r} for {key}; expected a number "
+                    f"with an optional unit ({', '.join(TIME_UNITS)})"
+                )
+            unit = v["unit"] or None
+            limits[key] = (float(v["num"]) * (TIME_UNITS[unit] if unit else 1.0), unit)
+        return cls("goodput", None, tuple((k, *limits[k]) for k in CRITERIA if k in limits))
+
     @property
     def kind(self) -> Kind:
+        if self.name == "goodput":
+            return "rate"
         return (SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]).kind
 
     @property
     def needs_steps(self) -> bool:
+        if self.name == "goodput":
+            return False
         spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
         return spec.needs_steps
 
+    @property
+    def time_units(self) -> tuple[str, ...]:
+        """The time units written inside this reference (goodput limits)."""
+        return tuple(u for _, _, u in self.limits if u is not None)
+
     def value(self, m: Measurement) -> float:
         """This metric's value on a measurement (in the measurement's time unit)."""
+        if self.name == "goodput":
+            kw = {f"{k}_max": v for k, v, _ in self.limits}
+            return request_goodput(m, **kw)
         if self.stat is None:
             return SCALARS[self.name].value(m)
         values, counts = DISTRIBUTIONS[self.name].samples(m)
         return statistic(values, self.stat, counts)
 
     def __str__(self) -> str:
+        if self.name == "goodput":
+            parts = [
+                f"{k}:{v / TIME_UNITS[u]:g}{u}" if u else f"{k}:{v:g}" for k, v, u in self.limits
+            ]
+            return f"goodput({','.join(parts)})"
         return self.name if self.stat is None else f"{self.name}.{self.stat}"
+
+
+_GOODPUT = re.compile(r"^goodput\((?P<args>[^()]+)\)$")
+_LIMIT = re.compile(r"^(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>[a-z]*)$")
+TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def metric_value(m: Measurement, metric: str) -> float:

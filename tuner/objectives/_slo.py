@@ -13,15 +13,14 @@ from pydantic import Field, model_validator
 from tuner.core._errors import SLOError, TunerError
 from tuner.core._measurement import Measurement
 from tuner.core._model import FrozenModel
-from tuner.objectives._metrics import MetricRef
+from tuner.objectives._metrics import TIME_UNITS, MetricRef
 
 Op = Literal["<=", "<", ">=", ">"]
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
 }  # fmt: skip
-TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 _SLO_RE = re.compile(
-    r"^\s*(?P<metric>[A-Za-z_][\w.]*)\s*(?P<op><=|>=|<|>|==|=|!=)\s*"
+    r"^\s*(?P<metric>[A-Za-z_][\w.]*(?:\([^()]*\))?)\s*(?P<op><=|>=|<|>|==|=|!=)\s*"
     r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>[A-Za-z/]*)\s*$"
 )
 
@@ -111,7 +110,7 @@ class SLO(FrozenModel):
     def check_applicable(self, m: Measurement) -> None:
         """Raise :class:`SLOError` if this SLO cannot be judged on ``m`` (unit or steps)."""
         ref = self.ref
-        if self.unit is not None and m.time_unit == "step":
+        if (self.unit is not None or ref.time_units) and m.time_unit == "step":
             raise SLOError(
                 f"SLO '{self.text}' is in {self.unit} but {m.source} measures time in steps "
                 "(the unit step clock); give the limit in steps (no unit) or use a "
