@@ -1,0 +1,98 @@
+"""Capacity: bisection over the offered rate, the load sweep, the plot, the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuner import ConfigError, InfeasibleError, ServingConfig, Workload
+from tuner.backends import CostModel, SimulatorBackend
+from tuner.cli import main
+from tuner.studies import find_capacity, load_sweep, plot_load_curves
+
+SIM = SimulatorBackend(CostModel(fixed=0.01, per_prefill_token=1e-4, per_decode_token=1e-4,
+                                 time_unit="s"))  # fmt: skip
+CFG = ServingConfig(max_num_batched_tokens=512, max_num_seqs=16)
+SLOS = ["ttft.p99 <= 500ms"]
+
+
+def at(rate: float) -> Workload:
+    return Workload.poisson(rate, 300, 256, 32, seed=0)
+
+
+def test_capacity_is_feasible_and_the_next_rate_is_not() -> None:
+    cap = find_capacity(SIM, CFG, at, SLOS, low=1, high=4, rel_tol=0.01)
+    assert cap.lowest_infeasible is not None
+    assert cap.rate < cap.lowest_infeasible <= cap.rate * 1.01 + 1e-9
+    by_rate = {p.rate: p for p in cap.points}
+    assert by_rate[cap.rate].feasible and not by_rate[cap.lowest_infeasible].feasible
+    # Every rate measured below capacity was feasible, every one above it was not (monotone).
+    assert all(p.feasible == (p.rate <= cap.rate) for p in cap.points)
+    assert cap.binding == "ttft.p99 <= 500ms"
+    assert max(p.rate for p in cap.points) > 4  # the first guess was feasible: range doubled
+
+
+def test_capacity_is_reproducible_with_fixed_seeds() -> None:
+    a = find_capacity(SIM, CFG, at, SLOS, low=1, high=64)
+    b = find_capacity(SIM, CFG, at, SLOS, low=1, high=64)
+    assert a.rate == b.rate and [p.rate for p in a.points] == [p.rate for p in b.points]
+
+
+def test_more_slots_never_lower_capacity_here() -> None:
+    small = find_capacity(SIM, CFG.replace(max_num_seqs=2), at, SLOS, low=0.5, high=64)
+    big = find_capacity(SIM, CFG, at, SLOS, low=0.5, high=64)
+    assert big.rate > small.rate
+
+
+def test_an_slo_missed_even_at_the_lowest_rate_is_infeasible() -> None:
+    with pytest.raises(InfeasibleError, match=r"ttft\.p99 <= 1ms"):
+        find_capacity(SIM, CFG, at, ["ttft.p99 <= 1ms"], low=1, high=8)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"low": 0, "high": 8}, "0 < low < high"),
+        ({"low": 8, "high": 1}, "0 < low < high"),
+        ({"low": 1, "high": 8, "rel_tol": 0}, "rel_tol"),
+    ],
+)
+def test_bad_capacity_arguments(kw: dict[str, float], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        find_capacity(SIM, CFG, at, SLOS, **kw)
+    with pytest.raises(ConfigError, match="at least one SLO"):
+        find_capacity(SIM, CFG, at, [], low=1, high=2)
+
+
+def test_load_sweep_latency_grows_with_load_into_a_hockey_stick(tmp_path: Path) -> None:
+    rates = [1, 4, 16, 64]
+    curves = load_sweep(SIM, [CFG], at, rates, "ttft.p99")
+    ys = [y for _, y in curves[CFG]]
+    assert ys == sorted(ys)
+    assert ys[-1] > 10 * ys[0]  # queueing takes over
+    png = plot_load_curves(curves, tmp_path / "hockey.png", metric="ttft.p99", limit=0.5)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_capacity_command_prints_a_table_and_writes_the_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "cap.png"
+    code = main([
+        "capacity", "--config", "max_num_batched_tokens=256,max_num_seqs=16",
+        "--config", "max_num_batched_tokens=1024,max_num_seqs=16",
+        "--slo", "ttft.p99 <= 500ms", "--requests", "200", "--prompt-len", "256",
+        "--output-len", "uniform:32:0.5", "--step-cost", "fixed=0.01,prefill=1e-4,decode=1e-4",
+        "--low", "1", "--high", "8", "--plot", str(png),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "capacity (req/s)" in out and "binding SLO" in out
+    assert out.count("ttft.p99 <= 500ms") == 2
+    assert png.exists() and png.stat().st_size > 1000
+
+
+def test_capacity_command_rejects_a_bad_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["capacity", "--config", "max_batch=4", "--slo", "ttft.p99 <= 1"]) == 2
+    assert "unknown knob(s) ['max_batch']" in capsys.readouterr().err
