@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tuner import (
     BackendError,
+    ConfigError,
     InfeasibleError,
     Loop,
     Measurement,
@@ -111,14 +112,17 @@ def test_all_trials_failing_is_infeasible_not_a_silent_answer() -> None:
 def test_every_trial_is_written_as_it_finishes(tmp_path: Path) -> None:
     log = tmp_path / "trials.jsonl"
     seen_lines = []
+
     def count_lines(_: object) -> None:
         seen_lines.append(len(log.read_text().splitlines()))
 
     loop = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
                 trial_log=log, on_trial=count_lines)  # fmt: skip
     loop.run(SPACE, SEED)
-    assert seen_lines == list(range(1, len(SPACE) + 1))  # written before the next trial starts
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    # A header line naming the study, then one line per trial, written before the next starts.
+    assert seen_lines == list(range(2, len(SPACE) + 2))
+    header, *rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert header["format"] == "tuner-trial-log/1" and header["slos"] == ["max_step_tokens <= 64"]
     assert [r["number"] for r in rows] == list(range(len(SPACE)))
     assert rows[0]["config"]["max_num_batched_tokens"] == 40
     assert {r["feasible"] for r in rows} == {True, False}
@@ -159,3 +163,137 @@ def test_the_loop_never_returns_an_infeasible_trial(
     assert best.values["max_step_tokens"] <= spike and best.values["ttft_steps.max"] <= ttft
     feasible_scores = [objective.score(t.values) for t in result.feasible]
     assert objective.score(best.values) == min(feasible_scores)
+
+
+class CountingBackend(SimulatorBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluated: list[ServingConfig] = []
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        self.evaluated.append(config)
+        return super().evaluate(config, workload)
+
+
+def test_a_rerun_continues_from_the_trial_log_without_re_evaluating(tmp_path: Path) -> None:
+    log = tmp_path / "trials.jsonl"
+    first = CountingBackend()
+    Loop(first, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], max_trials=4,
+         trial_log=log).run(SPACE, SEED)  # fmt: skip
+    second = CountingBackend()
+    result = Loop(second, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
+                  trial_log=log).run(SPACE, SEED)  # fmt: skip
+    assert len(first.evaluated) == 4
+    assert len(second.evaluated) == len(SPACE) - 4
+    assert not set(first.evaluated) & set(second.evaluated)
+    assert len(result.trials) == len(SPACE)
+    assert sorted(t.number for t in result.trials) == list(range(len(SPACE)))
+    fresh = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"]).run(
+        SPACE, SEED
+    )
+    assert result.best.config == fresh.best.config
+    third = CountingBackend()  # everything measured: nothing runs, the answer is the same
+    again = Loop(third, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
+                 trial_log=log).run(SPACE, SEED)  # fmt: skip
+    assert third.evaluated == [] and again.best.config == fresh.best.config
+
+
+def test_a_trial_log_of_another_study_is_refused(tmp_path: Path) -> None:
+    log = tmp_path / "trials.jsonl"
+    Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
+         trial_log=log).run(SPACE, SEED)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"another study.*slos"):
+        Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 40"],
+             trial_log=log).run(SPACE, SEED)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"another study.*workload"):
+        Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
+             trial_log=log).run(SPACE, SEED.head(0.5))  # fmt: skip
+
+
+def test_a_truncated_last_line_is_ignored(tmp_path: Path) -> None:
+    log = tmp_path / "trials.jsonl"
+    Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, max_trials=2, trial_log=log).run(
+        SPACE, SEED
+    )
+    with log.open("a") as f:
+        f.write('{"number": 2, "config": {"max_num')  # killed mid-write
+    backend = CountingBackend()
+    with pytest.warns(UserWarning, match="truncated last line"):
+        result = Loop(backend, GridSearch(), SEED_OBJECTIVE, trial_log=log).run(SPACE, SEED)
+    assert len(backend.evaluated) == len(SPACE) - 2 and len(result.trials) == len(SPACE)
+
+
+KILLABLE_STUDY = """
+import sys, time
+from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
+from tuner.backends import SimulatorBackend
+from tuner.search import GridSearch
+
+class Slow(SimulatorBackend):
+    def evaluate(self, config, workload):
+        with open(sys.argv[2], "a") as f:
+            f.write(f"{config.max_num_batched_tokens}\\n")
+        time.sleep(float(sys.argv[3]))
+        return super().evaluate(config, workload)
+
+w = Workload([Request(arrival=0, prompt_tokens=64, output_tokens=8)])
+space = SearchSpace({"max_num_batched_tokens": list(range(16, 16 + 8 * 12, 8))},
+                    base=ServingConfig(max_num_seqs=4))
+Loop(Slow(), GridSearch(), Objective.minimize("total_steps"), trial_log=sys.argv[1]).run(space, w)
+"""
+
+
+def test_killing_a_study_midway_loses_nothing_and_the_rerun_skips_finished_configs(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "study.py"
+    script.write_text(KILLABLE_STUDY)
+    log, evaluated = tmp_path / "trials.jsonl", tmp_path / "evaluated.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(log), str(evaluated), "0.3"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 1 + 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = [json.loads(line) for line in log.read_text().splitlines()[1:] if line.endswith("}")]
+    finished = {r["config"]["max_num_batched_tokens"] for r in logged}
+    assert 4 <= len(finished) < 12
+    before = evaluated.read_text().split()
+    subprocess.run([sys.executable, str(script), str(log), str(evaluated), "0"], check=True)
+    rerun = evaluated.read_text().split()[len(before):]
+    assert not finished & {int(b) for b in rerun}  # finished configs are not evaluated again
+    rows = [json.loads(line) for line in log.read_text().splitlines()[1:]]
+    assert sorted(r["config"]["max_num_batched_tokens"] for r in rows) == list(range(16, 112, 8))
+
+
+def test_max_cost_stops_the_run_and_says_why() -> None:
+    result = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, max_cost=50).run(SPACE, SEED)
+    assert result.stop_reason.startswith("max_cost (50) reached")
+    assert len(result.trials) == 3  # 24 steps per trial: the third crosses 50
+    assert all(t.cost == t.values["total_steps"] for t in result.trials)
+
+
+def test_timeout_stops_starting_trials() -> None:
+    class Slow(SimulatorBackend):
+        def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+            import time
+
+            time.sleep(0.05)
+            return super().evaluate(config, workload)
+
+    result = Loop(Slow(), GridSearch(), SEED_OBJECTIVE, timeout=0.01).run(SPACE, SEED)
+    assert len(result.trials) == 1 and result.stop_reason == "timeout (0.01s) reached"
+
+
+@pytest.mark.parametrize("kw", [{"max_cost": 0}, {"timeout": -1}, {"max_trials": 0}])
+def test_bad_budgets_are_refused(kw: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(kw))):
+        Loop(SimulatorBackend(), GridSearch(), **kw)  # type: ignore[arg-type]

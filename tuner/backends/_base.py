@@ -35,6 +35,10 @@ class Backend(ABC):
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Run ``workload`` under ``config`` and return what was measured."""
 
+    def describe(self) -> str:
+        """What this backend measures with (names studies in trial logs)."""
+        return self.name
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release any resource the backend holds (idempotent)."""
 

@@ -64,6 +64,9 @@ class SimulatorBackend(Backend):
         self.vllm_version = vllm_version
         self.fast_forward = fast_forward
 
+    def describe(self) -> str:
+        return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
+
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         check_workload_fits(config, workload)
         timeline = Timeline(workload, self.cost_model, f"simulator(vllm {self.vllm_version})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 from tuner.core._errors import ConfigError, SLOError, TunerError
 from tuner.core._selection import best_trial, infeasible_error, judge
 from tuner.core._space import SearchSpace
+from tuner.core._store import TrialLog, fingerprint
 from tuner.core._trial import Trial, TrialStatus, TuningResult
 from tuner.core._workload import Workload
 from tuner.objectives import SLO, MetricRef, Objective, parse_slos
@@ -40,7 +40,11 @@ class Loop:
         objective: What to optimise among feasible trials.
         slos: Hard constraints, as :class:`SLO` objects or text like ``"ttft.p99 <= 200ms"``.
         max_trials: Stop after this many trials (None = until the search is exhausted).
-        trial_log: A JSON-lines file; each trial is appended as soon as it finishes.
+        max_cost: Stop once the trials' evaluation cost reaches this (``Trial.cost``: engine
+            steps run, for backends that see the engine's steps; seconds of load otherwise).
+        timeout: Stop starting new trials after this many seconds of wall time.
+        trial_log: A JSON-lines file; each trial is appended as soon as it finishes, and a
+            rerun of the same study continues from it.
         on_trial: Called with each trial as soon as it is recorded (progress display).
 
     Example:
@@ -65,6 +69,8 @@ class Loop:
         slos: Sequence[SLO | str] = (),
         *,
         max_trials: int | None = None,
+        max_cost: float | None = None,
+        timeout: float | None = None,
         trial_log: str | Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
     ) -> None:
@@ -81,11 +87,16 @@ class Loop:
             raise ConfigError(f"Loop.objective: expected an Objective, got {objective!r}")
         if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
             raise ConfigError(f"Loop.max_trials = {max_trials!r}: must be an integer >= 1")
+        for name, v in (("max_cost", max_cost), ("timeout", timeout)):
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"Loop.{name} = {v!r}: must be a number > 0")
         self.backend = backend
         self.search = search
         self.objective = objective
         self.slos = parse_slos(list(slos))
         self.max_trials = max_trials
+        self.max_cost = max_cost
+        self.timeout = timeout
         self.trial_log = Path(trial_log) if trial_log is not None else None
         self.on_trial = on_trial
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
@@ -95,26 +106,59 @@ class Loop:
     def run(self, space: SearchSpace, workload: Workload) -> TuningResult:
         """Search ``space`` on ``workload``; return the best feasible trial and every trial.
 
+        With a ``trial_log`` that already holds trials of this same study, they are read back
+        and a configuration measured before is never evaluated again: the run continues where
+        the last one stopped.
+
         Raises:
             InfeasibleError: no trial met every SLO.
             SLOError: an SLO or the objective cannot be judged on this backend's measurements.
+            ConfigError: the trial log belongs to another study.
         """
         if not isinstance(workload, Workload):
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
-        trials: list[Trial] = []
+        log = None
+        if self.trial_log is not None:
+            study = fingerprint(workload, space, self.objective.text,
+                                [s.text for s in self.slos], self.backend.describe())  # fmt: skip
+            log = TrialLog(self.trial_log, study)
+        trials: list[Trial] = log.load() if log is not None else []
+        done = {(t.config, t.fidelity): t for t in trials}
         stop_reason = "search exhausted"
+        t0 = time.monotonic()
+        cost = sum(t.cost for t in trials)
+        repeats = 0
         self.search.start(space, self.objective)
         try:
             while True:
                 if self.max_trials is not None and len(trials) >= self.max_trials:
                     stop_reason = f"max_trials ({self.max_trials}) reached"
                     break
+                if self.max_cost is not None and cost >= self.max_cost:
+                    stop_reason = f"max_cost ({self.max_cost:g}) reached: cost {cost:g}"
+                    break
+                if self.timeout is not None and time.monotonic() - t0 >= self.timeout:
+                    stop_reason = f"timeout ({self.timeout:g}s) reached"
+                    break
                 proposal = self.search.ask()
                 if proposal is None:
                     break
-                trial = self._evaluate(len(trials), proposal, workload)
+                key = (proposal.config, proposal.fidelity)
+                if key in done:  # measured in an earlier run: answer from the record
+                    self.search.tell(done[key])
+                    repeats += 1
+                    if repeats > 2 * len(space) + 100:
+                        stop_reason = "the search only proposes configurations already measured"
+                        break
+                    continue
+                repeats = 0
+                number = max((t.number for t in trials), default=-1) + 1
+                trial = self._evaluate(number, proposal, workload)
                 trials.append(trial)
-                self._write(trial)
+                done[key] = trial
+                cost += trial.cost
+                if log is not None:
+                    log.append(trial)
                 self.search.tell(trial)
                 if self.on_trial is not None:
                     self.on_trial(trial)
@@ -162,6 +206,7 @@ class Loop:
             values={k: v for k, v in values.items() if not math.isnan(v) or k in self._required},
             slo_results=judge(self.slos, m),
             wall_time=wall,
+            cost=float(m.total_steps) if m.has_steps else m.duration,
             measurement=m,
         )
 
@@ -174,10 +219,3 @@ class Loop:
             error=reason,
             wall_time=time.perf_counter() - t0,
         )
-
-    def _write(self, trial: Trial) -> None:
-        if self.trial_log is None:
-            return
-        self.trial_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.trial_log.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(trial.record(), allow_nan=True) + "\n")

@@ -55,6 +55,8 @@ class Trial(FrozenModel):
     """Why the trial failed (with the log tail for live backends)."""
     wall_time: float = Field(default=0.0, ge=0.0)
     """Seconds of real time the evaluation took."""
+    cost: float = Field(default=0.0, ge=0.0)
+    """Evaluation cost for budgets: engine steps run (step-level backends), else seconds."""
     measurement: Measurement | None = Field(default=None, exclude=True, repr=False)
     """The full measurement (not written to trial logs)."""
 
