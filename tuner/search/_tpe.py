@@ -1,0 +1,313 @@
+"""Bayesian search with Optuna's TPE sampler, SLOs passed to Optuna as constraints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from tuner.core._config import ServingConfig
+from tuner.core._errors import ConfigError, SearchError
+from tuner.core._space import SearchSpace
+from tuner.core._trial import Trial
+from tuner.search._base import Proposal, Search
+from tuner.search._random import check_count, check_seed
+
+#: Stands for "infinitely bad" where Optuna needs a finite number: the objective value of a
+#: trial whose objective is NaN/inf, of a failed trial and of an invalid combination, and the
+#: constraint value of an SLO whose metric is NaN.
+WORST = 1e300
+
+#: Constraint set on every Optuna trial: 0 when the Loop measured the configuration, WORST when
+#: the trial failed or the sampled combination is not a valid configuration of the space.
+UNMEASURED = "unmeasured"
+
+_SPACE_ATTR = "tuner_space"
+_OBJECTIVE_ATTR = "tuner_objective"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What Optuna is told for one configuration: its objective value and constraints."""
+
+    value: float
+    constraints: dict[str, float] = field(default_factory=dict)
+
+
+class TPESearch(Search):
+    """Optuna's TPE sampler proposing configurations of the space, SLOs as constraints.
+
+    Each knob of the space is a categorical Optuna parameter over the *indices* of its values
+    (so ints, bools and None all work). The value Optuna minimises is
+    ``objective.score(trial.values)`` (smaller is better); each SLO becomes one Optuna
+    constraint ``-margin`` (<= 0 when met) set with ``optuna.trial.Trial.set_constraint``, so
+    TPE ranks feasible trials first and infeasible ones by total violation. Optuna needs finite
+    numbers: a NaN/inf objective and a NaN SLO metric are reported as :data:`WORST`. A trial the
+    backend could not measure is reported COMPLETE with the value :data:`WORST` and the
+    constraint ``"unmeasured"`` violated by :data:`WORST` (so TPE learns to avoid its region);
+    its reason is kept in the Optuna trial's user attribute ``tuner_error``.
+
+    Only valid configurations reach the Loop, each at most once:
+
+    - a sampled combination that is not in the space (vLLM refuses it; see
+      ``SearchSpace.excluded``) is told to Optuna like a failed trial and sampling goes on;
+    - a sampled configuration already measured is answered from a cache (Optuna is told the
+      cached value and constraints) and sampling goes on.
+
+    :meth:`ask` returns None after ``n_trials`` proposals, when every configuration of the space
+    has been measured, or after ``max_repeats`` consecutive samples that were invalid or cached
+    (TPE has converged on what it already knows).
+
+    With ``storage`` (an Optuna storage URL such as ``"sqlite:///study.db"``, or a storage
+    object such as a ``JournalStorage``) and ``study_name``, many workers share one study and a
+    rerun resumes it: on :meth:`start`, and before every proposal, the study's COMPLETE trials
+    become cache entries, so a configuration measured by an earlier run or another worker is not
+    measured again (failed ones included: delete them from the study to retry them). Two
+    workers may still measure one configuration at the same time (a RUNNING trial is not
+    skipped, since it may be a crashed worker's leftover; Optuna's constant liar makes this
+    rare). The cached trials are not replayed to the Loop: merging earlier results into a
+    run's answer is the Loop's business (its trial log). The study remembers the space and the
+    objective it was created for and refuses to resume with different ones.
+
+    Each Optuna trial carries user attributes for readers of the study: ``tuner_config`` (the
+    knob values behind the index parameters), ``tuner_fidelity``, ``tuner_error`` (failed),
+    ``tuner_invalid`` (a refused combination, with vLLM's reason) or ``tuner_cached`` (a
+    repeat answered from the cache).
+
+    Optuna's INFO log lines ("A new study created ...", "Using an existing study ...") are
+    silenced while this search talks to Optuna; the previous verbosity is restored afterwards
+    (a temporary change of Optuna's global verbosity, so not thread-safe).
+
+    Args:
+        seed: Seeds the sampler; an integer in [0, 2**32). Same seed, space and results give the
+            same proposals (with a private in-memory study).
+        n_trials: Most configurations to return to the Loop.
+        n_startup_trials: Random trials before TPE starts modelling (Optuna's default is 10).
+        storage: An Optuna storage URL or storage object; None = a private in-memory study.
+        study_name: Names the study in ``storage`` (required with ``storage``).
+        max_repeats: Stop after this many consecutive invalid or already-measured samples.
+
+    Example:
+        >>> from tuner import Loop, Objective, SearchSpace, ServingConfig
+        >>> from tuner.search._tpe import TPESearch
+        >>> search = TPESearch(seed=0, n_trials=20, n_startup_trials=5)
+        >>> search.start(SearchSpace({"max_num_seqs": [1, 2, 4]}, base=ServingConfig()))
+        >>> search.ask().config.max_num_seqs in (1, 2, 4)
+        True
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_trials: int = 50,
+        n_startup_trials: int = 10,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+        *,
+        max_repeats: int = 100,
+    ) -> None:
+        if not hasattr(optuna.trial.Trial, "set_constraint"):
+            raise SearchError(
+                f"TPESearch needs optuna >= 5.0 (Trial.set_constraint); found {optuna.__version__}"
+            )
+        self.seed = check_seed("TPESearch", seed)
+        self.n_trials = check_count("TPESearch", "n_trials", n_trials)
+        self.n_startup_trials = check_count(
+            "TPESearch", "n_startup_trials", n_startup_trials, minimum=0
+        )
+        self.max_repeats = check_count("TPESearch", "max_repeats", max_repeats)
+        if storage is not None and not isinstance(storage, (str, optuna.storages.BaseStorage)):
+            raise SearchError(
+                f"TPESearch.storage = {storage!r}: must be None, an Optuna storage URL such as "
+                "'sqlite:///study.db', or an optuna.storages.BaseStorage (e.g. JournalStorage)"
+            )
+        if study_name is not None and (not isinstance(study_name, str) or not study_name):
+            raise SearchError(f"TPESearch.study_name = {study_name!r}: must be a non-empty string")
+        if storage is not None and study_name is None:
+            raise SearchError(
+                "TPESearch.study_name = None: a study_name is required with a storage, so that "
+                "workers share one study and a rerun resumes it"
+            )
+        self.storage = storage
+        self.study_name = study_name
+        self._study: Any = None
+        self._dims: dict[str, tuple[Any, ...]] = {}
+        self._distributions: dict[str, Any] = {}
+        self._configs: set[ServingConfig] = set()
+        self._at: dict[tuple[int, ...], ServingConfig | str] = {}
+        self._cache: dict[ServingConfig, _Outcome] = {}
+        self._pending: dict[ServingConfig, Any] = {}
+        self._synced: set[int] = set()
+        self._returned = 0
+        self._repeats = 0
+
+    @property
+    def study(self) -> Any:
+        """The ``optuna.Study`` behind this search (after :meth:`start`)."""
+        if self._study is None:
+            raise SearchError("TPESearch: call start(space) before using the study")
+        return self._study
+
+    def _on_start(self, space: SearchSpace) -> None:
+        self._dims = space.dimensions
+        self._distributions = {
+            k: optuna.distributions.CategoricalDistribution(list(range(len(v))))
+            for k, v in self._dims.items()
+        }
+        self._configs = set(space.configs())
+        self._at = {}
+        self._cache = {}
+        self._pending = {}
+        self._synced = set()
+        self._returned = 0
+        self._repeats = 0
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials)
+        with _quiet_optuna():
+            try:
+                self._study = optuna.create_study(
+                    storage=self.storage,
+                    sampler=sampler,
+                    study_name=self.study_name,
+                    direction="minimize",
+                    load_if_exists=True,
+                )
+            except (ValueError, RuntimeError, ImportError) as e:
+                raise SearchError(
+                    f"TPESearch: cannot open study {self.study_name!r} in storage "
+                    f"{self.storage!r}: {e}"
+                ) from e
+        self._check_study_matches()
+        self._sync()
+
+    def ask(self) -> Proposal | None:
+        self.space  # noqa: B018 - raises a clear error when start() was not called
+        self._sync()
+        while True:
+            if self._returned >= self.n_trials or self._repeats >= self.max_repeats:
+                return None
+            if len(self._cache) + len(self._pending) >= len(self._configs):
+                return None
+            with _quiet_optuna():
+                ot = self.study.ask(fixed_distributions=self._distributions)
+            index = tuple(int(ot.params[k]) for k in self._dims)
+            config = self._config_at(index)
+            if isinstance(config, str):
+                ot.set_user_attr("tuner_invalid", config)
+                self._tell(ot, _Outcome(WORST, {UNMEASURED: WORST}))
+            elif config in self._cache:
+                ot.set_user_attr("tuner_cached", True)
+                self._tell(ot, self._cache[config])
+            elif config in self._pending:
+                with _quiet_optuna():
+                    self.study.tell(ot, state=optuna.trial.TrialState.FAIL)
+            else:
+                ot.set_user_attr("tuner_config", self.space.point(config))  # readable params
+                self._pending[config] = ot
+                self._returned += 1
+                self._repeats = 0
+                return Proposal(config)
+            self._repeats += 1
+
+    def tell(self, trial: Trial) -> None:
+        ot = self._pending.pop(trial.config, None)
+        if ot is None:
+            raise SearchError(
+                f"TPESearch.tell: trial {trial.number} ({trial.config.describe()}) was not "
+                "proposed by this search, or was already told"
+            )
+        ot.set_user_attr("tuner_fidelity", trial.fidelity)
+        if not trial.ok:
+            ot.set_user_attr("tuner_error", trial.error or "failed")
+        outcome = outcome_of(trial, self.objective.score)
+        self._cache[trial.config] = outcome
+        self._tell(ot, outcome)
+        self._synced.add(ot.number)
+
+    def _tell(self, ot: Any, outcome: _Outcome) -> None:
+        for key, value in outcome.constraints.items():
+            ot.set_constraint(key, value)
+        with _quiet_optuna():
+            self.study.tell(ot, outcome.value)
+
+    def _config_at(self, index: tuple[int, ...]) -> ServingConfig | str:
+        """The configuration at these value indices, or why there is none (memoised)."""
+        if index not in self._at:
+            changes = {k: vals[i] for (k, vals), i in zip(self._dims.items(), index, strict=True)}
+            try:
+                config = self.space.base.replace(**changes)
+            except ConfigError as e:
+                self._at[index] = f"{changes}: {e}"
+            else:
+                self._at[index] = (
+                    config if config in self._configs else f"{changes}: not in the space"
+                )
+        return self._at[index]
+
+    def _sync(self) -> None:
+        """Cache the study's COMPLETE trials that other runs or workers measured."""
+        with _quiet_optuna():
+            trials = self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+            )
+        for t in trials:
+            if t.number in self._synced:
+                continue
+            self._synced.add(t.number)
+            if "tuner_invalid" in t.user_attrs or set(t.params) != set(self._dims):
+                continue
+            config = self._config_at(tuple(int(t.params[k]) for k in self._dims))
+            if isinstance(config, ServingConfig) and config not in self._cache:
+                self._cache[config] = _Outcome(float(t.value), dict(t.constraints))
+
+    def _check_study_matches(self) -> None:
+        """Refuse to resume a study created for another space or objective."""
+        study = self.study
+        space = {k: [repr(v) for v in vals] for k, vals in self._dims.items()}
+        wanted = {_SPACE_ATTR: space, _OBJECTIVE_ATTR: self.objective.text}
+        attrs = study.user_attrs
+        for key, value in wanted.items():
+            if key not in attrs:
+                study.set_user_attr(key, value)
+            elif attrs[key] != value:
+                raise SearchError(
+                    f"TPESearch: study {study.study_name!r} was created for {key[6:]} "
+                    f"{attrs[key]!r}, not {value!r}; use another study_name for this one"
+                )
+        for t in study.get_trials(deepcopy=False):
+            for k, dist in t.distributions.items():
+                if k in self._distributions and dist != self._distributions[k]:
+                    raise SearchError(
+                        f"TPESearch: study {study.study_name!r} has parameter {k!r} as {dist}, "
+                        f"not {self._distributions[k]}; use another study_name for this space"
+                    )
+
+
+def outcome_of(trial: Trial, score: Callable[[Mapping[str, float]], float]) -> _Outcome:
+    """What Optuna is told for a recorded trial (``score`` maps its values to smaller-better)."""
+    if not trial.ok:
+        return _Outcome(WORST, {UNMEASURED: WORST})
+    constraints = {UNMEASURED: 0.0}
+    for i, r in enumerate(trial.slo_results):
+        constraints[f"{i}: {r.slo}"] = _finite(-r.margin)
+    return _Outcome(_finite(score(trial.values)), constraints)
+
+
+def _finite(x: float) -> float:
+    if math.isnan(x) or x > WORST:
+        return WORST
+    return max(x, -WORST)
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines off for the duration; the old verbosity restored."""
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(old)
