@@ -119,6 +119,7 @@ def test_first_token_comes_from_the_last_prefill_chunk() -> None:
     w = Workload([Request(arrival=0, prompt_tokens=100, output_tokens=3)])
     m = SIM.evaluate(cfg(max_num_batched_tokens=64), w)
     assert m.step_tokens.tolist() == [64, 36, 1, 1]
+    assert m.step_prefill_tokens.tolist() == [64, 36, 0, 0]
     assert m.first_token_step.tolist() == [1]
     assert m.finish_step.tolist() == [3]
 
@@ -268,6 +269,7 @@ def test_fast_forward_gives_the_same_schedule_as_step_by_step(
     fast = SimulatorBackend(cm).evaluate(c, w)
     slow = SimulatorBackend(cm, fast_forward=False).evaluate(c, w)
     assert fast.step_tokens.tolist() == slow.step_tokens.tolist()
+    assert fast.step_prefill_tokens.tolist() == slow.step_prefill_tokens.tolist()
     assert fast.first_token_step.tolist() == slow.first_token_step.tolist()
     assert fast.finish_step.tolist() == slow.finish_step.tolist()
     assert fast.step_start.tolist() == slow.step_start.tolist()

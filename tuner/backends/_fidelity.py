@@ -96,7 +96,9 @@ def cases(n: int, seed: int = 0) -> list[FidelityCase]:
 def schedule_differences(a: Measurement, b: Measurement) -> list[str]:
     """How two measurements' schedules differ (empty when they agree token for token)."""
     out: list[str] = []
-    for name in ("step_tokens", "first_token_step", "finish_step", "preemptions_per_request"):
+    names = ("step_tokens", "step_prefill_tokens", "first_token_step", "finish_step",
+             "preemptions_per_request")  # fmt: skip
+    for name in names:
         x, y = getattr(a, name), getattr(b, name)
         if x is None or y is None:
             out.append(f"{name}: missing in {a.source if x is None else b.source}")

@@ -31,6 +31,7 @@ class Timeline:
         self._output: list[int] = workload.output_tokens.tolist()
         self._tokens: list[int] = []
         self._seqs: list[int] = []
+        self._prefill: list[int] = []
         self._start: list[float] = []
         self._end: list[float] = []
         self._first_step = [-1] * n
@@ -65,6 +66,7 @@ class Timeline:
         end = start + dur
         idx = len(self._tokens)
         self._tokens.append(prefill_tokens + decode_tokens)
+        self._prefill.append(prefill_tokens)
         self._seqs.append(num_seqs)
         self._start.append(start)
         self._end.append(end)
@@ -112,6 +114,7 @@ class Timeline:
         else:
             bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
         self._tokens.extend([prefill_tokens + decode_tokens] * k)
+        self._prefill.extend([prefill_tokens] * k)
         self._seqs.extend([num_seqs] * k)
         self._start.extend(bounds[:k])
         self._end.extend(bounds[1:])
@@ -182,6 +185,7 @@ class Timeline:
             finish_step=finish_step,
             preemptions_per_request=preempt,
             step_tokens=self._tokens,
+            step_prefill_tokens=self._prefill,
             step_seqs=self._seqs,
             step_start=start,
             step_end=self._end,

@@ -81,6 +81,9 @@ class Measurement(FrozenModel):
     # --- per executed step ------------------------------------------------------------------
     step_tokens: Ints | None = None
     """Tokens scheduled in each executed step (prefill chunks + decodes)."""
+    step_prefill_tokens: Ints | None = None
+    """Of each step's tokens, how many were prompt (prefill or recompute) tokens; the rest
+    were decode tokens. Used to fit a CostModel to a live server's step times."""
     step_seqs: Ints | None = None
     """Requests scheduled in each executed step (the batch size)."""
     step_start: Floats | None = None
@@ -116,11 +119,15 @@ class Measurement(FrozenModel):
                 raise ValueError(f"{name} has {len(arr)} entries, expected one per request ({n})")
         if len(self.itl_values) != len(self.itl_counts):
             raise ValueError("itl_values and itl_counts must have the same length")
-        step_arrays = (self.step_tokens, self.step_seqs, self.step_start, self.step_end)
+        step_arrays = (
+            self.step_tokens, self.step_prefill_tokens, self.step_seqs, self.step_start,
+            self.step_end,
+        )  # fmt: skip
         steps = [a for a in step_arrays if a is not None]
         if steps and len({len(a) for a in steps}) != 1:
             raise ValueError(
-                "step_tokens, step_seqs, step_start and step_end must have the same length"
+                "step_tokens, step_prefill_tokens, step_seqs, step_start and step_end must have "
+                "the same length"
             )
         return self
 
