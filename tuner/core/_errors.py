@@ -80,9 +80,12 @@ class InfeasibleError(TunerError):
         trials: Every trial that was run (feasible ones do not exist, by definition).
     """
 
-    def __init__(self, shortfalls: Sequence[SLOShortfall], trials: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, shortfalls: Sequence[SLOShortfall], trials: Sequence[Any] = (), note: str = ""
+    ) -> None:
         self.shortfalls = tuple(shortfalls)
         self.trials = tuple(trials)
+        self.note = note
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -91,6 +94,8 @@ class InfeasibleError(TunerError):
             f"no configuration meets every SLO ({len(self.trials)} trials, "
             f"{n_ok} measured successfully); refusing to return a violating config:"
         ]
+        if self.note:
+            lines.insert(0, self.note + ".")
         for s in self.shortfalls:
             if s.best_value is None:
                 lines.append(f"  - {s.slo}: no successful trial measured it")

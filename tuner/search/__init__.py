@@ -3,7 +3,15 @@
 from tuner.search._base import Proposal, Search
 from tuner.search._grid import GridSearch
 from tuner.search._halving import SuccessiveHalving
+from tuner.search._list import ListSearch
 from tuner.search._random import RandomSearch
 from tuner.search._tpe import TPESearch
 
-__all__ = ["GridSearch", "Proposal", "RandomSearch", "Search", "SuccessiveHalving", "TPESearch"]
+__all__ = [
+    "GridSearch",
+    "ListSearch",
+    "Proposal", "RandomSearch",
+    "Search",
+    "SuccessiveHalving",
+    "TPESearch",
+]
