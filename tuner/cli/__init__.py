@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tuner.cli import _capacity, _demo, _fidelity
+from tuner.cli import _capacity, _demo, _fidelity, _run
 from tuner.core._errors import TunerError
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _run.add_parser(sub)
     _demo.add_parser(sub)
     _fidelity.add_parser(sub)
     _capacity.add_parser(sub)

@@ -1,0 +1,146 @@
+"""What a study report says, as a list of blocks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tuner.core._config import ServingConfig
+from tuner.core._trial import Trial
+from tuner.objectives import SLO
+from tuner.report import _figures
+from tuner.report._document import Block, Code, Heading, Image, Para, Table
+from tuner.studies._run import StudyOutcome
+
+
+def fmt(v: float) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.4g}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def binding_slo(best: Trial, slos: tuple[SLO, ...]) -> SLO | None:
+    """The SLO with the least relative slack at the chosen config (the one that binds)."""
+    if not slos or not best.slo_results:
+        return None
+    rel = [r.margin / max(abs(r.limit), 1e-12) for r in best.slo_results]
+    return slos[min(range(len(rel)), key=rel.__getitem__)]
+
+
+def blocks(o: StudyOutcome) -> list[Block]:
+    spec, best = o.spec, o.best
+    out: list[Block] = [Heading(f"Tuning report: {spec.name}", 1)]
+    if spec.description:
+        out.append(Para(spec.description))
+    out.append(Para(
+        f"Workload: {len(o.workload)} requests, {o.workload.total_prompt_tokens} prompt and "
+        f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
+        f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
+        f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
+        f"{len(o.trials)} trials in {o.wall_time:.1f}s."
+    ))  # fmt: skip
+
+    if best is None:
+        out += [Heading("INFEASIBLE: no configuration meets the SLOs"),
+                Para("The tuner refuses to recommend a configuration that violates an SLO.",
+                     strong=True),
+                Code(str(o.infeasible))]  # fmt: skip
+    else:
+        out += _winner(o, best)
+    out += _trials(o)
+    out += _figures_blocks(o, best)
+    if o.two_tier is not None:
+        out += _two_tier(o)
+    from tuner.report import study_yaml
+
+    out += [Heading("Study file"), Code(study_yaml(spec))]
+    return out
+
+
+def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
+    diff = best.config.describe(ServingConfig())
+    out: list[Block] = [
+        Heading("The winner"),
+        Para(f"{diff} -- {o.objective.metric} = {fmt(best.values[o.objective.metric])}", True),
+        Para("Paste into `vllm serve`:"),
+        Code("vllm serve <model> " + " ".join(best.config.to_vllm_args())),
+    ]
+    if o.slos:
+        bind = binding_slo(best, o.slos)
+        rows = []
+        for slo, r in zip(o.slos, best.slo_results, strict=True):
+            pct = 100 * r.margin / max(abs(r.limit), 1e-12)
+            rows.append([slo.text, fmt(r.value), fmt(r.limit), f"{fmt(r.margin)} ({pct:.1f}%)",
+                         "yes" if slo is bind else ""])  # fmt: skip
+        out += [Heading("SLOs at the winner", 3),
+                Table(["SLO", "value", "limit", "margin", "binds"], rows)]  # fmt: skip
+    return out
+
+
+def _trials(o: StudyOutcome) -> list[Block]:
+    knobs = list(o.space.dimensions)
+    metrics = list(dict.fromkeys([*o.objective.metrics, *(s.metric for s in o.slos)]))
+    best = o.best
+    rows = []
+    for t in sorted(o.trials, key=lambda t: t.number):
+        verdict = "FAILED: " + (t.error or "")[:80] if not t.ok else (
+            "yes" if t.feasible else "no: " + ", ".join(r.slo for r in t.violations))
+        mark = " (chosen)" if best is not None and t.number == best.number else ""
+        rows.append([str(t.number) + mark, *(str(getattr(t.config, k)) for k in knobs),
+                     fmt(t.fidelity), *(fmt(t.values.get(m, math.nan)) for m in metrics),
+                     verdict])  # fmt: skip
+    return [Heading("Trials"), Table(["#", *knobs, "fidelity", *metrics, "feasible"], rows)]
+
+
+def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
+    out: list[Block] = []
+    bind = binding_slo(best, o.slos) if best is not None else (o.slos[0] if o.slos else None)
+    if bind is not None:
+        png = _figures.tradeoff(o.trials, o.objective, bind, o.folder / "tradeoff.png", best)
+        if png is not None:
+            out += [Heading("Objective against the binding SLO"),
+                    Image(png, "objective vs binding SLO metric")]  # fmt: skip
+    if o.timelines:
+        png = _figures.step_timeline(o.timelines, o.folder / "timeline.png")
+        if png is not None:
+            out += [Heading("Tokens per step: the winner against vLLM's defaults"),
+                    Image(png, "per-step token timeline")]  # fmt: skip
+    return out
+
+
+def _two_tier(o: StudyOutcome) -> list[Block]:
+    tt = o.two_tier
+    if tt is None:  # pragma: no cover
+        return []
+    rows = [
+        [c.config.describe(o.space.base), c.metric, fmt(c.cheap), fmt(c.expensive),
+         f"{100 * c.error:+.1f}%",
+         fmt(c.calibrated) if c.calibrated is not None else "-",
+         f"{100 * c.calibrated_error:+.1f}%" if c.calibrated_error is not None else "-"]
+        for c in tt.comparisons
+    ]  # fmt: skip
+    out: list[Block] = [
+        Heading("Cheap tier against live measurements"),
+        Para(f"The cheap tier evaluated {len(tt.cheap)} configurations; {len(tt.shortlist)} "
+             "were measured by the expensive backend, and the answer comes only from those."),
+        Table(["config", "metric", "cheap", "live", "error", "calibrated", "calibrated error"],
+              rows),
+    ]  # fmt: skip
+    if tt.calibration is not None:
+        c = tt.calibration
+        before, after = tt.mean_abs_error(), tt.mean_abs_error(calibrated=True)
+        out += [
+            Para(f"Cost model fitted to {c.steps} live steps (R^2 = {c.r2:.3f}, mean step-time "
+                 f"error {100 * c.mean_abs_rel_error:.1f}%): `{c.cost_model!r}`; saved as "
+                 "calibration.json."),
+            Table(["metric", "mean abs error before", "after calibration"],
+                  [[m, f"{100 * before[m]:.1f}%",
+                    f"{100 * after[m]:.1f}%" if m in after else "-"] for m in before]),
+        ]  # fmt: skip
+    return out
+
+
+def relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()

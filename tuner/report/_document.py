@@ -1,0 +1,109 @@
+"""A tiny document model rendered to Markdown and to self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    strong: bool = False
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    alt: str
+
+
+Block = Heading | Para | Code | Table | Image
+
+
+def to_markdown(blocks: Sequence[Block], folder: Path) -> str:
+    """Markdown; images are referenced relative to ``folder``."""
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append("#" * b.level + " " + b.text)
+        elif isinstance(b, Para):
+            out.append(f"**{b.text}**" if b.strong else b.text)
+        elif isinstance(b, Code):
+            out.append("```\n" + b.text.rstrip("\n") + "\n```")
+        elif isinstance(b, Table):
+            esc = [[c.replace("|", "\\|") for c in row] for row in b.rows]
+            out.append("| " + " | ".join(h.replace("|", "\\|") for h in b.headers) + " |")
+            out.append("|" + "|".join("---" for _ in b.headers) + "|")
+            out.extend("| " + " | ".join(row) + " |" for row in esc)
+        else:
+            out.append(f"![{b.alt}]({b.path.relative_to(folder).as_posix()})")
+        out.append("")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1c1c1c;line-height:1.45}
+h1{border-bottom:2px solid #333}h2{margin-top:1.8em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
+img{max-width:100%}.strong{font-weight:600;font-size:1.05em}
+"""
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    """One HTML file with its images embedded (data URIs), readable offline."""
+    body: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            cls = ' class="strong"' if b.strong else ""
+            body.append(f"<p{cls}>{_inline(b.text)}</p>")
+        elif isinstance(b, Code):
+            body.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _inline(text: str) -> str:
+    """Escape, then render `code` spans and **bold** (the only inline Markdown used)."""
+    out = html.escape(text)
+    parts = out.split("`")
+    out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = out.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))

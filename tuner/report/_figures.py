@@ -1,0 +1,86 @@
+"""The report's figures, written as PNG files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tuner.core._measurement import Measurement
+from tuner.core._trial import Trial
+from tuner.objectives import SLO, Objective
+from tuner.report._pareto import pareto_front
+from tuner.studies._plots import _pyplot
+
+
+def tradeoff(
+    trials: Sequence[Trial], objective: Objective, slo: SLO, path: Path, best: Trial | None
+) -> Path | None:
+    """Objective against the binding SLO's metric: feasible, infeasible and Pareto points."""
+    pts = [
+        (t, t.values.get(slo.metric, math.nan), t.values.get(objective.metric, math.nan))
+        for t in trials if t.ok and t.fidelity == 1.0
+    ]  # fmt: skip
+    pts = [(t, x, y) for t, x, y in pts if math.isfinite(x) and math.isfinite(y)]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    feas = [(x, y) for t, x, y in pts if t.feasible]
+    infeas = [(x, y) for t, x, y in pts if not t.feasible]
+    if infeas:
+        ax.scatter(*zip(*infeas, strict=True), c="#bbbbbb", s=18, label="infeasible")
+    if feas:
+        ax.scatter(*zip(*feas, strict=True), c="#2a7ab9", s=22, label="feasible", zorder=4)
+    if feas:  # the trade-off among configurations that keep every promise
+        idx = pareto_front(feas, maximize_y=objective.direction == "maximize",
+                           minimize_x=slo.op in ("<=", "<"))  # fmt: skip
+        fp = sorted(feas[i] for i in idx)
+        ax.plot(*zip(*fp, strict=True), c="#e08a1e", lw=1.2, marker="D", ms=7, mfc="none",
+                label="Pareto (feasible)", zorder=3)  # fmt: skip
+    if best is not None and slo.metric in best.values and objective.metric in best.values:
+        ax.scatter([best.values[slo.metric]], [best.values[objective.metric]], marker="*",
+                   s=220, c="#d62728", zorder=5, label="chosen")  # fmt: skip
+    ax.axvline(slo.limit, color="crimson", ls="--", lw=1, label=f"SLO {slo.text}")
+    ax.set_xlabel(slo.metric)
+    ax.set_ylabel(objective.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{objective.metric} vs {slo.metric} (binding SLO)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def step_timeline(
+    timelines: Mapping[str, Measurement], path: Path, window: int = 400
+) -> Path | None:
+    """Tokens per step for the winner and vLLM's defaults, over the same stretch of the run
+    (``window`` steps from the middle, where load is steady): spikes are ITL stalls."""
+    usable = {k: m for k, m in timelines.items() if m.step_tokens is not None}
+    if not usable:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(usable), 1, figsize=(8, 2.2 * len(usable) + 0.6), dpi=120,
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    first = next(iter(usable.values()))
+    unit = "steps" if first.time_unit == "step" else "s"
+    t_mid = float(np.median(first.step_start)) if first.step_start is not None else 0.0
+    for ax, (label, m) in zip(axes[:, 0], usable.items(), strict=True):
+        tokens = np.asarray(m.step_tokens)
+        start = m.step_start if m.step_start is not None else np.arange(m.total_steps, dtype=float)
+        i0 = int(np.searchsorted(start, t_mid))
+        lo, hi = max(0, i0 - window // 2), min(m.total_steps, i0 + window // 2)
+        ax.step(start[lo:hi], tokens[lo:hi], where="post", lw=0.8, c="#2a7ab9")
+        ax.set_ylabel("tokens/step")
+        ax.set_title(f"{label}: max {m.max_step_tokens} tokens in a step over the run, "
+                     f"{m.total_steps} steps", fontsize=9)  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(f"time ({unit}), {window} steps around the middle of the run")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
