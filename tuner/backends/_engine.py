@@ -97,6 +97,37 @@ class Engine:
             now, finished = self._step(now)
             done += finished
 
+    def _admit(self, budget: int, thr: int) -> list[tuple[Req, int]]:
+        """The WAITING pass: admit in FCFS order while the budget lasts and fewer than
+        ``max_num_seqs`` run (finishing requests still hold their slot); chunked prefill off
+        blocks at the first prompt that does not fit; a request needs room in the KV cache for
+        its whole current sequence. Returns the admitted requests and their tokens."""
+        cfg, running, waiting = self.cfg, self.running, self.waiting
+        kv, bs = self.kv_limited, self.bs
+        admitted: list[tuple[Req, int]] = []
+        while budget > 0 and waiting:
+            if len(running) + len(self.finishing) >= cfg.max_num_seqs:
+                break
+            r = waiting[0]
+            n = r.length - r.computed
+            if 0 < thr < n:
+                n = thr
+            if not cfg.enable_chunked_prefill and n > budget:
+                break
+            if n > budget:
+                n = budget
+            if kv:
+                if -(-r.length // bs) > self.free_blocks:
+                    break
+                need = -(-(r.computed + n) // bs)
+                self.free_blocks -= need
+                r.blocks += need
+            waiting.popleft()
+            running.append(r)
+            admitted.append((r, n))
+            budget -= n
+        return admitted
+
     def _step(self, now: float) -> tuple[float, int]:
         """One ``schedule()`` + model step + ``update_from_output()``.
 
@@ -144,27 +175,7 @@ class Engine:
 
         # WAITING pass, only in a step that preempted nothing.
         if not preempted:
-            while budget > 0 and waiting:
-                if len(running) + len(finishing) >= cfg.max_num_seqs:
-                    break
-                r = waiting[0]
-                n = r.length - r.computed
-                if 0 < thr < n:
-                    n = thr
-                if not cfg.enable_chunked_prefill and n > budget:
-                    break
-                if n > budget:
-                    n = budget
-                if kv:
-                    if -(-r.length // bs) > self.free_blocks:
-                        break
-                    need = -(-(r.computed + n) // bs)
-                    self.free_blocks -= need
-                    r.blocks += need
-                waiting.popleft()
-                running.append(r)
-                scheduled.append((r, n))
-                budget -= n
+            scheduled += self._admit(budget, thr)
 
         released = bool(finishing)
         if released:  # async scheduling: last step's finished requests leave only now

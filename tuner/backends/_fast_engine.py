@@ -161,30 +161,11 @@ class FastEngine(Engine):
             for r, g in zip(explicit, grows, strict=True):
                 r.blocks += g
 
-        # WAITING pass (nothing was preempted): as in the reference engine.
+        # WAITING pass (nothing was preempted), as in the reference engine.
         served = list(explicit)
-        while budget > 0 and waiting:
-            if len(running) + len(finishing) >= cfg.max_num_seqs:
-                break
-            r = waiting[0]
-            n = r.length - r.computed
-            if 0 < thr < n:
-                n = thr
-            if not cfg.enable_chunked_prefill and n > budget:
-                break
-            if n > budget:
-                n = budget
-            if kv:
-                if -(-r.length // bs) > self.free_blocks:
-                    break
-                g = -(-(r.computed + n) // bs)
-                self.free_blocks -= g
-                r.blocks += g
-            waiting.popleft()
-            running.append(r)
+        for r, n in self._admit(budget, thr):
             served.append(r)
             plan.append(n)
-            budget -= n
 
         released = bool(finishing)
         if released:
