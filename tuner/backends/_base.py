@@ -5,7 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from types import TracebackType
 
+import numpy as np
+
 from tuner.core._config import ServingConfig
+from tuner.core._errors import ConfigError
 from tuner.core._measurement import Measurement
 from tuner.core._workload import Workload
 
@@ -52,3 +55,17 @@ class Backend(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def check_fits(config: ServingConfig, workload: Workload) -> None:
+    """Raise :class:`ConfigError` if a request's prompt + output exceeds ``max_model_len``
+    (vLLM refuses such a request), naming the first one and how many there are."""
+    total = workload.prompt_tokens + workload.output_tokens
+    bad = np.flatnonzero(total > config.max_model_len)
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(
+            f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
+            f"({workload.output_tokens[i]}) = {total[i]} exceeds max_model_len "
+            f"({config.max_model_len}); {len(bad)} request(s) do not fit: raise max_model_len"
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.backends._base import Backend
+from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
 from tuner.core._config import VLLM_VERSION, ServingConfig
@@ -184,15 +184,7 @@ class SchedulerReplayBackend(Backend):
             raise ConfigError(
                 "SchedulerReplayBackend supports sync scheduling only: set async_scheduling=False"
             )
-        seq = workload.prompt_tokens + workload.output_tokens
-        too_long = np.flatnonzero(seq > config.max_model_len)
-        if len(too_long):
-            i = int(too_long[0])
-            raise ConfigError(
-                f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
-                f"({workload.output_tokens[i]}) = {seq[i]} exceeds max_model_len "
-                f"({config.max_model_len}); raise max_model_len"
-            )
+        check_fits(config, workload)
 
     def _model_path(self) -> str:
         if self._model_dir is None:

@@ -8,9 +8,7 @@ checks them against vLLM's own ``Scheduler`` token for token.
 
 from __future__ import annotations
 
-import numpy as np
-
-from tuner.backends._base import Backend
+from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._engine import Engine
 from tuner.backends._fast_engine import FastEngine
@@ -68,21 +66,8 @@ class SimulatorBackend(Backend):
         return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
-        check_workload_fits(config, workload)
+        check_fits(config, workload)
         timeline = Timeline(workload, self.cost_model, f"simulator(vllm {self.vllm_version})")
         engine = FastEngine if self.fast_forward else Engine
         engine(config, workload, timeline).run()
         return timeline.build()
-
-
-def check_workload_fits(config: ServingConfig, workload: Workload) -> None:
-    """Raise :class:`ConfigError` if a request exceeds ``max_model_len`` (vLLM rejects it)."""
-    total = workload.prompt_tokens + workload.output_tokens
-    bad = np.flatnonzero(total > config.max_model_len)
-    if len(bad):
-        i = int(bad[0])
-        raise ConfigError(
-            f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
-            f"({workload.output_tokens[i]}) = {total[i]} exceeds max_model_len "
-            f"({config.max_model_len}); {len(bad)} request(s) do not fit"
-        )
