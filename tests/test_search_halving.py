@@ -309,3 +309,26 @@ def test_every_rung_proposes_configs_of_the_space_once(n_configs: int, eta: int,
 def test_halving_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(SearchError, match=match):
         SuccessiveHalving(**kwargs)  # type: ignore[arg-type]
+
+
+def test_more_brackets_draw_fresh_candidates_until_the_budget_stops_the_run() -> None:
+    from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
+    from tuner.backends import SimulatorBackend
+    from tuner.search._halving import SuccessiveHalving
+
+    space = SearchSpace(
+        {"max_num_batched_tokens": [32, 64, 96, 128, 192, 256], "max_num_seqs": [1, 2, 4, 8]},
+        base=ServingConfig(max_model_len=512),
+    )
+    w = Workload([Request(arrival=i, prompt_tokens=100, output_tokens=10) for i in range(9)])
+    obj = Objective.minimize("total_steps")
+    one = Loop(SimulatorBackend(), SuccessiveHalving(n_configs=4, min_fidelity=1 / 3),
+               obj).run(space, w)  # fmt: skip
+    sh = SuccessiveHalving(n_configs=4, min_fidelity=1 / 3, brackets=None)
+    many = Loop(SimulatorBackend(), sh, obj, max_trials=30).run(space, w)
+    first_rungs = {t.config for t in many.trials if t.fidelity < 1}
+    assert len(one.trials) < len(many.trials) == 30  # one bracket ends early; many use budget
+    assert many.stop_reason == "max_trials (30) reached" and sh.bracket >= 3
+    assert len(first_rungs) > 4  # each bracket drew fresh candidates
+    with pytest.raises(SearchError, match="brackets = 0"):
+        SuccessiveHalving(brackets=0)

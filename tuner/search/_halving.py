@@ -65,6 +65,11 @@ class SuccessiveHalving(Search):
         min_promote: The fewest candidates promoted from a rung.
         promote_margin: Relative slack an SLO must have at fidelity < 1 to count as met.
         backfill: Promote more candidates when the last rung has no feasible trial.
+        brackets: How many brackets to run one after the other, each racing ``n_configs``
+            fresh candidates from the inner search; None = until the inner search runs dry or
+            the Loop's budget (``max_cost``, ``max_trials``, ``timeout``) stops the run. More
+            brackets spend a budget that one bracket would leave unused, and give a bracket
+            whose candidate pool held nothing good another draw.
 
     Example:
         >>> from tuner import Loop, Objective, SearchSpace, ServingConfig
@@ -87,6 +92,7 @@ class SuccessiveHalving(Search):
         min_promote: int = 1,
         promote_margin: float = 0.0,
         backfill: bool = True,
+        brackets: int | None = 1,
     ) -> None:
         if inner is not None and (not isinstance(inner, Search) or inner is self):
             raise SearchError(f"SuccessiveHalving.inner = {inner!r}: must be a Search or None")
@@ -107,6 +113,13 @@ class SuccessiveHalving(Search):
                 f"SuccessiveHalving.promote_margin = {promote_margin!r}: must be a finite "
                 "number >= 0 (relative slack, e.g. 0.2 for 20 % of each SLO's limit)"
             )
+        if brackets is not None and (
+            isinstance(brackets, bool) or not isinstance(brackets, int) or brackets < 1
+        ):
+            raise SearchError(
+                f"SuccessiveHalving.brackets = {brackets!r}: must be an integer >= 1 or None"
+            )
+        self.brackets = brackets
         if not isinstance(backfill, bool):
             raise SearchError(f"SuccessiveHalving.backfill = {backfill!r}: must be True or False")
         self.promote_margin = float(promote_margin)
@@ -116,13 +129,17 @@ class SuccessiveHalving(Search):
         self._reset()
 
     def _reset(self) -> None:
+        self._bracket = 0
+        self._inner_done = False
+        self._new_bracket()
+
+    def _new_bracket(self) -> None:
         self._rung = 0
         self._results: list[dict[ServingConfig, Trial]] = [{}]
         self._promoted: list[list[ServingConfig]] = []
         self._queue: deque[ServingConfig] = deque()
         self._outstanding: set[ServingConfig] = set()
         self._drawn = 0
-        self._inner_done = False
         self._reserve: deque[ServingConfig] = deque()
 
     def _on_start(self, space: SearchSpace) -> None:
@@ -130,13 +147,19 @@ class SuccessiveHalving(Search):
         self.inner.start(space, self.objective)
 
     @property
+    def bracket(self) -> int:
+        """The bracket running now (0-based)."""
+        return self._bracket
+
+    @property
     def rung_trials(self) -> tuple[tuple[Trial, ...], ...]:
-        """The trials told so far, one tuple per rung reached, in the order they were told."""
+        """The current bracket's trials told so far, one tuple per rung reached, in order."""
         return tuple(tuple(r.values()) for r in self._results)
 
     @property
     def promotions(self) -> tuple[tuple[ServingConfig, ...], ...]:
-        """For each rung after the first, the candidates promoted into it (backfills last)."""
+        """For each rung of the current bracket after the first, the candidates promoted into
+        it (backfills last)."""
         return tuple(tuple(p) for p in self._promoted)
 
     def ask(self) -> Proposal | None:
@@ -160,7 +183,11 @@ class SuccessiveHalving(Search):
                     f"{self._rung} not told yet; tell each trial before asking again"
                 )
             if not self._advance():
-                return None
+                more = self.brackets is None or self._bracket + 1 < self.brackets
+                if not more or self._inner_done:
+                    return None
+                self._bracket += 1
+                self._new_bracket()
 
     def tell(self, trial: Trial) -> None:
         if trial.config not in self._outstanding or trial.fidelity != self.fidelities[self._rung]:
