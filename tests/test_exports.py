@@ -9,7 +9,8 @@ import pytest
 CONTRACT = {
     "tuner": ["Request", "Workload", "ServingConfig", "SearchSpace", "SLO", "Objective", "Loop",
               "Trial", "TuningResult", "Measurement", "TunerError", "InfeasibleError"],
-    "tuner.backends": ["Backend", "SimulatorBackend", "CostModel", "SchedulerReplayBackend"],
+    "tuner.backends": ["Backend", "SimulatorBackend", "CostModel", "SchedulerReplayBackend",
+                       "VLLMServerBackend"],
     "tuner.search": ["Search", "GridSearch", "RandomSearch", "TPESearch", "SuccessiveHalving"],
 }  # fmt: skip
 

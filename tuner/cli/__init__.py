@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tuner.cli import _capacity, _demo, _fidelity, _run
+from tuner.cli import _capacity, _demo, _fidelity, _live, _run
 from tuner.core._errors import TunerError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(sub)
     _fidelity.add_parser(sub)
     _capacity.add_parser(sub)
+    _live.add_parser(sub)
     return parser
 
 

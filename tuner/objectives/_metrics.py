@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from tuner.core._errors import SLOError
+from tuner.core._errors import BackendError, SLOError
 from tuner.core._measurement import Measurement
 from tuner.objectives._goodput import CRITERIA, request_goodput
 from tuner.objectives._stats import STATISTICS, check_statistic, statistic
@@ -39,6 +39,11 @@ class _Scalar:
 
 def _steps_field(m: Measurement) -> np.ndarray:
     m._steps()  # raises the "no step record" error for backends that saw no steps
+    if m.ttft_steps is None:  # a live server's log does not say which step served whom
+        raise BackendError(
+            f"{m.source} did not record which step emitted each first token; "
+            "ttft_steps is not available (use ttft in seconds)"
+        )
     return np.asarray(m.ttft_steps, dtype=np.float64)
 
 
