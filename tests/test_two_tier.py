@@ -134,3 +134,16 @@ def test_list_search_proposes_its_configs_once_in_order() -> None:
     first, second, third = s.ask(), s.ask(), s.ask()
     assert first is not None and second is not None
     assert (first.config, second.config, third) == (a, b, None)
+
+
+def test_calibration_adds_the_overhead_between_logged_steps() -> None:
+    from tuner.backends._calibration import step_overhead
+
+    m = SimulatorBackend(TRUE).evaluate(ServingConfig(max_num_seqs=16), W)
+    # A live log: each step's model time is 1 ms shorter than the period between steps.
+    live = m.model_copy(update={"step_end": m.step_end - 0.001})
+    assert step_overhead(live.step_start, live.step_end) == pytest.approx(0.001)
+    fitted = fit_cost_model([live]).cost_model
+    assert fitted.fixed == pytest.approx(TRUE.fixed, rel=1e-6)  # the full period again
+    assert step_overhead([0.0, 1.0, 5.0], [0.5, 1.5, 5.5]) == pytest.approx(2.0)  # median gap
+    assert step_overhead([0.0], [1.0]) == 0.0

@@ -75,9 +75,27 @@ def nonnegative_least_squares(
     return best
 
 
+def step_overhead(start: npt.ArrayLike, end: npt.ArrayLike) -> float:
+    """The median time between a step's end and the next step's start (0 if none)."""
+    s = np.asarray(start, dtype=np.float64)
+    e = np.asarray(end, dtype=np.float64)
+    if len(s) < 2:
+        return 0.0
+    gaps = s[1:] - e[:-1]
+    gaps = gaps[gaps >= 0]
+    return float(np.median(gaps)) if len(gaps) else 0.0
+
+
 def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Calibration:
     """Fit ``fixed + per_prefill_token x prefill + per_decode_token x decode + per_sequence x
     seqs`` to the step times of measurements that recorded them (a live server's step log).
+
+    A live server logs each step's model time (``step_end - step_start``), which leaves out
+    the scheduling and output handling between steps; the next step starts that much later.
+    That per-step overhead is taken as the median gap between one step's end and the next
+    one's start (robust to the idle gaps of a lightly loaded server) and added to every step,
+    so the fitted model predicts the full period of a busy engine. (A simulator's steps are
+    back to back: the overhead is 0 and the fit is exact.)
 
     Raises:
         BackendError: no measurement carries per-step times and token counts.
@@ -93,7 +111,7 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
         decode = m.step_tokens.astype(np.float64) - prefill
         rows.append(np.column_stack([np.ones(len(prefill)), prefill, decode,
                                      m.step_seqs.astype(np.float64)]))  # fmt: skip
-        times.append(m.step_end - m.step_start)
+        times.append(m.step_end - m.step_start + step_overhead(m.step_start, m.step_end))
     if not rows:
         raise BackendError(
             "calibration needs measurements with per-step times and prefill/decode tokens "

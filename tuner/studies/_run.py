@@ -100,9 +100,11 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     if live.tiny_model is not None:
         from tuner.backends._tiny_model import build_tiny_model
 
-        model = str(build_tiny_model(root / live.tiny_model))
+        tiny = Path(live.tiny_model)
+        model = str(build_tiny_model(tiny if tiny.is_absolute() else root / tiny))
     return VLLMServerBackend(
-        model, server_args=live.server_args, workdir=workdir, attach_url=live.attach_url,
+        model, server_args=live.server_args, env=live.env, workdir=workdir,
+        attach_url=live.attach_url,
         startup_timeout=live.startup_timeout, request_timeout=live.request_timeout,
     )  # fmt: skip
 

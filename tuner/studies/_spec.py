@@ -126,6 +126,9 @@ class LiveSpec(_Spec):
     tiny_model: str | None = None
     """Build the tiny random Llama into this folder and serve it (CPU testing)."""
     server_args: list[str] = Field(default_factory=list)
+    """More `vllm serve` flags, e.g. ["--dtype", "bfloat16", "--enforce-eager"]."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment of the server, e.g. {VLLM_CPU_KVCACHE_SPACE: "1"} on CPU."""
     startup_timeout: float = Field(default=600, gt=0)
     request_timeout: float = Field(default=300, gt=0)
     attach_url: str | None = None
