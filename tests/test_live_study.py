@@ -1,0 +1,54 @@
+"""A two-tier study against a real vLLM (the tiny CPU model), CI-sized: the report carries the
+cheap-versus-live table and a calibration fitted to the live step log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuner.cli import main
+
+STUDY = """
+name: live-two-tier
+workload:
+  poisson: {rate: 4, requests: 16, prompt_len: "uniform:128:0.5", output_len: 12, seed: 0}
+space:
+  base: {max_model_len: 1024, block_size: 128, max_num_seqs: 4}
+  knobs:
+    max_num_batched_tokens: [64, 256]
+objective: {maximize: output_throughput, tie_break: ttft.p99, tie_tolerance: 0.05}
+slos: ["ttft.p99 <= 10s"]
+two_tier:
+  top_k: 1
+  margin: 0.0
+  cheap: {simulator: {step_cost: {fixed: 0.005, per_prefill_token: 2.0e-5}}}
+  expensive:
+    live:
+      model: MODEL
+      server_args: ["--dtype", "bfloat16", "--enforce-eager"]
+      env: {VLLM_CPU_KVCACHE_SPACE: "1"}
+      startup_timeout: 300
+search: {grid: {}}
+output: OUT
+"""
+
+
+@pytest.mark.vllm
+def test_a_two_tier_study_on_a_live_cpu_vllm_reports_cheap_against_live(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "study.yaml"
+    out = tmp_path / "out"
+    study.write_text(STUDY.replace("MODEL", str(tiny_model)).replace("OUT", str(out)))
+    assert main(["run", str(study)]) == 0
+    assert "best: ServingConfig(" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert "## Cheap tier against live measurements" in md
+    assert "were measured by the expensive backend" in md
+    rows = [line for line in md.splitlines() if "| output_throughput |" in line]
+    assert rows, "the cheap-vs-live table has a row per shortlisted config and metric"
+    assert "Cost model fitted to" in md and (out / "calibration.json").exists()
+    assert "-> vllm-server(" in md  # the answer came from the live server
+    logs = list((out / "live").glob("trial-*.log"))
+    assert len(logs) == 1  # top_k=1: one live trial, not the whole grid
