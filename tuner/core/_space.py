@@ -89,6 +89,7 @@ class SearchSpace:
         if not configs:
             raise ConfigError("SearchSpace: no valid configuration in the space")
         self._configs = tuple(configs)
+        self._members = frozenset(configs)
         self._excluded = tuple(excluded)
 
     @property
@@ -117,7 +118,7 @@ class SearchSpace:
         return len(self._configs)
 
     def __contains__(self, config: object) -> bool:
-        return config in self._configs
+        return config in self._members
 
     def point(self, config: ServingConfig) -> dict[str, Any]:
         """The knob values of ``config`` on this space's dimensions."""
