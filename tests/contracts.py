@@ -6,15 +6,17 @@ inherited tests for each implementation (Optuna's habit for its samplers).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tuner import (
-    ConfigError,
     InfeasibleError,
     Loop,
+    Measurement,
     Objective,
     Request,
     SearchError,
@@ -117,6 +119,20 @@ class SearchContract:
         assert result.best.values["ttft_steps.max"] <= 2
         assert all(t.feasible for t in result.feasible)
 
+    def test_a_rerun_on_the_trial_log_evaluates_nothing_twice(self, tmp_path: Path) -> None:
+        log = tmp_path / "trials.jsonl"
+        first, second = _Counting(), _Counting()
+        objective = Objective.minimize("total_steps")
+        with contextlib.suppress(InfeasibleError):  # e.g. only low-fidelity trials so far
+            Loop(first, self.make_search(), objective, max_trials=3, trial_log=log).run(
+                self.space, SMALL
+            )
+        result = Loop(second, self.make_search(), objective, trial_log=log).run(self.space, SMALL)
+        assert len(first.evaluated) == 3
+        assert not set(first.evaluated) & set(second.evaluated)  # finished work is kept
+        assert len(set(second.evaluated)) == len(second.evaluated)
+        assert len(result.trials) == 3 + len(second.evaluated)
+
     def test_the_search_terminates_on_a_finite_space(self) -> None:
         loop = Loop(SimulatorBackend(), self.make_search(), Objective.minimize("total_steps"))
         result = loop.run(self.space, SMALL)
@@ -124,5 +140,13 @@ class SearchContract:
         assert not math.isnan(result.best.values["total_steps"])
 
 
-def invalid_config_error() -> type[Exception]:
-    return ConfigError
+class _Counting(SimulatorBackend):
+    """The simulator, noting every (configuration, workload size) it evaluates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluated: list[tuple[ServingConfig, int]] = []
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        self.evaluated.append((config, len(workload)))
+        return super().evaluate(config, workload)
