@@ -23,7 +23,6 @@ the fidelity suite checks this engine against vLLM's own scheduler.
 from __future__ import annotations
 
 import heapq
-import itertools
 
 import numpy as np
 
@@ -45,7 +44,6 @@ class FastEngine(Engine):
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
         self.pool_blocks = 0  # KV blocks held by pool members
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
-        self._prefix: list[int] | None = None  # _pool_growth's cache, valid for this G and pool
 
     # --- the pool ------------------------------------------------------------------------------
     def _lazify(self, r: Req) -> None:
@@ -56,7 +54,6 @@ class FastEngine(Engine):
         if self.kv_limited:
             self.bucket[(r.c0 - r.g0) % self.bs] += 1
             self.pool_blocks += r.blocks
-            self._prefix = None
 
     def _settle(self, r: Req, last_emit: float) -> None:
         """Make a pool member explicit again (its state as of the latest step)."""
@@ -70,23 +67,17 @@ class FastEngine(Engine):
             r.blocks = -(-r.computed // self.bs)
             self.bucket[(r.c0 - r.g0) % self.bs] -= 1
             self.pool_blocks -= r.blocks
-            self._prefix = None
         self.tl.settle(r.id, r.emitted, last_emit)
 
     def _pool_growth(self, j: int) -> int:
-        """New KV blocks the pool needs over the next ``j`` uniform steps."""
-        bs = self.bs
+        """New KV blocks the pool needs over the next ``j`` uniform steps: every member crosses
+        into a new block once every ``block_size`` steps, members with ``(c0 - g0) % bs ==
+        key`` at the steps ``t`` with ``(key + t) % bs == 0``."""
+        bs, g, bucket = self.bs, self.G, self.bucket
         if bs == 1:
             return self.pool_n * j
-        if self._prefix is None:  # counts by the first step (from G) at which members cross
-            g = self.G
-            first = [0] * bs
-            for key, count in enumerate(self.bucket):
-                if count:
-                    first[(-key - g) % bs] += count
-            self._prefix = list(itertools.accumulate(first, initial=0))
         q, r = divmod(j, bs)
-        return self.pool_n * q + self._prefix[r]
+        return self.pool_n * q + sum(bucket[(-g - d) % bs] for d in range(r))
 
     # --- the engine loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -196,7 +187,6 @@ class FastEngine(Engine):
                 if r.emitted == r.output:
                     done.append(r)
         self.G += 1
-        self._prefix = None
         end = self.tl.step(now, prefill, decode, pool_n + len(served), emitted, lazy=pool_n)
         heap = self.heap
         while heap and heap[0][0] <= self.G:
@@ -245,10 +235,6 @@ class FastEngine(Engine):
             return None
         kv = self.kv_limited
         bs = self.bs
-        if kv:
-            k = self._kv_steps(plan, k)
-            if k < 1:
-                return None
         if waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             # Would the head of the queue be admitted? (Admission only gets harder while the
             # stretch lasts: the budget left is constant and free KV blocks only shrink.)
@@ -269,8 +255,12 @@ class FastEngine(Engine):
         decode = self.pool_n
         seqs = decode + len(explicit)
         dur = self.tl.cost_model.step_time(prefill, decode, seqs)
-        if next_arrival is not None:
+        if next_arrival is not None:  # the cheap bound first: it often ends the stretch
             k = steps_before(now, dur, k, next_arrival)
+            if k < 1:
+                return None
+        if kv:
+            k = self._kv_steps(plan, k)
             if k < 1:
                 return None
         end = self.tl.run(now, k, prefill, decode, seqs, (), lazy=decode)
@@ -279,7 +269,6 @@ class FastEngine(Engine):
             self.pool_blocks += growth
             self.free_blocks -= growth
         self.G += k
-        self._prefix = None
         for r, n in zip(explicit, plan, strict=True):
             r.computed += n * k
             if kv:
