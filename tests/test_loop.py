@@ -297,3 +297,20 @@ def test_timeout_stops_starting_trials() -> None:
 def test_bad_budgets_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match=next(iter(kw))):
         Loop(SimulatorBackend(), GridSearch(), **kw)  # type: ignore[arg-type]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
+    class Interrupted(FlakyBackend):
+        def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            calls.append(config)
+            return super().evaluate(config, workload)
+
+    calls: list[ServingConfig] = []
+    backend = Interrupted({})
+    log = tmp_path / "trials.jsonl"
+    result = Loop(backend, GridSearch(), SEED_OBJECTIVE, trial_log=log).run(SPACE, SEED)
+    assert result.stop_reason == "interrupted"
+    assert len(result.trials) == 3 and backend.closed == 1
+    assert len(log.read_text().splitlines()) == 1 + 3  # every finished trial was kept

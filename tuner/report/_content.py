@@ -39,7 +39,8 @@ def blocks(o: StudyOutcome) -> list[Block]:
         f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
         f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
         f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
-        f"{len(o.trials)} trials in {o.wall_time:.1f}s."
+        f"{len(o.trials)} trials in {o.wall_time:.1f}s"
+        + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
     ))  # fmt: skip
 
     if best is None:
