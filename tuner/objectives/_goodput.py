@@ -33,7 +33,7 @@ def good_requests(
     t = np.asarray(ttft, dtype=np.float64)
     e = np.asarray(e2e, dtype=np.float64)
     out = np.asarray(output_tokens, dtype=np.float64)
-    good = np.isfinite(t) & np.isfinite(e)
+    good: npt.NDArray[np.bool_] = np.isfinite(t) & np.isfinite(e)
     if ttft_max is not None:
         good &= t <= ttft_max
     if tpot_max is not None:
