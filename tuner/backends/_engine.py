@@ -94,8 +94,13 @@ class Engine:
             if not self.running and not self.waiting and not self.finishing:
                 now = arrival[order[pending]]
                 continue
-            now, finished = self._step(now)
+            now, finished = self._advance(now, arrival[order[pending]] if pending < n else None)
             done += finished
+
+    def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
+        """Move the engine forward from ``now`` (one step here; a fast engine may record many
+        at once, never past ``next_arrival``). Returns the new time and how many finished."""
+        return self._step(now)
 
     def _admit(self, budget: int, thr: int) -> list[tuple[Req, int]]:
         """The WAITING pass: admit in FCFS order while the budget lasts and fewer than

@@ -80,29 +80,14 @@ class FastEngine(Engine):
         return self.pool_n * q + sum(bucket[(-g - d) % bs] for d in range(r))
 
     # --- the engine loop -----------------------------------------------------------------------
-    def run(self) -> None:
-        pending = 0
-        n = len(self.order)
-        order, arrival = self.order, self.arrival
-        now = arrival[order[0]]
-        done = 0
-        while done < n:
-            while pending < n and arrival[order[pending]] <= now:
-                self.waiting.append(self.reqs[order[pending]])
-                pending += 1
-            if not self.running and not self.waiting and not self.finishing:
-                now = arrival[order[pending]]
-                continue
-            jumped = self._jump(now, arrival[order[pending]] if pending < n else None)
-            if jumped is not None:
-                now = jumped
-                continue
-            stepped = self._uniform_step(now)
-            if stepped is None:
-                now, finished = self._reference_step(now)
-            else:
-                now, finished = stepped
-            done += finished
+    def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
+        """A stretch of identical steps if one starts here, else one uniform step, else one
+        step of the reference engine."""
+        jumped = self._jump(now, next_arrival)
+        if jumped is not None:
+            return jumped, 0
+        stepped = self._uniform_step(now)
+        return stepped if stepped is not None else self._reference_step(now)
 
     def _reference_step(self, now: float) -> tuple[float, int]:
         """Run one step with the reference engine, the pool made explicit first."""

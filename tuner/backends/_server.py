@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.backends._base import Backend
+from tuner.backends._base import Backend, check_fits
 from tuner.backends._load import LoadResult, replay
 from tuner.backends._process import (
     LOG_TAIL_LINES,
@@ -557,15 +557,7 @@ def _run_dir(workdir: Path, number: int) -> Path:
 def _check_fits(config: ServingConfig, workload: Workload) -> None:
     if not isinstance(workload, Workload):
         raise ConfigError(f"evaluate(workload=...): expected a Workload, got {workload!r}")
-    seq = workload.prompt_tokens + workload.output_tokens
-    too_long = np.flatnonzero(seq > config.max_model_len)
-    if len(too_long):
-        i = int(too_long[0])
-        raise ConfigError(
-            f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
-            f"({workload.output_tokens[i]}) = {seq[i]} exceeds max_model_len "
-            f"({config.max_model_len}); raise max_model_len"
-        )
+    check_fits(config, workload)
 
 
 def _scheduled_tokens(workload: Workload) -> int:
