@@ -27,6 +27,7 @@ rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from tuner.backends._timeline import Timeline
 from tuner.core._config import ServingConfig
@@ -133,6 +134,28 @@ class Engine:
             budget -= n
         return admitted
 
+    @staticmethod
+    def _compute(scheduled: Iterable[tuple[Req, int]]) -> tuple[int, int, list[int], list[Req]]:
+        """The model step: each scheduled request computes its tokens; one that completes its
+        current sequence samples one token (its first after the last prefill chunk). Returns the
+        prefill and decode tokens, the ids that got a token and the requests that finished."""
+        prefill = decode = 0
+        emitted: list[int] = []
+        finished: list[Req] = []
+        for r, n in scheduled:
+            if r.emitted and r.computed == r.length - 1:
+                decode += n
+            else:
+                prefill += n
+            r.computed += n
+            if r.computed == r.length:
+                r.emitted += 1
+                r.length += 1
+                emitted.append(r.id)
+                if r.emitted == r.output:
+                    finished.append(r)
+        return prefill, decode, emitted, finished
+
     def _step(self, now: float) -> tuple[float, int]:
         """One ``schedule()`` + model step + ``update_from_output()``.
 
@@ -196,21 +219,7 @@ class Engine:
                 f"(running={len(running)}, waiting={len(waiting)})"
             )
 
-        prefill = decode = 0
-        emitted: list[int] = []
-        finished: list[Req] = []
-        for r, n in scheduled:
-            if r.emitted and r.computed == r.length - 1:
-                decode += n
-            else:
-                prefill += n
-            r.computed += n
-            if r.computed == r.length:
-                r.emitted += 1
-                r.length += 1
-                emitted.append(r.id)
-                if r.emitted == r.output:
-                    finished.append(r)
+        prefill, decode, emitted, finished = self._compute(scheduled)
         end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
         self.last_emitted = [self.reqs[i] for i in emitted]
 

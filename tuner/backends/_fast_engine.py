@@ -156,21 +156,8 @@ class FastEngine(Engine):
                 f"(running={len(running)}, waiting={len(waiting)})"
             )
 
-        prefill, decode = 0, pool_n
-        emitted: list[int] = []
-        done: list[Req] = []
-        for r, n in zip(served, plan, strict=True):
-            if r.emitted and r.computed == r.length - 1:
-                decode += n
-            else:
-                prefill += n
-            r.computed += n
-            if r.computed == r.length:
-                r.emitted += 1
-                r.length += 1
-                emitted.append(r.id)
-                if r.emitted == r.output:
-                    done.append(r)
+        prefill, decode, emitted, done = self._compute(zip(served, plan, strict=True))
+        decode += pool_n
         self.G += 1
         end = self.tl.step(now, prefill, decode, pool_n + len(served), emitted, lazy=pool_n)
         heap = self.heap
