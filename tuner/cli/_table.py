@@ -51,15 +51,8 @@ def trial_table(trials: Sequence[Trial], space: SearchSpace, metrics: Sequence[s
     rows: list[list[object]] = []
     for t in trials:
         point = space.point(t.config)
-        verdict: object
-        if not t.ok:
-            verdict = f"FAILED: {(t.error or '')[:60]}"
-        elif t.feasible:
-            verdict = True
-        else:
-            verdict = "no (" + ", ".join(r.slo for r in t.violations) + ")"
         rows.append(
             [t.number, *(point[k] for k in knobs), *(t.values.get(m, math.nan) for m in metrics),
-             verdict]
+             t.verdict(60)]
         )  # fmt: skip
     return format_table(headers, rows)

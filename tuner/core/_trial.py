@@ -75,6 +75,14 @@ class Trial(FrozenModel):
         """The SLOs this trial misses."""
         return tuple(r for r in self.slo_results if not r.ok)
 
+    def verdict(self, max_error: int = 80) -> str:
+        """One short word for tables: ``yes``, ``no (the SLOs missed)`` or ``FAILED: reason``."""
+        if not self.ok:
+            return f"FAILED: {(self.error or '')[:max_error]}"
+        if self.feasible:
+            return "yes"
+        return "no (" + ", ".join(r.slo for r in self.violations) + ")"
+
     def record(self) -> dict[str, Any]:
         """A JSON-ready record of this trial (one line of a trial log)."""
         out = self.model_dump(mode="json")

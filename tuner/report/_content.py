@@ -86,12 +86,10 @@ def _trials(o: StudyOutcome) -> list[Block]:
     best = o.best
     rows = []
     for t in sorted(o.trials, key=lambda t: t.number):
-        verdict = "FAILED: " + (t.error or "")[:80] if not t.ok else (
-            "yes" if t.feasible else "no: " + ", ".join(r.slo for r in t.violations))
         mark = " (chosen)" if best is not None and t.number == best.number else ""
         rows.append([str(t.number) + mark, *(str(getattr(t.config, k)) for k in knobs),
                      fmt(t.fidelity), *(fmt(t.values.get(m, math.nan)) for m in metrics),
-                     verdict])  # fmt: skip
+                     t.verdict()])  # fmt: skip
     return [Heading("Trials"), Table(["#", *knobs, "fidelity", *metrics, "feasible"], rows)]
 
 
