@@ -274,6 +274,12 @@ def test_fast_forward_gives_the_same_schedule_as_step_by_step(
     assert fast.finish_step.tolist() == slow.finish_step.tolist()
     assert fast.step_start.tolist() == slow.step_start.tolist()
     np.testing.assert_allclose(fast.e2e, slow.e2e)
+    for m in (fast, slow):  # a token comes at the end of its step, to the bit
+        assert m.step_end is not None
+        assert (m.step_end[m.first_token_step] - m.arrival).tolist() == m.ttft.tolist()
+        assert (m.step_end[m.finish_step] - m.arrival).tolist() == m.e2e.tolist()
+        busy = m.step_start[1:] < m.step_end[:-1] + 1e-12  # back to back, not idle in between
+        assert (m.step_start[1:][busy] == m.step_end[:-1][busy]).all()
 
 
 @settings(max_examples=30, deadline=None)

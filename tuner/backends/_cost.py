@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, overload
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
 from tuner.core._model import FrozenModel
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 class CostModel(FrozenModel):
@@ -53,8 +58,15 @@ class CostModel(FrozenModel):
             and self.per_sequence == 0
         )
 
-    def step_time(self, prefill_tokens: int, decode_tokens: int, num_seqs: int) -> float:
-        """Duration of one step that scheduled the given work."""
+    @overload
+    def step_time(self, prefill_tokens: int, decode_tokens: int, num_seqs: int) -> float: ...
+    @overload
+    def step_time(
+        self, prefill_tokens: IntArray, decode_tokens: IntArray, num_seqs: IntArray
+    ) -> FloatArray: ...
+    def step_time(self, prefill_tokens: Any, decode_tokens: Any, num_seqs: Any) -> Any:
+        """Duration of one step that scheduled the given work (elementwise over arrays, with
+        the same float operations, so a step's time is the same bits either way)."""
         return (
             self.fixed
             + self.per_prefill_token * prefill_tokens

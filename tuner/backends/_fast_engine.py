@@ -23,8 +23,8 @@ the fidelity suite checks this engine against vLLM's own scheduler.
 from __future__ import annotations
 
 import heapq
-
-import numpy as np
+from bisect import bisect_left
+from itertools import accumulate, repeat
 
 from tuner.backends._engine import Engine, Req
 from tuner.backends._timeline import Timeline
@@ -42,7 +42,6 @@ class FastEngine(Engine):
         self.pool_n = 0
         self.heap: list[tuple[int, int, Req]] = []  # (G at which it finishes, id, request)
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
-        self.pool_blocks = 0  # KV blocks held by pool members
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
 
     # --- the pool ------------------------------------------------------------------------------
@@ -53,7 +52,6 @@ class FastEngine(Engine):
         self.pool_n += 1
         if self.kv_limited:
             self.bucket[(r.c0 - r.g0) % self.bs] += 1
-            self.pool_blocks += r.blocks
 
     def _settle(self, r: Req, last_emit: float) -> None:
         """Make a pool member explicit again (its state as of the latest step)."""
@@ -66,7 +64,6 @@ class FastEngine(Engine):
         if self.kv_limited:
             r.blocks = -(-r.computed // self.bs)
             self.bucket[(r.c0 - r.g0) % self.bs] -= 1
-            self.pool_blocks -= r.blocks
         self.tl.settle(r.id, r.emitted, last_emit)
 
     def _pool_growth(self, j: int) -> int:
@@ -77,17 +74,97 @@ class FastEngine(Engine):
         if bs == 1:
             return self.pool_n * j
         q, r = divmod(j, bs)
-        return self.pool_n * q + sum(bucket[(-g - d) % bs] for d in range(r))
+        if not r:
+            return self.pool_n * q
+        a = (-g) % bs  # the keys crossing at steps 0, 1, ..., r - 1: a, a - 1, ... (mod bs)
+        lo = a - r + 1
+        part = sum(bucket[lo : a + 1]) if lo >= 0 else sum(bucket[: a + 1]) + sum(bucket[lo:])
+        return self.pool_n * q + part
+
+    def _retire(self, end: float, done: list[Req]) -> int:
+        """After a step ending at ``end``: settle the pool members that got their last token
+        in it, then let ``done`` (and them) go. Returns how many finished."""
+        heap = self.heap
+        while heap and heap[0][0] <= self.G:
+            r = heapq.heappop(heap)[2]
+            self._settle(r, end)
+            done.append(r)
+        if done:
+            running = self.running
+            for r in done:
+                running.remove(r)
+            if self.cfg.async_scheduling:  # slot and blocks held through the next step
+                self.finishing.extend(done)
+            else:
+                for r in done:
+                    self._free(r)
+        return len(done)
 
     # --- the engine loop -----------------------------------------------------------------------
     def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
-        """A stretch of identical steps if one starts here, else one uniform step, else one
-        step of the reference engine."""
-        jumped = self._jump(now, next_arrival)
-        if jumped is not None:
-            return jumped, 0
-        stepped = self._uniform_step(now)
-        return stepped if stepped is not None else self._reference_step(now)
+        """Plan the step starting at ``now`` once, then record the stretch of identical steps
+        that starts here if there is one, else this step alone: uniformly if it serves every
+        running request in full, else on the reference engine."""
+        cfg = self.cfg
+        running, waiting, finishing, explicit = (
+            self.running, self.waiting, self.finishing, self.explicit,
+        )  # fmt: skip
+        pool_n = self.pool_n
+        eligible = len(running) + len(finishing) + len(waiting)
+        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+        # k: how many identical steps could be recorded at once from here, up to and including
+        # the one in which the next pool member finishes (0: this very step is an event).
+        heap = self.heap
+        k = heap[0][0] - self.G if heap else _NEVER
+        if finishing or not (pool_n or explicit):
+            k = 0
+        plan: list[int] = []  # tokens of each explicit request in this step
+        need = pool_n
+        for r in explicit:
+            rest = r.length - r.computed
+            if 0 < thr < rest:
+                plan.append(thr)
+                need += thr
+                chunks = -(-rest // thr) - 1  # chunks before the one that completes the prompt
+                if chunks < k:
+                    k = chunks
+            else:  # completes its sequence in this step: a first token or a decoder's next
+                plan.append(rest)
+                need += rest
+                k = 0
+        budget = cfg.max_num_batched_tokens - need
+        if budget < 0:
+            return self._reference_step(now)
+        grows: list[int] = []  # new KV blocks of each explicit request in this step
+        pool_grow = 0
+        if self.kv_limited:
+            bs = self.bs
+            pool_grow = self.bucket[(-self.G) % bs] if pool_n else 0
+            step_grow = pool_grow
+            for r, n in zip(explicit, plan, strict=True):
+                g = -(-(r.computed + n) // bs) - r.blocks
+                grows.append(g)
+                step_grow += g
+            if step_grow > self.free_blocks:
+                return self._reference_step(now)  # a preemption is due
+        if k and waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+            # Would the head of the queue be admitted? Then this step is an event. (Admission
+            # only gets harder while a stretch lasts: the budget left is constant and free KV
+            # blocks only shrink.)
+            head = waiting[0]
+            n = head.length - head.computed
+            if 0 < thr < n:
+                n = thr
+            blocked = not cfg.enable_chunked_prefill and n > budget
+            if not blocked and self.kv_limited:
+                blocked = -(-head.length // self.bs) > self.free_blocks - step_grow
+            if not blocked:
+                k = 0
+        if k:
+            jumped = self._jump(now, next_arrival, k, plan)
+            if jumped is not None:
+                return jumped
+        return self._uniform_step(now, plan, budget, thr, grows, pool_grow)
 
     def _reference_step(self, now: float) -> tuple[float, int]:
         """Run one step with the reference engine, the pool made explicit first."""
@@ -101,47 +178,25 @@ class FastEngine(Engine):
         self.explicit = [r for r in self.running if not r.lazy]
         return end, finished
 
-    def _uniform_step(self, now: float) -> tuple[float, int] | None:
-        """One step that serves every running request in full, or None if this step is not
-        one (the budget or the KV cache falls short) and must run on the reference engine."""
-        cfg = self.cfg
-        running, waiting, finishing = self.running, self.waiting, self.finishing
-        explicit = self.explicit
-        eligible = len(running) + len(finishing) + len(waiting)
-        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+    def _uniform_step(
+        self, now: float, plan: list[int], budget: int, thr: int, grows: list[int], pool_grow: int
+    ) -> tuple[float, int]:
+        """One step that serves every running request in full (``plan``: the explicit ones'
+        tokens, ``budget``: what is left for admissions; ``grows`` and ``pool_grow``: the new KV
+        blocks, known to fit)."""
+        waiting, finishing, explicit = self.waiting, self.finishing, self.explicit
         pool_n = self.pool_n
-        plan: list[int] = []
-        need = pool_n
-        for r in explicit:
-            n = r.length - r.computed
-            if 0 < thr < n:
-                n = thr
-            plan.append(n)
-            need += n
-        budget = cfg.max_num_batched_tokens - need
-        if budget < 0:
-            return None
-        kv = self.kv_limited
-        bs = self.bs
-        if kv:
-            grow = self.bucket[(-self.G) % bs] if pool_n else 0
-            grows = [
-                -(-(r.computed + n) // bs) - r.blocks
-                for r, n in zip(explicit, plan, strict=True)
-            ]
-            total = grow + sum(grows)
-            if total > self.free_blocks:
-                return None
-            self.free_blocks -= total
-            self.pool_blocks += grow
+        if self.kv_limited:
+            self.free_blocks -= pool_grow + sum(grows)
             for r, g in zip(explicit, grows, strict=True):
                 r.blocks += g
 
         # WAITING pass (nothing was preempted), as in the reference engine.
         served = list(explicit)
-        for r, n in self._admit(budget, thr):
-            served.append(r)
-            plan.append(n)
+        if waiting:
+            for r, n in self._admit(budget, thr):
+                served.append(r)
+                plan.append(n)
 
         released = bool(finishing)
         if released:
@@ -153,135 +208,107 @@ class FastEngine(Engine):
                 return now, 0
             raise BackendError(
                 "simulator stalled: a step scheduled no token while requests wait "
-                f"(running={len(running)}, waiting={len(waiting)})"
+                f"(running={len(self.running)}, waiting={len(waiting)})"
             )
 
         prefill, decode, emitted, done = self._compute(zip(served, plan, strict=True))
-        decode += pool_n
         self.G += 1
-        end = self.tl.step(now, prefill, decode, pool_n + len(served), emitted, lazy=pool_n)
-        heap = self.heap
-        while heap and heap[0][0] <= self.G:
-            r = heapq.heappop(heap)[2]
-            self._settle(r, end)
-            done.append(r)
+        end = self.tl.step(now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n)
         for i in emitted:  # decoders from now on: into the pool
             r = self.reqs[i]
             if r.emitted < r.output:
                 self._lazify(r)
-        if done:
-            gone = set(done)
-            self.running = [r for r in running if r not in gone]
-            for r in done:
-                if cfg.async_scheduling:
-                    finishing.append(r)
-                else:
-                    self._free(r)
+        heap = self.heap
+        finished = self._retire(end, done) if done or (heap and heap[0][0] <= self.G) else 0
         self.explicit = [r for r in served if not r.lazy and r.emitted < r.output]
-        return end, len(done)
+        return end, finished
 
-    def _jump(self, now: float, next_arrival: float | None) -> float | None:
-        """Record the identical steps from ``now`` up to (not including) the next event: an
-        arrival, a prompt's last chunk, a request's last token, or a KV shortfall. Returns the
-        new time, or None when not even one step can be skipped."""
-        if self.finishing or (not self.pool_n and not self.explicit):
-            return None
-        cfg = self.cfg
-        waiting, explicit = self.waiting, self.explicit
-        thr = cfg.long_prefill_token_threshold if len(self.running) + len(waiting) > 1 else 0
-        budget = cfg.max_num_batched_tokens - self.pool_n
-        k = (self.heap[0][0] - self.G - 1) if self.heap else 1 << 62
-        plan: list[int] = []
-        for r in explicit:
-            n = r.length - r.computed
-            if r.emitted and n == 1:
-                return None  # a decoder not yet in the pool: it joins after its next token
-            if 0 < thr < n:
-                n = thr
-            if r.computed + n >= r.length:
-                return None  # this step completes the prompt: the first token is an event
-            plan.append(n)
-            budget -= n
-            k = min(k, -(-(r.length - r.computed) // n) - 1)
-        if budget < 0 or k < 1:
-            return None
-        kv = self.kv_limited
-        bs = self.bs
-        if waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
-            # Would the head of the queue be admitted? (Admission only gets harder while the
-            # stretch lasts: the budget left is constant and free KV blocks only shrink.)
-            head = waiting[0]
-            n = head.length - head.computed
-            if 0 < thr < n:
-                n = thr
-            blocked = not cfg.enable_chunked_prefill and n > budget
-            if not blocked and kv:
-                grow = self.bucket[(-self.G) % bs] + sum(
-                    -(-(r.computed + p) // bs) - r.blocks
-                    for r, p in zip(explicit, plan, strict=True)
-                )
-                blocked = -(-head.length // bs) > self.free_blocks - grow
-            if not blocked:
-                return None
+    def _jump(
+        self, now: float, next_arrival: float | None, k: int, plan: list[int]
+    ) -> tuple[float, int] | None:
+        """Record up to ``k`` identical steps from ``now`` (``plan``: the explicit requests'
+        tokens in each), stopping before the next arrival and before a KV shortfall. Returns the
+        new time and how many finished (in the last step), or None when not even one step can
+        be recorded this way."""
+        explicit = self.explicit
         prefill = sum(plan)
         decode = self.pool_n
         seqs = decode + len(explicit)
         dur = self.tl.cost_model.step_time(prefill, decode, seqs)
-        if next_arrival is not None:  # the cheap bound first: it often ends the stretch
-            k = steps_before(now, dur, k, next_arrival)
-            if k < 1:
-                return None
+        bounds = step_bounds(now, dur, k, next_arrival)
+        k = len(bounds) - 1
+        if k < 1:
+            return None
+        kv = self.kv_limited
+        growth = 0
         if kv:
-            k = self._kv_steps(plan, k)
-            if k < 1:
-                return None
-        end = self.tl.run(now, k, prefill, decode, seqs, (), lazy=decode)
-        if kv:
-            growth = self._pool_growth(k)
-            self.pool_blocks += growth
-            self.free_blocks -= growth
+            need = growth = self._pool_growth(k)
+            if explicit:
+                need = self._kv_need(plan, k)[0]
+            if need > self.free_blocks:  # a shortfall within the stretch: stop before it
+                k, growth = self._kv_steps(plan, k)
+                if k < 1:
+                    return None
+                del bounds[k + 1 :]
+        end = self.tl.run(bounds, prefill, decode, seqs, lazy=decode)
         self.G += k
-        for r, n in zip(explicit, plan, strict=True):
-            r.computed += n * k
-            if kv:
-                nb = -(-r.computed // bs)
-                self.free_blocks -= nb - r.blocks
-                r.blocks = nb
-        return end
-
-    def _kv_steps(self, plan: list[int], k: int) -> int:
-        """The most steps (<= k) of ``plan`` the free KV blocks allow without a preemption."""
-        explicit = self.explicit
-        bs = self.bs
-        free = self.free_blocks
-
-        def fits(j: int) -> bool:
-            need = self._pool_growth(j)
+        if kv:
+            bs = self.bs
+            free = self.free_blocks - growth
             for r, n in zip(explicit, plan, strict=True):
-                need += -(-(r.computed + n * j) // bs) - r.blocks
-            return need <= free
+                r.computed += n * k
+                nb = -(-r.computed // bs)
+                free -= nb - r.blocks
+                r.blocks = nb
+            self.free_blocks = free
+        else:
+            for r, n in zip(explicit, plan, strict=True):
+                r.computed += n * k
+        heap = self.heap
+        if heap and heap[0][0] <= self.G:
+            return end, self._retire(end, [])
+        return end, 0
 
-        if fits(k):
-            return k
-        lo, hi = 0, k  # fits(lo) holds (nothing grows), fits(hi) does not
+    def _kv_need(self, plan: list[int], j: int) -> tuple[int, int]:
+        """The new KV blocks ``j`` steps of ``plan`` need, and the pool's share of them."""
+        pool = self._pool_growth(j)
+        need = pool
+        bs = self.bs
+        for r, n in zip(self.explicit, plan, strict=True):
+            need += -(-(r.computed + n * j) // bs) - r.blocks
+        return need, pool
+
+    def _kv_steps(self, plan: list[int], k: int) -> tuple[int, int]:
+        """The most steps (< k) of ``plan`` the free KV blocks allow without a preemption (they
+        fall short within ``k``), and the pool's new blocks over them."""
+        free = self.free_blocks
+        lo, hi = 0, k  # fits at lo (nothing grows), not at hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if fits(mid):
+            if self._kv_need(plan, mid)[0] <= free:
                 lo = mid
             else:
                 hi = mid
-        return lo
+        return lo, self._pool_growth(lo)
 
 
-def steps_before(now: float, dur: float, k: int, t: float) -> int:
-    """How many of ``k`` back-to-back steps of length ``dur`` from ``now`` start before ``t``,
-    with the start times added up exactly as a step-by-step run adds them."""
-    if k <= 64:
-        start = now
-        for i in range(k):
-            if start >= t:
-                return i
-            start += dur
-        return k
-    starts = np.cumsum(np.concatenate(([now], np.full(k - 1, dur))))
-    return int(np.searchsorted(starts, t, side="left"))
+_NEVER = 1 << 62  # no request in the pool: no finish bounds a stretch
+
+
+def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
+    """The boundaries of up to ``k`` back-to-back steps of length ``dur`` from ``now``, those
+    that start before ``t`` (all ``k`` if ``t`` is None): the start of each, then the end of the
+    last. They are added up exactly as a step-by-step run adds them, so both give bit-identical
+    times."""
+    if t is None or dur <= 0:
+        return list(accumulate(repeat(dur, k), initial=now))
+    n = int((t - now) / dur) + 2  # a few more than start before t
+    if n > k:
+        n = k
+    while True:
+        bounds = list(accumulate(repeat(dur, n), initial=now))
+        before = bisect_left(bounds, t, 0, n)
+        if before < n or n == k:
+            del bounds[before + 1 :]
+            return bounds
+        n = min(k, 2 * n)  # rounding made the estimate short (never in practice)

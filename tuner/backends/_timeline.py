@@ -26,14 +26,19 @@ class Timeline:
     def __init__(self, workload: Workload, cost_model: CostModel, source: str) -> None:
         self.workload = workload
         self.cost_model = cost_model
+        self._step_time = cost_model.step_time
         self.source = source
         n = len(workload)
         self._output: list[int] = workload.output_tokens.tolist()
-        self._tokens: list[int] = []
-        self._seqs: list[int] = []
+        # One record per step, or per run of identical steps: how many, their prefill and
+        # decode tokens and sequences; then the start of every step. A step's end is its start
+        # plus its duration, recomputed in build() with the same float operations.
+        self._num_steps = 0
+        self._counts: list[int] = []
         self._prefill: list[int] = []
+        self._decode: list[int] = []
+        self._seqs: list[int] = []
         self._start: list[float] = []
-        self._end: list[float] = []
         self._first_step = [-1] * n
         self._finish_step = [-1] * n
         self._first_time = [float("nan")] * n
@@ -46,7 +51,7 @@ class Timeline:
 
     @property
     def num_steps(self) -> int:
-        return len(self._tokens)
+        return self._num_steps
 
     def step(
         self,
@@ -62,14 +67,14 @@ class Timeline:
         ``lazy`` more requests got a token too without being named: decoding requests whose
         previous token came at the end of the previous step (the fast engine keeps them
         implicitly and reports them through :meth:`settle`)."""
-        dur = self.cost_model.step_time(prefill_tokens, decode_tokens, num_seqs)
-        end = start + dur
-        idx = len(self._tokens)
-        self._tokens.append(prefill_tokens + decode_tokens)
+        end = start + self._step_time(prefill_tokens, decode_tokens, num_seqs)
+        idx = self._num_steps
+        self._num_steps = idx + 1
+        self._counts.append(1)
         self._prefill.append(prefill_tokens)
+        self._decode.append(decode_tokens)
         self._seqs.append(num_seqs)
         self._start.append(start)
-        self._end.append(end)
         # Inlined per-request bookkeeping (the hot path of every step-level backend).
         emitted_so_far, last_emit = self._emitted, self._last_emit
         itl_values, itl_counts = self._itl_values, self._itl_counts
@@ -85,57 +90,39 @@ class Timeline:
             if emitted_so_far[i] >= self._output[i]:
                 self._finish_step[i] = idx
                 self._finish_time[i] = end
-        if lazy:
+        if lazy:  # each got its previous token at the end of the previous step: at ``start``
             itl_values.append(end - start)
             itl_counts.append(lazy)
         return end
 
     def run(
         self,
-        start: float,
-        k: int,
+        bounds: Sequence[float],
         prefill_tokens: int,
         decode_tokens: int,
         num_seqs: int,
-        ids: Sequence[int],
         lazy: int = 0,
     ) -> float:
-        """Record ``k`` identical steps in which each of ``ids`` (decoding requests) gets one
-        token per step and none gets its first or last token; prefill chunks emit nothing.
-        Returns the end of the last step. ``lazy``: as in :meth:`step`.
-
-        Step boundaries are accumulated exactly as ``k`` calls of :meth:`step` would add them,
-        so a run and the same steps recorded one by one give bit-identical times."""
-        dur = self.cost_model.step_time(prefill_tokens, decode_tokens, num_seqs)
-        if k <= 64:  # the same sums, without numpy's overhead on short stretches
-            bounds = [start]
-            for _ in range(k):
-                bounds.append(bounds[-1] + dur)
-        else:
-            bounds = np.cumsum(np.concatenate(([start], np.full(k, dur)))).tolist()
-        self._tokens.extend([prefill_tokens + decode_tokens] * k)
-        self._prefill.extend([prefill_tokens] * k)
-        self._seqs.extend([num_seqs] * k)
+        """Record ``len(bounds) - 1`` identical steps, back to back: ``bounds`` holds the start
+        of each, then the end of the last, added up exactly as a step-by-step run adds them
+        (see ``_fast_engine.step_bounds``). The steps only extend prefill chunks and give the
+        ``lazy`` implicitly kept decoders one token each (as in :meth:`step`): no request gets
+        its first or last token. Returns the end of the last step."""
+        k = len(bounds) - 1
+        self._num_steps += k
+        self._counts.append(k)
+        self._prefill.append(prefill_tokens)
+        self._decode.append(decode_tokens)
+        self._seqs.append(num_seqs)
         self._start.extend(bounds[:k])
-        self._end.extend(bounds[1:])
-        first_end, end = bounds[1], bounds[k]
-        emitted_so_far, last_emit = self._emitted, self._last_emit
-        gaps = [first_end - last_emit[i] for i in ids]  # every id has emitted before a run
-        self._itl_values.extend(gaps)
-        self._itl_counts.extend([1] * len(gaps))
-        if k > 1 and ids:
-            self._itl_values.append(dur)
-            self._itl_counts.append(len(ids) * (k - 1))
-        for i in ids:
-            emitted_so_far[i] += k
-            last_emit[i] = end
         if lazy:
+            start, first_end = bounds[0], bounds[1]
             self._itl_values.append(first_end - start)
             self._itl_counts.append(lazy)
             if k > 1:
-                self._itl_values.append(dur)
+                self._itl_values.append(bounds[2] - first_end)
                 self._itl_counts.append(lazy * (k - 1))
-        return float(end)
+        return bounds[k]
 
     def settle(self, request_id: int, emitted: int, last_emit: float) -> None:
         """Bring an implicitly kept request's record up to date: ``emitted`` tokens so far,
@@ -143,7 +130,7 @@ class Timeline:
         self._emitted[request_id] = emitted
         self._last_emit[request_id] = last_emit
         if emitted >= self._output[request_id]:
-            self._finish_step[request_id] = len(self._tokens) - 1
+            self._finish_step[request_id] = self._num_steps - 1
             self._finish_time[request_id] = last_emit
 
     def preempted(self, request_id: int) -> None:
@@ -165,6 +152,12 @@ class Timeline:
                 f"(first: id {unfinished[0]})"
             )
         start = np.array(self._start, dtype=np.float64)
+        counts = np.array(self._counts, dtype=np.int64)
+        prefill = np.repeat(np.array(self._prefill, dtype=np.int64), counts)
+        decode = np.repeat(np.array(self._decode, dtype=np.int64), counts)
+        seqs = np.repeat(np.array(self._seqs, dtype=np.int64), counts)
+        # The same sum, term by term, as step() and run() made: bit-identical ends.
+        end = start + self.cost_model.step_time(prefill, decode, seqs)
         first_step = np.array(self._first_step, dtype=np.int64)
         finish_time = np.array(self._finish_time)
         # The first step that could see a request: the first one starting at or after arrival.
@@ -184,11 +177,11 @@ class Timeline:
             first_token_step=first_step,
             finish_step=finish_step,
             preemptions_per_request=preempt,
-            step_tokens=self._tokens,
-            step_prefill_tokens=self._prefill,
-            step_seqs=self._seqs,
+            step_tokens=prefill + decode,
+            step_prefill_tokens=prefill,
+            step_seqs=seqs,
             step_start=start,
-            step_end=self._end,
+            step_end=end,
             duration=float(finish_time.max() - w.arrival.min()),
             preemptions=int(preempt.sum()),
         )
