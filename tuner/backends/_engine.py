@@ -85,14 +85,15 @@ class Engine:
         """Simulate until every request has finished."""
         pending = 0
         n = len(self.order)
-        order, arrival = self.order, self.arrival
+        order, arrival, reqs = self.order, self.arrival, self.reqs
+        waiting, finishing = self.waiting, self.finishing
         now = arrival[order[0]]
         done = 0
         while done < n:
             while pending < n and arrival[order[pending]] <= now:
-                self.waiting.append(self.reqs[order[pending]])
+                waiting.append(reqs[order[pending]])
                 pending += 1
-            if not self.running and not self.waiting and not self.finishing:
+            if not waiting and not finishing and not self.running:
                 now = arrival[order[pending]]
                 continue
             now, finished = self._advance(now, arrival[order[pending]] if pending < n else None)

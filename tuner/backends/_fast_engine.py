@@ -43,6 +43,7 @@ class FastEngine(Engine):
         self.heap: list[tuple[int, int, Req]] = []  # (G at which it finishes, id, request)
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
+        self.step_time = timeline.cost_model.step_time
 
     # --- the pool ------------------------------------------------------------------------------
     def _lazify(self, r: Req) -> None:
@@ -220,7 +221,11 @@ class FastEngine(Engine):
                 self._lazify(r)
         heap = self.heap
         finished = self._retire(end, done) if done or (heap and heap[0][0] <= self.G) else 0
-        self.explicit = [r for r in served if not r.lazy and r.emitted < r.output]
+        # Still explicit: the requests that got no token, mid-prompt (one that got a token
+        # went into the pool, or finished).
+        if emitted:
+            served = [r for r in served if not r.lazy and r.emitted < r.output]
+        self.explicit = served
         return end, finished
 
     def _jump(
@@ -234,7 +239,7 @@ class FastEngine(Engine):
         prefill = sum(plan)
         decode = self.pool_n
         seqs = decode + len(explicit)
-        dur = self.tl.cost_model.step_time(prefill, decode, seqs)
+        dur = self.step_time(prefill, decode, seqs)
         bounds = step_bounds(now, dur, k, next_arrival)
         k = len(bounds) - 1
         if k < 1:
@@ -242,9 +247,8 @@ class FastEngine(Engine):
         kv = self.kv_limited
         growth = 0
         if kv:
-            need = growth = self._pool_growth(k)
-            if explicit:
-                need = self._kv_need(plan, k)[0]
+            growth = self._pool_growth(k)
+            need = growth + self._explicit_growth(plan, k) if explicit else growth
             if need > self.free_blocks:  # a shortfall within the stretch: stop before it
                 k, growth = self._kv_steps(plan, k)
                 if k < 1:
@@ -269,14 +273,13 @@ class FastEngine(Engine):
             return end, self._retire(end, [])
         return end, 0
 
-    def _kv_need(self, plan: list[int], j: int) -> tuple[int, int]:
-        """The new KV blocks ``j`` steps of ``plan`` need, and the pool's share of them."""
-        pool = self._pool_growth(j)
-        need = pool
+    def _explicit_growth(self, plan: list[int], j: int) -> int:
+        """The new KV blocks the explicit requests need over ``j`` steps of ``plan``."""
         bs = self.bs
+        need = 0
         for r, n in zip(self.explicit, plan, strict=True):
             need += -(-(r.computed + n * j) // bs) - r.blocks
-        return need, pool
+        return need
 
     def _kv_steps(self, plan: list[int], k: int) -> tuple[int, int]:
         """The most steps (< k) of ``plan`` the free KV blocks allow without a preemption (they
@@ -285,7 +288,7 @@ class FastEngine(Engine):
         lo, hi = 0, k  # fits at lo (nothing grows), not at hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._kv_need(plan, mid)[0] <= free:
+            if self._pool_growth(mid) + self._explicit_growth(plan, mid) <= free:
                 lo = mid
             else:
                 hi = mid
