@@ -274,6 +274,8 @@ def test_fast_forward_gives_the_same_schedule_as_step_by_step(
     assert fast.finish_step.tolist() == slow.finish_step.tolist()
     assert fast.step_start.tolist() == slow.step_start.tolist()
     np.testing.assert_allclose(fast.e2e, slow.e2e)
+    gaps = [np.sort(np.repeat(m.itl_values, m.itl_counts)) for m in (fast, slow)]
+    np.testing.assert_allclose(*gaps)  # the same inter-token gaps, however they are stored
     for m in (fast, slow):  # a token comes at the end of its step, to the bit
         assert m.step_end is not None
         assert (m.step_end[m.first_token_step] - m.arrival).tolist() == m.ttft.tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -12,6 +13,7 @@ from tuner.core._model import FrozenModel
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+StepTimer = Callable[[Any, Any, Any], Any]
 
 
 class CostModel(FrozenModel):
@@ -67,9 +69,16 @@ class CostModel(FrozenModel):
     def step_time(self, prefill_tokens: Any, decode_tokens: Any, num_seqs: Any) -> Any:
         """Duration of one step that scheduled the given work (elementwise over arrays, with
         the same float operations, so a step's time is the same bits either way)."""
-        return (
-            self.fixed
-            + self.per_prefill_token * prefill_tokens
-            + self.per_decode_token * decode_tokens
-            + self.per_sequence * num_seqs
-        )
+        return self.timer()(prefill_tokens, decode_tokens, num_seqs)
+
+    def timer(self) -> StepTimer:
+        """:meth:`step_time` as a plain function, for loops that call it once per step (it
+        reads no model attribute per call; same operations, same bits)."""
+        fixed, prefill, decode, seq = (
+            self.fixed, self.per_prefill_token, self.per_decode_token, self.per_sequence,
+        )  # fmt: skip
+
+        def step_time(prefill_tokens: Any, decode_tokens: Any, num_seqs: Any) -> Any:
+            return fixed + prefill * prefill_tokens + decode * decode_tokens + seq * num_seqs
+
+        return step_time

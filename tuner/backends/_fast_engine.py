@@ -43,7 +43,6 @@ class FastEngine(Engine):
         self.heap: list[tuple[int, int, Req]] = []  # (G at which it finishes, id, request)
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
-        self.step_time = timeline.cost_model.step_time
 
     # --- the pool ------------------------------------------------------------------------------
     def _lazify(self, r: Req) -> None:
@@ -239,7 +238,7 @@ class FastEngine(Engine):
         prefill = sum(plan)
         decode = self.pool_n
         seqs = decode + len(explicit)
-        dur = self.step_time(prefill, decode, seqs)
+        dur = self.tl.step_time(prefill, decode, seqs)
         bounds = step_bounds(now, dur, k, next_arrival)
         k = len(bounds) - 1
         if k < 1:

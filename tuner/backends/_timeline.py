@@ -26,18 +26,16 @@ class Timeline:
     def __init__(self, workload: Workload, cost_model: CostModel, source: str) -> None:
         self.workload = workload
         self.cost_model = cost_model
-        self._step_time = cost_model.step_time
+        self.step_time = cost_model.timer()
         self.source = source
         n = len(workload)
         self._output: list[int] = workload.output_tokens.tolist()
-        # One record per step, or per run of identical steps: how many, their prefill and
-        # decode tokens and sequences; then the start of every step. A step's end is its start
-        # plus its duration, recomputed in build() with the same float operations.
+        # One record per step, or per run of identical steps: (how many, prefill tokens,
+        # decode tokens, sequences, implicitly kept decoders); then the start of every step.
+        # build() derives the rest: a step's end is its start plus its duration (the same float
+        # operations), and each implicit decoder's gap in a step is that step's duration.
         self._num_steps = 0
-        self._counts: list[int] = []
-        self._prefill: list[int] = []
-        self._decode: list[int] = []
-        self._seqs: list[int] = []
+        self._records: list[int] = []  # flat: five numbers per record
         self._start: list[float] = []
         self._first_step = [-1] * n
         self._finish_step = [-1] * n
@@ -46,8 +44,7 @@ class Timeline:
         self._last_emit = [float("nan")] * n
         self._emitted = [0] * n
         self._preempt = [0] * n
-        self._itl_values: list[float] = []
-        self._itl_counts: list[int] = []
+        self._itl_values: list[float] = []  # gaps of the requests named in step()
 
     @property
     def num_steps(self) -> int:
@@ -67,32 +64,25 @@ class Timeline:
         ``lazy`` more requests got a token too without being named: decoding requests whose
         previous token came at the end of the previous step (the fast engine keeps them
         implicitly and reports them through :meth:`settle`)."""
-        end = start + self._step_time(prefill_tokens, decode_tokens, num_seqs)
+        end: float = start + self.step_time(prefill_tokens, decode_tokens, num_seqs)
         idx = self._num_steps
         self._num_steps = idx + 1
-        self._counts.append(1)
-        self._prefill.append(prefill_tokens)
-        self._decode.append(decode_tokens)
-        self._seqs.append(num_seqs)
+        self._records.extend((1, prefill_tokens, decode_tokens, num_seqs, lazy))
         self._start.append(start)
         # Inlined per-request bookkeeping (the hot path of every step-level backend).
         emitted_so_far, last_emit = self._emitted, self._last_emit
-        itl_values, itl_counts = self._itl_values, self._itl_counts
+        itl_values = self._itl_values
         for i in emitted:
             if emitted_so_far[i] == 0:
                 self._first_step[i] = idx
                 self._first_time[i] = end
             else:
                 itl_values.append(end - last_emit[i])
-                itl_counts.append(1)
             emitted_so_far[i] += 1
             last_emit[i] = end
             if emitted_so_far[i] >= self._output[i]:
                 self._finish_step[i] = idx
                 self._finish_time[i] = end
-        if lazy:  # each got its previous token at the end of the previous step: at ``start``
-            itl_values.append(end - start)
-            itl_counts.append(lazy)
         return end
 
     def run(
@@ -110,18 +100,8 @@ class Timeline:
         its first or last token. Returns the end of the last step."""
         k = len(bounds) - 1
         self._num_steps += k
-        self._counts.append(k)
-        self._prefill.append(prefill_tokens)
-        self._decode.append(decode_tokens)
-        self._seqs.append(num_seqs)
+        self._records.extend((k, prefill_tokens, decode_tokens, num_seqs, lazy))
         self._start.extend(bounds[:k])
-        if lazy:
-            start, first_end = bounds[0], bounds[1]
-            self._itl_values.append(first_end - start)
-            self._itl_counts.append(lazy)
-            if k > 1:
-                self._itl_values.append(bounds[2] - first_end)
-                self._itl_counts.append(lazy * (k - 1))
         return bounds[k]
 
     def settle(self, request_id: int, emitted: int, last_emit: float) -> None:
@@ -152,12 +132,13 @@ class Timeline:
                 f"(first: id {unfinished[0]})"
             )
         start = np.array(self._start, dtype=np.float64)
-        counts = np.array(self._counts, dtype=np.int64)
-        prefill = np.repeat(np.array(self._prefill, dtype=np.int64), counts)
-        decode = np.repeat(np.array(self._decode, dtype=np.int64), counts)
-        seqs = np.repeat(np.array(self._seqs, dtype=np.int64), counts)
+        records = np.array(self._records, dtype=np.int64).reshape(-1, 5)
+        prefill, decode, seqs, lazy = np.repeat(records[:, 1:], records[:, 0], axis=0).T
         # The same sum, term by term, as step() and run() made: bit-identical ends.
-        end = start + self.cost_model.step_time(prefill, decode, seqs)
+        end = start + self.step_time(prefill, decode, seqs)
+        # Explicit gaps first, then each step's duration once per implicit decoder in it.
+        itl_values = np.concatenate([self._itl_values, (end - start)[lazy > 0]])
+        itl_counts = np.concatenate([np.ones(len(self._itl_values), np.int64), lazy[lazy > 0]])
         first_step = np.array(self._first_step, dtype=np.int64)
         finish_time = np.array(self._finish_time)
         # The first step that could see a request: the first one starting at or after arrival.
@@ -171,8 +152,8 @@ class Timeline:
             output_tokens=self._emitted,
             ttft=np.array(self._first_time) - w.arrival,
             e2e=finish_time - w.arrival,
-            itl_values=self._itl_values,
-            itl_counts=self._itl_counts,
+            itl_values=itl_values,
+            itl_counts=itl_counts,
             ttft_steps=first_step - seen,
             first_token_step=first_step,
             finish_step=finish_step,
