@@ -100,20 +100,21 @@ class Engine:
     # --- the engine loop -----------------------------------------------------------------------
     def run(self) -> None:
         """Simulate until every request has finished."""
-        pending = 0
-        n = len(self.order)
-        order, arrival, reqs = self.order, self.arrival, self.reqs
+        arrivals = [self.arrival[i] for i in self.order]  # in the order they arrive
+        incoming = [self.reqs[i] for i in self.order]
+        arrivals.append(float("inf"))  # a sentinel: nothing more arrives
         waiting, finishing = self.waiting, self.finishing
-        now = arrival[order[0]]
-        done = 0
+        n = len(incoming)
+        pending = done = 0
+        now = arrivals[0]
         while done < n:
-            while pending < n and arrival[order[pending]] <= now:
-                waiting.append(reqs[order[pending]])
+            while arrivals[pending] <= now:
+                waiting.append(incoming[pending])
                 pending += 1
             if not waiting and not finishing and not self.running:
-                now = arrival[order[pending]]
+                now = arrivals[pending]
                 continue
-            now, finished = self._advance(now, arrival[order[pending]] if pending < n else None)
+            now, finished = self._advance(now, arrivals[pending] if pending < n else None)
             done += finished
 
     def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
