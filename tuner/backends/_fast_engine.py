@@ -13,8 +13,12 @@ last tokens) instead of steps x running requests:
   into a new block at each step. Any other step (the budget runs out, a preemption is due) is
   run by the reference engine after the pool is made explicit again.
 * **Jumps.** When the next steps are identical (the same requests each getting the same tokens,
-  no admission possible, no arrival, no prompt completed, no finish, enough KV blocks), the
-  whole stretch is recorded at once.
+  no admission possible, no arrival, no prompt completed, enough KV blocks), the whole stretch
+  is recorded at once (one Timeline record), up to and including the step in which the next
+  pool member gets its last token: that step is like the others, the request leaves after it.
+
+Each step is planned once (``_advance``): the plan says whether a stretch starts here, or this
+step is uniform, or it needs the reference engine.
 
 ``tests/test_simulator.py`` checks on random workloads that both engines give the same schedule;
 the fidelity suite checks this engine against vLLM's own scheduler.
