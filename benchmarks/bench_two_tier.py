@@ -150,7 +150,8 @@ def main() -> None:
               f"{b[objective.metric]:.4g} vs the grid's best {a[objective.metric]:.4g} "
               f"({100 * gap:+.1f}% gap); ttft.p99 {b['ttft.p99']:.3f}s vs {a['ttft.p99']:.3f}s; "
               f"feasible in the grid: {'yes' if by_config[tt_best].feasible else 'no'}")
-    print(f"calibrated from {calibration.steps} live steps (R^2 {calibration.r2:.2f}): "
+    print(f"calibrated from {calibration.steps} live steps of up to {calibration.max_seqs} "
+          f"sequences (R^2 {calibration.r2:.2f}): "
           f"{calibration.cost_model!r}")
     for metric, err in errors.items():
         print(f"simulator error on the shortlist, {metric}: {100 * err:.1f}%")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner import ConfigError
+from tuner.backends._calibration import Calibration
 from tuner.cli import main
 from tuner.studies._spec import load_study
 
@@ -129,3 +130,7 @@ def test_a_two_tier_study_reports_cheap_against_expensive(tmp_path: Path) -> Non
     assert "## Cheap tier against live measurements" in md
     assert "| metric | mean abs error before | after calibration |" in md
     assert "calibration.json" in md and (tmp_path / "tt" / "calibration.json").exists()
+    cal = Calibration.load(tmp_path / "tt" / "calibration.json")
+    assert cal.max_seqs is not None
+    # The space allows 32 sequences: fitted on narrower batches, the report says so.
+    assert ("the cost of wider batches is extrapolated" in md) == (cal.max_seqs < 32)

@@ -105,6 +105,14 @@ def test_calibration_saves_and_loads(tmp_path: Path) -> None:
     assert again == cal and again.r2 == pytest.approx(1.0)
 
 
+def test_calibration_knows_the_widest_batch_it_was_fitted_on() -> None:
+    narrow = fit_cost_model([SimulatorBackend(TRUE).evaluate(ServingConfig(max_num_seqs=2), W)])
+    assert narrow.max_seqs == 2  # W keeps two sequences busy at once
+    assert narrow.extrapolates(16) and not narrow.extrapolates(2)
+    legacy = Calibration(**narrow.model_dump(exclude={"max_seqs"}))  # a file from before
+    assert legacy.max_seqs is None and not legacy.extrapolates(1024)
+
+
 def test_calibration_needs_step_times() -> None:
     m = SimulatorBackend(TRUE).evaluate(ServingConfig(max_num_seqs=16), W)
     bare = m.model_copy(update={"step_start": None})

@@ -32,6 +32,15 @@ class Calibration(FrozenModel):
     """Mean |predicted - measured| / measured over the steps."""
     source: str = ""
     """Where the steps came from."""
+    max_seqs: int | None = Field(default=None, ge=1)
+    """The widest batch (sequences in one step) among the fitted steps. Wider batches rely on
+    the per-sequence cost extrapolated beyond what was measured: steps that all run a few
+    sequences cannot tell what a sequence costs (None: not recorded, an older file)."""
+
+    def extrapolates(self, max_num_seqs: int) -> bool:
+        """Whether a configuration allowing ``max_num_seqs`` sequences could run batches wider
+        than any step this was fitted on."""
+        return self.max_seqs is not None and max_num_seqs > self.max_seqs
 
     def save(self, path: str | Path) -> Path:
         """Write this calibration as JSON (reload it with :meth:`load`)."""
@@ -118,6 +127,7 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
             "(a live server's iteration log); none was given"
         )
     x, y = np.vstack(rows), np.concatenate(times)
+    max_seqs = int(x[:, 3].max()) if len(x) else None
     coef, _ = nonnegative_least_squares(x, y)
     pred = x @ coef
     ss_tot = float(((y - y.mean()) ** 2).sum())
@@ -127,4 +137,4 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
         raise BackendError("calibration: the measured step times fit no positive cost model")
     model = CostModel(**dict(zip(TERMS, map(float, coef), strict=True)), time_unit="s")
     return Calibration(cost_model=model, steps=len(y), r2=r2, mean_abs_rel_error=rel,
-                       source=source)  # fmt: skip
+                       source=source, max_seqs=max_seqs or None)  # fmt: skip

@@ -138,6 +138,13 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
                   [[m, f"{100 * before[m]:.1f}%",
                     f"{100 * after[m]:.1f}%" if m in after else "-"] for m in before]),
         ]  # fmt: skip
+        widest = max((t.config.max_num_seqs for t in tt.cheap), default=0)
+        if c.extrapolates(widest):
+            out.append(Para(
+                f"**Warning:** the fitted steps ran at most {c.max_seqs} sequences, while the "
+                f"space allows up to {widest}: the cost of wider batches is extrapolated. "
+                "Calibrate from configurations that differ in batch width (include a wide one)."
+            ))  # fmt: skip
     return out
 
 
