@@ -137,4 +137,4 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
         raise BackendError("calibration: the measured step times fit no positive cost model")
     model = CostModel(**dict(zip(TERMS, map(float, coef), strict=True)), time_unit="s")
     return Calibration(cost_model=model, steps=len(y), r2=r2, mean_abs_rel_error=rel,
-                       source=source, max_seqs=max_seqs or None)  # fmt: skip
+                       source=source, max_seqs=max_seqs)  # fmt: skip

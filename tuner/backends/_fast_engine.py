@@ -140,11 +140,10 @@ class FastEngine(Engine):
         if budget < 0:
             return self._reference_step(now)
         grows: list[int] = []  # new KV blocks of each explicit request in this step
-        pool_grow = 0
+        step_grow = 0  # new KV blocks of the whole step
         if self.kv_limited:
             bs = self.bs
-            pool_grow = self.bucket[(-self.G) % bs] if pool_n else 0
-            step_grow = pool_grow
+            step_grow = self.bucket[(-self.G) % bs] if pool_n else 0
             for r, n in zip(explicit, plan, strict=True):
                 g = -(-(r.computed + n) // bs) - r.blocks
                 grows.append(g)
@@ -168,7 +167,7 @@ class FastEngine(Engine):
             jumped = self._jump(now, next_arrival, k, plan)
             if jumped is not None:
                 return jumped
-        return self._uniform_step(now, plan, budget, thr, grows, pool_grow)
+        return self._uniform_step(now, plan, budget, thr, grows, step_grow)
 
     def _reference_step(self, now: float) -> tuple[float, int]:
         """Run one step with the reference engine, the pool made explicit first."""
@@ -183,15 +182,15 @@ class FastEngine(Engine):
         return end, finished
 
     def _uniform_step(
-        self, now: float, plan: list[int], budget: int, thr: int, grows: list[int], pool_grow: int
+        self, now: float, plan: list[int], budget: int, thr: int, grows: list[int], step_grow: int
     ) -> tuple[float, int]:
         """One step that serves every running request in full (``plan``: the explicit ones'
-        tokens, ``budget``: what is left for admissions; ``grows`` and ``pool_grow``: the new KV
-        blocks, known to fit)."""
+        tokens, ``budget``: what is left for admissions; ``grows``: the explicit ones' new KV
+        blocks, ``step_grow``: the whole step's, known to fit)."""
         waiting, finishing, explicit = self.waiting, self.finishing, self.explicit
         pool_n = self.pool_n
         if self.kv_limited:
-            self.free_blocks -= pool_grow + sum(grows)
+            self.free_blocks -= step_grow
             for r, g in zip(explicit, grows, strict=True):
                 r.blocks += g
 
