@@ -93,13 +93,71 @@ def test_unsatisfiable_slo_is_loud() -> None:
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on() -> None:
     backend = FlakyBackend({40: BackendError("server refused"), 512: RuntimeError("segfault")})
-    result = Loop(backend, GridSearch(), SEED_OBJECTIVE).run(SPACE, SEED)
+    result = Loop(backend, GridSearch(), SEED_OBJECTIVE, catch=(RuntimeError,)).run(SPACE, SEED)
     assert len(result.trials) == len(SPACE)
     failed = result.failed
     assert len(failed) == 4
     assert {t.error for t in failed} == {"BackendError: server refused", "RuntimeError: segfault"}
     assert result.best.config.max_num_batched_tokens == 64
     assert backend.closed == 1  # the Loop closes its backend
+
+
+def test_a_bug_in_a_custom_backend_stops_the_run_after_saving_the_finished_trials(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "trials.jsonl"
+    backend = FlakyBackend({512: TypeError("unsupported operand")})
+    loop = Loop(backend, GridSearch(), SEED_OBJECTIVE, trial_log=log)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        loop.run(SPACE, SEED)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + 4  # header + the four trials before the first 512-token config
+    assert backend.closed == 1  # closed on the way out
+
+
+def test_only_backend_errors_and_listed_types_fail_a_trial() -> None:
+    backend = FlakyBackend({512: RuntimeError("segfault")})
+    with pytest.raises(RuntimeError):
+        Loop(backend, GridSearch(), SEED_OBJECTIVE).run(SPACE, SEED)
+    result = Loop(FlakyBackend({512: RuntimeError("x")}), GridSearch(), SEED_OBJECTIVE,
+                  catch=[RuntimeError]).run(SPACE, SEED)  # fmt: skip
+    assert len(result.failed) == 2
+    with pytest.raises(ConfigError, match=r"Loop\.catch"):
+        Loop(SimulatorBackend(), GridSearch(), catch=["RuntimeError"])  # type: ignore[list-item]
+
+
+class ReturnsBackend(Backend):
+    """A backend that returns whatever it is given (a broken user backend)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        return self.value  # type: ignore[return-value]
+
+
+def test_a_backend_returning_no_measurement_fails_the_trial_with_the_reason() -> None:
+    run = Loop(ReturnsBackend(None), GridSearch(), SEED_OBJECTIVE).explore(SPACE, SEED)
+    assert run.best is None and len(run.trials) == len(SPACE)
+    assert all("returned NoneType, not a Measurement" in (t.error or "") for t in run.trials)
+
+
+def test_a_measurement_of_zero_duration_never_wins_with_infinite_throughput() -> None:
+    m = SimulatorBackend().evaluate(ServingConfig(max_num_seqs=8), SEED)
+    zero = m.model_copy(update={"duration": 0.0})
+    run = Loop(ReturnsBackend(zero), GridSearch()).explore(SPACE, SEED)
+    assert run.best is None
+    assert all("duration = 0.0" in (t.error or "") for t in run.trials)
+
+
+def test_explore_gives_every_trial_without_catching_and_run_raises_the_same_refusal() -> None:
+    slos = ["max_step_tokens <= 16"]
+    run = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, slos).explore(SPACE, SEED)
+    assert run.best is None and len(run.trials) == len(SPACE)
+    assert run.infeasible is not None and run.stop_reason == "search exhausted"
+    with pytest.raises(InfeasibleError) as e:
+        run.result()
+    assert str(e.value) == str(run.infeasible)
 
 
 def test_all_trials_failing_is_infeasible_not_a_silent_answer() -> None:

@@ -23,14 +23,10 @@ from tuner import (
 )
 from tuner.backends import SimulatorBackend
 from tuner.core._trial import SLOResult
+from tuner.objectives import rank, rank_key, relative_shortfall
 from tuner.search import GridSearch
 from tuner.search._base import Proposal
-from tuner.search._halving import (
-    SuccessiveHalving,
-    promotion_key,
-    rank_for_promotion,
-    slo_shortfall,
-)
+from tuner.search._halving import SuccessiveHalving
 from tuner.search._rungs import n_promoted, n_rungs, rung_cost, rung_fidelities, rung_sizes
 from tuner.search._tpe import TPESearch
 
@@ -137,25 +133,25 @@ def test_promotion_ranks_feasible_first_then_by_violation_failed_last() -> None:
         trial(4, 0, ok=False),
         trial(5, float("nan"), margin=1),  # feasible but the objective is unknown
     ]
-    ranked = [t.number for t in rank_for_promotion(trials, OBJECTIVE)]
+    ranked = [t.number for t in rank(trials, OBJECTIVE)]
     assert ranked == [3, 2, 5, 1, 0, 4]
 
 
 def test_promote_margin_demands_slack_below_full_fidelity() -> None:
     barely, comfy = trial(0, 10, margin=2), trial(1, 20, margin=30)
-    assert [t.number for t in rank_for_promotion([barely, comfy], OBJECTIVE)] == [0, 1]
-    ranked = rank_for_promotion([barely, comfy], OBJECTIVE, promote_margin=0.1)
+    assert [t.number for t in rank([barely, comfy], OBJECTIVE)] == [0, 1]
+    ranked = rank([barely, comfy], OBJECTIVE, required_margin=0.1)
     assert [t.number for t in ranked] == [1, 0]
-    group, shortfall, *_ = promotion_key(barely, OBJECTIVE, 0.1)
+    group, shortfall, *_ = rank_key(barely, OBJECTIVE, 0.1)
     assert group == 1 and shortfall == pytest.approx(0.08)
 
 
 def test_slo_shortfall_is_relative_to_each_limit() -> None:
     a = SLOResult(slo="a <= 10", value=12, limit=10, ok=False, margin=-2)
     b = SLOResult(slo="b <= 1000", value=1200, limit=1000, ok=False, margin=-200)
-    assert slo_shortfall([a, b]) == pytest.approx(0.4)
+    assert relative_shortfall([a, b]) == pytest.approx(0.4)
     nan = SLOResult(slo="c <= 1", value=float("nan"), limit=1, ok=False, margin=-math.inf)
-    assert slo_shortfall([nan]) == math.inf
+    assert relative_shortfall([nan]) == math.inf
 
 
 # -- the search, scripted -------------------------------------------------------------------
@@ -240,8 +236,8 @@ def test_promotions_are_feasible_first() -> None:
         kept = [t for t in rung if t.config in promoted]
         left = [t for t in rung if t.config not in promoted]
         assert any(not t.feasible for t in rung), "the scenario should mix feasibility"
-        worst_kept = max(promotion_key(t, OBJECTIVE) for t in kept)
-        assert all(worst_kept < promotion_key(t, OBJECTIVE) for t in left)
+        worst_kept = max(rank_key(t, OBJECTIVE) for t in kept)
+        assert all(worst_kept < rank_key(t, OBJECTIVE) for t in left)
         if any(not t.feasible for t in kept):
             assert not any(t.feasible for t in left)
 

@@ -23,6 +23,7 @@ from tests.test_load import ERROR_TOKENS, REFUSED_BUDGET, STALL_TOKENS, fake_vll
 from tuner import (
     BackendError,
     ConfigError,
+    ConfigRefused,
     Loop,
     SearchSpace,
     ServerStartError,
@@ -187,7 +188,7 @@ def test_a_request_that_does_not_fit_max_model_len_fails_before_any_server_start
     fake_exe: str, tmp_path: Path
 ) -> None:
     too_long = Workload.from_arrays([0.0], [1000], [100])
-    with fake_backend(fake_exe, tmp_path) as backend, pytest.raises(ConfigError, match="max_mo"):
+    with fake_backend(fake_exe, tmp_path) as backend, pytest.raises(ConfigRefused, match="max_mo"):
         backend.evaluate(CONFIG, too_long)
     assert backend.log_paths == []
 

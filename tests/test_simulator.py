@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import configs, workloads
-from tuner import ConfigError, Request, ServingConfig, Workload
+from tuner import ConfigError, ConfigRefused, Request, ServingConfig, Workload
 from tuner.backends import CostModel, SimulatorBackend
 
 SIM = SimulatorBackend()
@@ -184,7 +184,7 @@ def test_admission_needs_room_for_the_whole_sequence() -> None:
 
 def test_request_longer_than_max_model_len_is_refused() -> None:
     w = Workload([Request(arrival=0, prompt_tokens=500, output_tokens=30)])
-    with pytest.raises(ConfigError, match="max_model_len"):
+    with pytest.raises(ConfigRefused, match="max_model_len"):
         SIM.evaluate(cfg(max_model_len=512), w)
 
 

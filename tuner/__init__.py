@@ -9,12 +9,12 @@ Example:
 from tuner.core import (
     BackendError,
     ConfigError,
+    ConfigRefused,
     Empirical,
     Fixed,
     InfeasibleError,
     LengthDistribution,
     LogNormal,
-    Loop,
     Measurement,
     Request,
     SearchError,
@@ -26,18 +26,20 @@ from tuner.core import (
     TrialStatus,
     TrialTimeout,
     TunerError,
-    TuningResult,
     Uniform,
     Workload,
     WorkloadError,
 )
 from tuner.objectives import SLO, Objective
+from tuner.tuning import Exploration, Loop, TuningResult
 
 __all__ = [
     "SLO",
     "BackendError",
     "ConfigError",
+    "ConfigRefused",
     "Empirical",
+    "Exploration",
     "Fixed",
     "InfeasibleError",
     "LengthDistribution",

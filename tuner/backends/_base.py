@@ -8,7 +8,7 @@ from types import TracebackType
 import numpy as np
 
 from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError
+from tuner.core._errors import ConfigRefused
 from tuner.core._measurement import Measurement
 from tuner.core._workload import Workload
 
@@ -58,13 +58,13 @@ class Backend(ABC):
 
 
 def check_fits(config: ServingConfig, workload: Workload) -> None:
-    """Raise :class:`ConfigError` if a request's prompt + output exceeds ``max_model_len``
+    """Raise :class:`ConfigRefused` if a request's prompt + output exceeds ``max_model_len``
     (vLLM refuses such a request), naming the first one and how many there are."""
     total = workload.prompt_tokens + workload.output_tokens
     bad = np.flatnonzero(total > config.max_model_len)
     if len(bad):
         i = int(bad[0])
-        raise ConfigError(
+        raise ConfigRefused(
             f"request {i}: prompt_tokens ({workload.prompt_tokens[i]}) + output_tokens "
             f"({workload.output_tokens[i]}) = {total[i]} exceeds max_model_len "
             f"({config.max_model_len}); {len(bad)} request(s) do not fit: raise max_model_len"

@@ -18,7 +18,7 @@ from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
 from tuner.core._config import VLLM_VERSION, ServingConfig
-from tuner.core._errors import BackendError, ConfigError, TunerError
+from tuner.core._errors import BackendError, ConfigRefused, TunerError
 from tuner.core._measurement import Measurement
 from tuner.core._workload import Workload
 
@@ -181,7 +181,7 @@ class SchedulerReplayBackend(Backend):
     @staticmethod
     def _check(config: ServingConfig, workload: Workload) -> None:
         if config.async_scheduling:
-            raise ConfigError(
+            raise ConfigRefused(
                 "SchedulerReplayBackend supports sync scheduling only: set async_scheduling=False"
             )
         check_fits(config, workload)
@@ -222,7 +222,7 @@ class SchedulerReplayBackend(Backend):
                 ),
             )
         except ValueError as e:  # pydantic's ValidationError is a ValueError
-            raise ConfigError(f"vLLM {v.version} rejected {config.describe()}: {e}") from e
+            raise ConfigRefused(f"vLLM {v.version} rejected {config.describe()}: {e}") from e
         self._check_applied(config, vllm_config)
         vllm_config.cache_config.num_gpu_blocks = num_blocks
         spec = v.FullAttentionSpec(

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from tuner.backends import CostModel
-from tuner.core import KNOBS, ConfigError, ServingConfig
-from tuner.core._arrivals import LengthSpec, LogNormal, Uniform
+from tuner.core import KNOBS, ConfigError, ServingConfig, parse_length
 
 _COST_KEYS = {"fixed": "fixed", "prefill": "per_prefill_token", "decode": "per_decode_token",
               "seq": "per_sequence"}  # fmt: skip
@@ -66,33 +65,13 @@ def cost_model(text: str | None) -> CostModel:
     return CostModel(**kw, time_unit="s")
 
 
-def length(text: str) -> LengthSpec:
-    """``"512"``, ``"uniform:512:0.5"`` or ``"lognormal:500:0.8[:max]"``."""
-    kind, _, rest = text.partition(":")
-    try:
-        if not rest:
-            return int(kind)
-        args = rest.split(":")
-        if kind == "uniform":
-            return Uniform(int(args[0]), float(args[1]) if len(args) > 1 else 0.0)
-        if kind == "lognormal":
-            return LogNormal(
-                float(args[0]), float(args[1]), int(args[2]) if len(args) > 2 else None
-            )
-    except (ValueError, IndexError) as e:
-        raise ConfigError(f"length {text!r}: {e}") from None
-    raise ConfigError(
-        f"length {text!r}: expected N, uniform:MEAN:RANGE_RATIO or lognormal:MEAN:SIGMA[:MAX]"
-    )
-
-
 def add_workload_args(p: argparse.ArgumentParser, requests: int = 500) -> None:
     """The synthetic-workload flags (vllm bench serve's random dataset and arrivals)."""
     p.add_argument("--requests", type=int, default=requests, help=f"requests (default {requests})")
-    p.add_argument("--prompt-len", type=length, default=length("uniform:512:0.5"),
+    p.add_argument("--prompt-len", type=parse_length, default=parse_length("uniform:512:0.5"),
                    help="N, uniform:MEAN:RATIO or lognormal:MEAN:SIGMA[:MAX] "
                         "(default uniform:512:0.5)")  # fmt: skip
-    p.add_argument("--output-len", type=length, default=length("uniform:128:0.5"),
+    p.add_argument("--output-len", type=parse_length, default=parse_length("uniform:128:0.5"),
                    help="as --prompt-len (default uniform:128:0.5)")
     p.add_argument("--burstiness", type=float, default=1.0,
                    help="1 = Poisson arrivals, < 1 burstier, > 1 more regular (default 1)")

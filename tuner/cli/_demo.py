@@ -8,7 +8,6 @@ from tuner.backends import SimulatorBackend
 from tuner.cli._table import trial_table
 from tuner.core import (
     InfeasibleError,
-    Loop,
     Request,
     SearchSpace,
     ServingConfig,
@@ -17,6 +16,7 @@ from tuner.core import (
 )
 from tuner.objectives import Objective
 from tuner.search import GridSearch
+from tuner.tuning import Loop
 
 DEMO_WORKLOAD = Workload(
     [

@@ -16,7 +16,6 @@ from tuner.cli._table import trial_table
 from tuner.core import (
     ConfigError,
     InfeasibleError,
-    Loop,
     SearchSpace,
     ServingConfig,
     Trial,
@@ -25,6 +24,7 @@ from tuner.core import (
 )
 from tuner.objectives import metric_value
 from tuner.search import GridSearch
+from tuner.tuning import Loop
 
 METRICS = ["ttft.p99", "itl.p99", "e2e.p99", "output_throughput", "max_step_tokens",
            "total_steps"]  # fmt: skip

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from tuner.report import write_report
-from tuner.studies._run import run_study
-from tuner.studies._spec import load_study
+from tuner.studies import load_study, run_study
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

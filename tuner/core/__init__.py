@@ -1,10 +1,20 @@
-"""Core: data models, the search space, trials, the Loop and the error tree."""
+"""Core: the data models (configuration, space, workload, measurement, trial) and the error
+tree. The ground floor: it imports nothing else of tuner."""
 
-from tuner.core._arrivals import Empirical, Fixed, LengthDistribution, LogNormal, Uniform
+from tuner.core._arrivals import (
+    Empirical,
+    Fixed,
+    LengthDistribution,
+    LengthSpec,
+    LogNormal,
+    Uniform,
+    parse_length,
+)
 from tuner.core._config import KNOBS, VLLM_VERSION, ServingConfig
 from tuner.core._errors import (
     BackendError,
     ConfigError,
+    ConfigRefused,
     InfeasibleError,
     SearchError,
     ServerStartError,
@@ -14,10 +24,9 @@ from tuner.core._errors import (
     TunerError,
     WorkloadError,
 )
-from tuner.core._loop import Loop
 from tuner.core._measurement import Measurement
 from tuner.core._space import SearchSpace
-from tuner.core._trial import SLOResult, Trial, TrialStatus, TuningResult
+from tuner.core._trial import SLOResult, Trial, TrialStatus
 from tuner.core._workload import Request, Workload
 
 __all__ = [
@@ -25,12 +34,13 @@ __all__ = [
     "VLLM_VERSION",
     "BackendError",
     "ConfigError",
+    "ConfigRefused",
     "Empirical",
     "Fixed",
     "InfeasibleError",
     "LengthDistribution",
+    "LengthSpec",
     "LogNormal",
-    "Loop",
     "Measurement",
     "Request",
     "SLOError",
@@ -44,8 +54,8 @@ __all__ = [
     "TrialStatus",
     "TrialTimeout",
     "TunerError",
-    "TuningResult",
     "Uniform",
     "Workload",
     "WorkloadError",
+    "parse_length",
 ]

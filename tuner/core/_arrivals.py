@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,9 +17,6 @@ from pydantic import ConfigDict, Field
 
 from tuner.core._errors import TunerError, WorkloadError
 from tuner.core._model import FrozenModel
-
-if TYPE_CHECKING:
-    from tuner.core._workload import Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -38,8 +35,19 @@ __all__ = [
     "Uniform",
     "arrival_times",
     "as_length_distribution",
+    "parse_length",
     "sample_workload_arrays",
 ]
+
+
+class HasLengths(Protocol):
+    """Anything with per-request prompt and output lengths (a Workload)."""
+
+    @property
+    def prompt_tokens(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def output_tokens(self) -> npt.NDArray[np.int64]: ...
 
 
 def _plain(value: Any) -> Any:
@@ -179,7 +187,7 @@ class Empirical(LengthDistribution):
 
     @classmethod
     def from_workload(
-        cls, workload: Workload, field: Literal["prompt_tokens", "output_tokens"]
+        cls, workload: HasLengths, field: Literal["prompt_tokens", "output_tokens"]
     ) -> Empirical:
         """The prompt or output lengths of a workload (for example one read from a trace).
 
@@ -201,6 +209,32 @@ class Empirical(LengthDistribution):
 
 LengthSpec = int | LengthDistribution
 """A length as a generator takes it: an int (a fixed length) or a :class:`LengthDistribution`."""
+
+
+def parse_length(text: str) -> LengthSpec:
+    """A length from text: ``"512"``, ``"uniform:512:0.5"`` or ``"lognormal:500:0.8[:max]"``
+    (the study file's and the CLI's spelling).
+
+    Example:
+        >>> parse_length("uniform:512:0.5")
+        Uniform(mean=512, range_ratio=0.5)
+    """
+    kind, _, rest = text.partition(":")
+    try:
+        if not rest:
+            return int(kind)
+        args = rest.split(":")
+        if kind == "uniform":
+            return Uniform(int(args[0]), float(args[1]) if len(args) > 1 else 0.0)
+        if kind == "lognormal":
+            return LogNormal(
+                float(args[0]), float(args[1]), int(args[2]) if len(args) > 2 else None
+            )
+    except (ValueError, IndexError) as e:
+        raise WorkloadError(f"length {text!r}: {e}") from None
+    raise WorkloadError(
+        f"length {text!r}: expected N, uniform:MEAN:RANGE_RATIO or lognormal:MEAN:SIGMA[:MAX]"
+    )
 
 
 def as_length_distribution(spec: LengthSpec, name: str) -> LengthDistribution:

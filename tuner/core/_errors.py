@@ -9,6 +9,7 @@ Every error tuner raises on purpose is a :class:`TunerError`. Input errors are a
     ├── SLOError           (also ValueError)  an SLO or objective cannot be parsed or applied
     ├── SearchError                           a search strategy was misused
     ├── BackendError                          a backend could not produce a measurement
+    │   ├── ConfigRefused      (also ValueError)  the config cannot serve this workload
     │   ├── ServerStartError                  a live server would not start or become healthy
     │   └── TrialTimeout                      a trial ran past its time limit
     └── InfeasibleError                       no evaluated configuration met every SLO
@@ -43,6 +44,11 @@ class SearchError(TunerError):
 
 class BackendError(TunerError):
     """A backend could not produce a measurement for a configuration."""
+
+
+class ConfigRefused(BackendError, ValueError):
+    """The configuration cannot serve this workload (a request exceeds its ``max_model_len``):
+    that trial fails, the search goes on."""
 
 
 class ServerStartError(BackendError):

@@ -1,4 +1,4 @@
-"""Trial records and the result of a tuning run."""
+"""Trial records: one configuration evaluated once, and each SLO's verdict on it."""
 
 from __future__ import annotations
 
@@ -89,31 +89,3 @@ class Trial(FrozenModel):
         out["feasible"] = self.feasible
         return out
 
-
-class TuningResult(FrozenModel):
-    """The outcome of :meth:`Loop.run`: the best feasible trial and every trial run."""
-
-    best: Trial
-    """The best feasible trial (never one that violates an SLO)."""
-    trials: tuple[Trial, ...]
-    """Every trial, in evaluation order, feasible or not, failed or not."""
-    objective: str
-    """The objective's description."""
-    slos: tuple[str, ...] = ()
-    """The SLOs' text."""
-    stop_reason: str = "search exhausted"
-    """Why the run stopped."""
-
-    @property
-    def feasible(self) -> tuple[Trial, ...]:
-        """The trials that met every SLO."""
-        return tuple(t for t in self.trials if t.feasible)
-
-    @property
-    def failed(self) -> tuple[Trial, ...]:
-        """The trials the backend could not measure."""
-        return tuple(t for t in self.trials if not t.ok)
-
-    @property
-    def best_config(self) -> ServingConfig:
-        return self.best.config

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import yaml
+
 from tuner.core._config import ServingConfig
 from tuner.core._trial import Trial
-from tuner.objectives import SLO
+from tuner.objectives import SLO, binding_slo, relative_margin
 from tuner.report import _figures
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
-from tuner.studies._run import StudyOutcome
+from tuner.studies import StudyOutcome, StudySpec
+
+
+def study_yaml(spec: StudySpec) -> str:
+    """The study's spec as YAML (defaults filled in)."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
 
 
 def fmt(v: float) -> str:
@@ -21,12 +29,10 @@ def fmt(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def binding_slo(best: Trial, slos: tuple[SLO, ...]) -> SLO | None:
+def binding(best: Trial, slos: tuple[SLO, ...]) -> SLO | None:
     """The SLO with the least relative slack at the chosen config (the one that binds)."""
-    if not slos or not best.slo_results:
-        return None
-    rel = [r.margin / max(abs(r.limit), 1e-12) for r in best.slo_results]
-    return slos[min(range(len(rel)), key=rel.__getitem__)]
+    r = binding_slo(best.slo_results) if slos else None
+    return None if r is None else slos[best.slo_results.index(r)]
 
 
 def blocks(o: StudyOutcome) -> list[Block]:
@@ -54,8 +60,6 @@ def blocks(o: StudyOutcome) -> list[Block]:
     out += _figures_blocks(o, best)
     if o.two_tier is not None:
         out += _two_tier(o)
-    from tuner.report import study_yaml
-
     out += [Heading("Study file"), Code(study_yaml(spec))]
     return out
 
@@ -69,10 +73,10 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         Code("vllm serve <model> " + " ".join(best.config.to_vllm_args())),
     ]
     if o.slos:
-        bind = binding_slo(best, o.slos)
+        bind = binding(best, o.slos)
         rows = []
         for slo, r in zip(o.slos, best.slo_results, strict=True):
-            pct = 100 * r.margin / max(abs(r.limit), 1e-12)
+            pct = 100 * relative_margin(r)
             rows.append([slo.text, fmt(r.value), fmt(r.limit), f"{fmt(r.margin)} ({pct:.1f}%)",
                          "yes" if slo is bind else ""])  # fmt: skip
         out += [Heading("SLOs at the winner", 3),
@@ -95,7 +99,7 @@ def _trials(o: StudyOutcome) -> list[Block]:
 
 def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
     out: list[Block] = []
-    bind = binding_slo(best, o.slos) if best is not None else (o.slos[0] if o.slos else None)
+    bind = binding(best, o.slos) if best is not None else (o.slos[0] if o.slos else None)
     if bind is not None:
         png = _figures.tradeoff(o.trials, o.objective, bind, o.folder / "tradeoff.png", best)
         if png is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 from tuner.core._config import ServingConfig
 from tuner.core._errors import SearchError
@@ -24,6 +25,20 @@ class Proposal:
             raise SearchError(f"Proposal.fidelity = {self.fidelity!r}: must be in (0, 1]")
 
 
+class Measured(Protocol):
+    """Read-only view of what the run has measured (the Loop's record): searches look a
+    configuration up here instead of keeping their own copy of past results."""
+
+    def get(self, config: ServingConfig, fidelity: float = 1.0) -> Trial | None:
+        """The trial that measured ``config`` at ``fidelity``, or None."""
+        ...
+
+
+class _NothingMeasured:
+    def get(self, config: ServingConfig, fidelity: float = 1.0) -> Trial | None:
+        return None
+
+
 class Search(ABC):
     """Proposes configurations; learns from the trials the Loop records.
 
@@ -42,17 +57,31 @@ class Search(ABC):
 
     _space: SearchSpace | None = None
     _objective: Objective | None = None
+    _measured: Measured = _NothingMeasured()
 
-    def start(self, space: SearchSpace, objective: Objective | None = None) -> None:
+    def start(
+        self,
+        space: SearchSpace,
+        objective: Objective | None = None,
+        measured: Measured | None = None,
+    ) -> None:
         """Bind the search to a space and the objective it should chase (called once by the
-        Loop before the first ``ask``). Without an objective, output throughput is maximised."""
+        Loop before the first ``ask``). Without an objective, output throughput is maximised.
+        ``measured`` is the Loop's record: a search may skip (or learn from) what it holds; the
+        Loop answers any proposal already in it from the record, never measuring it again."""
         if not isinstance(space, SearchSpace):
             raise SearchError(f"start(space=...): expected a SearchSpace, got {space!r}")
         if objective is not None and not isinstance(objective, Objective):
             raise SearchError(f"start(objective=...): expected an Objective, got {objective!r}")
         self._space = space
         self._objective = objective or Objective.maximize("output_throughput")
+        self._measured = measured if measured is not None else _NothingMeasured()
         self._on_start(space)
+
+    @property
+    def measured(self) -> Measured:
+        """What the run has measured so far (the Loop's record; empty outside a Loop)."""
+        return self._measured
 
     @property
     def objective(self) -> Objective:

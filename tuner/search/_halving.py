@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
 
 from tuner.core._config import ServingConfig
 from tuner.core._errors import SearchError
 from tuner.core._space import SearchSpace
-from tuner.core._trial import SLOResult, Trial
-from tuner.objectives import Objective
+from tuner.core._trial import Trial
+from tuner.objectives import rank, relative_shortfall
 from tuner.search._base import Proposal, Search
 from tuner.search._random import RandomSearch, check_count, check_seed
 from tuner.search._rungs import (
@@ -32,10 +31,10 @@ class SuccessiveHalving(Search):
     Loop only ever answers with a feasible full-fidelity trial, so the answer comes from the
     last rung. The inner search is told each candidate's first-rung trial.
 
-    Ranking for promotion, best first: trials that meet every SLO (with ``promote_margin`` to
-    spare), by objective score; then the others by total relative SLO shortfall (each SLO's
-    missing slack divided by its limit, summed), then by score; failed trials last; ties go to
-    the earlier trial.
+    Ranking for promotion is :func:`tuner.objectives.rank` (the one ranking of trials), best
+    first: trials that meet every SLO (with ``promote_margin`` to spare), by objective score;
+    then the others by total relative SLO shortfall (each SLO's missing slack divided by its
+    limit, summed), then by score; failed trials last; ties go to the earlier trial.
 
     **Feasibility at low fidelity can mislead.** A head of the workload has fewer requests in
     flight, so queues are shorter: TTFT and E2E latencies look better than on the full workload
@@ -217,13 +216,13 @@ class SuccessiveHalving(Search):
             self._queue.extend(batch)
             return bool(batch)
         trials = self._results[self._rung].values()
-        ranked = rank_for_promotion(list(trials), self.objective, self.promote_margin)
+        ranked = rank(list(trials), self.objective, self.promote_margin)
         k = n_promoted(len(ranked), self.eta, self.min_promote)
         top = [t.config for t in ranked[:k]]
         if self._rung + 1 == last:
             self._reserve = deque(
                 t.config for t in ranked[k:]
-                if t.feasible and slo_shortfall(t.slo_results, self.promote_margin) == 0
+                if t.feasible and relative_shortfall(t.slo_results, self.promote_margin) == 0
             )  # fmt: skip
         self._promoted.append(top)
         self._results.append({})
@@ -231,42 +230,3 @@ class SuccessiveHalving(Search):
         self._queue.extend(top)
         return bool(top)
 
-
-def slo_shortfall(results: Sequence[SLOResult], promote_margin: float = 0.0) -> float:
-    """Total relative slack missing: ``sum(max(0, promote_margin - margin / scale))`` over the
-    SLOs, where ``scale`` is ``|limit|`` (1 when the limit is 0). 0 when every SLO is met with
-    ``promote_margin`` to spare; ``inf`` when a metric could not be measured.
-
-    Example:
-        >>> from tuner.core._trial import SLOResult
-        >>> r = SLOResult(slo="x <= 10", value=12, limit=10, ok=False, margin=-2)
-        >>> slo_shortfall([r]), slo_shortfall([r], promote_margin=0.1)
-        (0.2, 0.30000000000000004)
-    """
-    total = 0.0
-    for r in results:
-        scale = abs(r.limit) or 1.0
-        total += max(0.0, promote_margin - r.margin / scale)
-    return total
-
-
-def promotion_key(
-    trial: Trial, objective: Objective, promote_margin: float = 0.0
-) -> tuple[int, float, float, int]:
-    """Sort key for promotion, smaller is better: feasible (with ``promote_margin`` to spare)
-    by score, then the rest by SLO shortfall then score, failed trials last; then trial number.
-    """
-    if not trial.ok:
-        return (2, math.inf, math.inf, trial.number)
-    score = objective.score(trial.values) if objective.metric in trial.values else math.inf
-    shortfall = slo_shortfall(trial.slo_results, promote_margin)
-    if trial.feasible and shortfall == 0:
-        return (0, score, 0.0, trial.number)
-    return (1, shortfall, score, trial.number)
-
-
-def rank_for_promotion(
-    trials: Sequence[Trial], objective: Objective, promote_margin: float = 0.0
-) -> list[Trial]:
-    """``trials`` best first, by :func:`promotion_key`."""
-    return sorted(trials, key=lambda t: promotion_key(t, objective, promote_margin))

@@ -55,8 +55,9 @@ class TPESearch(Search):
 
     - a sampled combination that is not in the space (vLLM refuses it; see
       ``SearchSpace.excluded``) is told to Optuna like a failed trial and sampling goes on;
-    - a sampled configuration already measured is answered from a cache (Optuna is told the
-      cached value and constraints) and sampling goes on.
+    - a sampled configuration already measured -- in the Loop's record (:attr:`measured`), or
+      by another worker of the shared study -- is answered from that measurement (Optuna is
+      told its value and constraints) and sampling goes on.
 
     :meth:`ask` returns None after ``n_trials`` proposals, when every configuration of the space
     has been measured, or after ``max_repeats`` consecutive samples that were invalid or cached
@@ -65,7 +66,7 @@ class TPESearch(Search):
     With ``storage`` (an Optuna storage URL such as ``"sqlite:///study.db"``, or a storage
     object such as a ``JournalStorage``) and ``study_name``, many workers share one study and a
     rerun resumes it: on :meth:`start`, and before every proposal, the study's COMPLETE trials
-    become cache entries, so a configuration measured by an earlier run or another worker is not
+    are read, so a configuration measured by an earlier run or another worker is not
     measured again (failed ones included: delete them from the study to retry them). Two
     workers may still measure one configuration at the same time (a RUNNING trial is not
     skipped, since it may be a crashed worker's leftover; Optuna's constant liar makes this
@@ -139,7 +140,8 @@ class TPESearch(Search):
         self._distributions: dict[str, Any] = {}
         self._configs: set[ServingConfig] = set()
         self._at: dict[tuple[int, ...], ServingConfig | str] = {}
-        self._cache: dict[ServingConfig, _Outcome] = {}
+        self._remote: dict[ServingConfig, _Outcome] = {}
+        self._done: set[ServingConfig] = set()
         self._pending: dict[ServingConfig, Any] = {}
         self._synced: set[int] = set()
         self._returned = 0
@@ -160,7 +162,8 @@ class TPESearch(Search):
         }
         self._configs = set(space.configs())
         self._at = {}
-        self._cache = {}
+        self._remote = {}
+        self._done = set()
         self._pending = {}
         self._synced = set()
         self._returned = 0
@@ -189,19 +192,20 @@ class TPESearch(Search):
         while True:
             if self._returned >= self.n_trials or self._repeats >= self.max_repeats:
                 return None
-            if len(self._cache) + len(self._pending) >= len(self._configs):
+            if len(self._done) + len(self._pending) >= len(self._configs):
                 return None
             with _quiet_optuna():
                 ot = self.study.ask(fixed_distributions=self._distributions)
             index = tuple(int(ot.params[k]) for k in self._dims)
             config = self._config_at(index)
+            known = None if isinstance(config, str) else self._known(config)
             if isinstance(config, str):
                 ot.set_user_attr("tuner_invalid", config)
                 self._tell(ot, _Outcome(WORST, {UNMEASURED: WORST}))
-            elif config in self._cache:
+            elif known is not None:
                 ot.set_user_attr("tuner_cached", True)
-                self._tell(ot, self._cache[config])
-            elif config in self._pending:
+                self._tell(ot, known)
+            elif config in self._pending or config in self._done:  # outside a Loop's record
                 with _quiet_optuna():
                     self.study.tell(ot, state=optuna.trial.TrialState.FAIL)
             else:
@@ -222,10 +226,17 @@ class TPESearch(Search):
         ot.set_user_attr("tuner_fidelity", trial.fidelity)
         if not trial.ok:
             ot.set_user_attr("tuner_error", trial.error or "failed")
-        outcome = outcome_of(trial, self.objective.score)
-        self._cache[trial.config] = outcome
-        self._tell(ot, outcome)
+        self._done.add(trial.config)
+        self._tell(ot, outcome_of(trial, self.objective.score))
         self._synced.add(ot.number)
+
+    def _known(self, config: ServingConfig) -> _Outcome | None:
+        """What is known of ``config`` already: the Loop's record first, then the study."""
+        trial = self.measured.get(config)
+        if trial is not None:
+            self._done.add(config)
+            return outcome_of(trial, self.objective.score)
+        return self._remote.get(config)
 
     def _tell(self, ot: Any, outcome: _Outcome) -> None:
         for key, value in outcome.constraints.items():
@@ -248,7 +259,7 @@ class TPESearch(Search):
         return self._at[index]
 
     def _sync(self) -> None:
-        """Cache the study's COMPLETE trials that other runs or workers measured."""
+        """Read the study's COMPLETE trials that other runs or workers measured."""
         with _quiet_optuna():
             trials = self.study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
@@ -260,8 +271,9 @@ class TPESearch(Search):
             if "tuner_invalid" in t.user_attrs or set(t.params) != set(self._dims):
                 continue
             config = self._config_at(tuple(int(t.params[k]) for k in self._dims))
-            if isinstance(config, ServingConfig) and config not in self._cache:
-                self._cache[config] = _Outcome(float(t.value), dict(t.constraints))
+            if isinstance(config, ServingConfig) and config not in self._remote:
+                self._remote[config] = _Outcome(float(t.value), dict(t.constraints))
+                self._done.add(config)
 
     def _check_study_matches(self) -> None:
         """Refuse to resume a study created for another space or objective."""

@@ -1,4 +1,5 @@
-"""Studies built on the Loop and the backends: capacity and two-tier tuning."""
+"""Studies: a whole tuning study from a validated spec (the one composition root every CLI
+command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import (
     CapacityResult,
@@ -7,16 +8,22 @@ from tuner.studies._capacity import (
     load_sweep,
 )
 from tuner.studies._plots import plot_load_curves
+from tuner.studies._run import StudyOutcome, run_study
+from tuner.studies._spec import StudySpec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
 
 __all__ = [
     "CapacityResult",
     "Comparison",
     "LoadPoint",
+    "StudyOutcome",
+    "StudySpec",
     "TwoTierResult",
     "find_capacity",
+    "load_study",
     "load_sweep",
     "plot_load_curves",
+    "run_study",
     "shortlist",
     "two_tier",
 ]

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from tuner.backends._base import Backend
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError, SLOShortfall
-from tuner.core._selection import judge
 from tuner.core._trial import SLOResult
 from tuner.core._workload import Workload
-from tuner.objectives import SLO, MetricRef, parse_slos
+from tuner.objectives import SLO, MetricRef, binding_slo, judge, parse_slos
 
 WorkloadAt = Callable[[float], Workload]
 """Builds the workload offered at a request rate (with fixed seeds, so only the rate varies)."""
@@ -47,8 +46,8 @@ class CapacityResult:
         if not over:
             return None
         lowest = min(over, key=lambda p: p.rate)
-        worst = min(lowest.slo_results, key=lambda r: r.margin)
-        return worst.slo
+        worst = binding_slo(lowest.slo_results)
+        return None if worst is None else worst.slo
 
 
 def find_capacity(

@@ -13,17 +13,18 @@ from tuner.backends._base import Backend
 from tuner.backends._calibration import Calibration
 from tuner.backends._cost import CostModel
 from tuner.backends._simulator import SimulatorBackend
+from tuner.core import parse_length
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError
-from tuner.core._loop import Loop
 from tuner.core._measurement import Measurement
 from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial, TuningResult
+from tuner.core._trial import Trial
 from tuner.core._workload import Workload
 from tuner.objectives import SLO, Objective, parse_slos
 from tuner.search import GridSearch, RandomSearch, Search, SuccessiveHalving, TPESearch
 from tuner.studies._spec import BackendSpec, SearchSpec, StepCost, StudySpec, WorkloadSpec
 from tuner.studies._two_tier import TwoTierResult, two_tier
+from tuner.tuning import Exploration, Loop
 
 
 @dataclass
@@ -37,7 +38,7 @@ class StudyOutcome:
     objective: Objective
     slos: tuple[SLO, ...]
     backend: str
-    result: TuningResult | None = None
+    result: Exploration | None = None
     two_tier: TwoTierResult | None = None
     infeasible: InfeasibleError | None = None
     trials: tuple[Trial, ...] = ()
@@ -51,11 +52,14 @@ class StudyOutcome:
             return self.two_tier.best
         return self.result.best if self.result is not None else None
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether Ctrl-C stopped the run before the search ended."""
+        return self.result is not None and self.result.interrupted
+
 
 def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
     """The workload a spec describes (traces are read relative to the study file)."""
-    from tuner.cli._args import length
-
     if spec.trace is not None:
         path = (root / spec.trace) if not Path(spec.trace).is_absolute() else Path(spec.trace)
         w = Workload.from_csv(path) if path.suffix == ".csv" else Workload.from_jsonl(path)
@@ -63,7 +67,7 @@ def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
         a = spec.poisson
         if a is None:  # pragma: no cover - the spec requires one of the two
             raise ConfigError("workload: give 'poisson' or 'trace'")
-        p, o = length(str(a.prompt_len)), length(str(a.output_len))
+        p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
         if a.burstiness == 1.0:
             w = Workload.poisson(a.rate, a.requests, p, o, seed=a.seed)
         else:
@@ -204,12 +208,10 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         loop = Loop(backend, search, objective, slos, trial_log=folder / "trials.jsonl",
                     on_trial=progress, **budget)  # fmt: skip
         try:
-            outcome.result = loop.run(space, workload)
-            outcome.trials = outcome.result.trials
-        except InfeasibleError as e:
-            outcome.infeasible, outcome.trials = e, e.trials
+            outcome.result = loop.explore(space, workload)
         finally:
             progress.done()
+        outcome.trials, outcome.infeasible = outcome.result.trials, outcome.result.infeasible
         timeline_backend = backend if isinstance(backend, SimulatorBackend) else None
     else:
         tt = spec.two_tier

@@ -16,15 +16,13 @@ from tuner.backends._base import Backend
 from tuner.backends._calibration import Calibration, fit_cost_model
 from tuner.backends._simulator import SimulatorBackend
 from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, InfeasibleError, TunerError
-from tuner.core._loop import Loop
-from tuner.core._selection import infeasible_error
+from tuner.core._errors import ConfigError, TunerError
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.core._workload import Workload
-from tuner.objectives import SLO, Objective, parse_slos
-from tuner.search._base import Search
-from tuner.search._list import ListSearch
+from tuner.objectives import SLO, Objective, infeasible_error, parse_slos, within_margin
+from tuner.search import ListSearch, Search
+from tuner.tuning import DEFAULT_OBJECTIVE, Loop
 
 
 @dataclass(frozen=True)
@@ -84,12 +82,8 @@ def shortlist(
     by_score = sorted(full, key=lambda t: (objective.score(t.values), t.number))
     feasible = [t.config for t in by_score if t.feasible][:top_k]
 
-    def near(t: Trial) -> bool:
-        return not t.feasible and all(
-            r.ok or -r.margin <= margin * max(abs(r.limit), 1e-12) for r in t.slo_results
-        )
-
-    close = [t.config for t in by_score if near(t)][:top_k]
+    close = [t.config for t in by_score
+             if not t.feasible and within_margin(t.slo_results, margin)][:top_k]  # fmt: skip
     return list(dict.fromkeys(feasible + close))
 
 
@@ -134,21 +128,20 @@ def two_tier(
         raise ConfigError(f"two_tier.top_k = {top_k!r}: must be >= 1")
     if not 0 <= margin < 10:
         raise ConfigError(f"two_tier.margin = {margin!r}: must be in [0, 10)")
-    objective = objective or Objective.maximize("output_throughput")
+    objective = objective or DEFAULT_OBJECTIVE
     parsed = parse_slos(list(slos))
-    cheap_trials = _trials(Loop(cheap, search, objective, parsed), space, workload)
+    cheap_trials = Loop(cheap, search, objective, parsed).explore(space, workload).trials
     picks = shortlist(cheap_trials, objective, top_k, margin)
     if not picks:
         raise infeasible_error(cheap_trials, parsed)
-    confirm = Loop(expensive, ListSearch(picks), objective, parsed)
-    try:
-        result = confirm.run(space, workload)
-    except InfeasibleError as e:
-        raise InfeasibleError(
-            e.shortfalls, e.trials,
+    confirmed = Loop(expensive, ListSearch(picks), objective, parsed).explore(space, workload)
+    if confirmed.best is None:
+        raise infeasible_error(
+            confirmed.trials, parsed,
             note=f"none of the {len(picks)} configurations the cheap tier shortlisted is "
             "feasible when measured by the expensive backend",
-        ) from None  # fmt: skip
+        )  # fmt: skip
+    result = confirmed.result()
     calibration: Calibration | None = None
     calibrated: tuple[Trial, ...] = ()
     if calibrate:
@@ -159,7 +152,8 @@ def two_tier(
             calibration = None  # the expensive backend has no step times (e.g. attach mode)
         if calibration is not None:
             sim = SimulatorBackend(calibration.cost_model)
-            calibrated = _trials(Loop(sim, ListSearch(picks), objective, parsed), space, workload)
+            recheck = Loop(sim, ListSearch(picks), objective, parsed)
+            calibrated = recheck.explore(space, workload).trials
     metrics = list(dict.fromkeys([*objective.metrics, *(s.metric for s in parsed), *compare]))
     return TwoTierResult(
         best=result.best, cheap=tuple(cheap_trials), expensive=result.trials,
@@ -167,14 +161,6 @@ def two_tier(
         comparisons=_compare(cheap_trials, result.trials, calibrated, picks, metrics),
         calibration=calibration, calibrated_cheap=calibrated,
     )  # fmt: skip
-
-
-def _trials(loop: Loop, space: SearchSpace, workload: Workload) -> tuple[Trial, ...]:
-    """Every trial of a run, feasible or not."""
-    try:
-        return loop.run(space, workload).trials
-    except InfeasibleError as e:
-        return tuple(e.trials)
 
 
 def _compare(

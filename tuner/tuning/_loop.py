@@ -1,4 +1,11 @@
-"""The Loop: ask, evaluate, judge against the SLOs, record, tell; then the best feasible trial."""
+"""The Loop: ask, evaluate, judge against the SLOs, record, tell; then the best feasible trial.
+
+It is the one place that joins a backend, a search and the objectives. Failure policy (Optuna's
+``catch=``): a :class:`BackendError` -- or an exception type the caller lists in ``catch`` --
+fails that trial, which is recorded with its reason while the search goes on; any other
+exception (a ``TypeError`` in a custom backend, a bug in tuner) stops the run with its traceback
+after every finished trial has been saved.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +13,26 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tuner.core._errors import ConfigError, SLOError, TunerError
-from tuner.core._selection import best_trial, infeasible_error, judge
+from tuner.backends import Backend
+from tuner.core._errors import BackendError, ConfigError, SLOError, TunerError
+from tuner.core._measurement import Measurement
 from tuner.core._space import SearchSpace
-from tuner.core._store import TrialLog, fingerprint
-from tuner.core._trial import Trial, TrialStatus, TuningResult
+from tuner.core._trial import Trial, TrialStatus
 from tuner.core._workload import Workload
 from tuner.objectives import SLO, MetricRef, Objective, parse_slos
-
-if TYPE_CHECKING:
-    from tuner.backends._base import Backend
-    from tuner.search._base import Proposal, Search
+from tuner.objectives._ranking import best_trial, infeasible_error, judge
+from tuner.search import Proposal, Search
+from tuner.tuning._log import TrialLog, fingerprint
+from tuner.tuning._record import TrialRecord
+from tuner.tuning._result import Exploration, TuningResult
 
 #: Figures recorded on every trial when the backend can measure them (for tables and reports).
 HEADLINE_METRICS = ("total_steps", "max_step_tokens", "ttft_steps.max", "ttft.p99",
                     "output_throughput")  # fmt: skip
+
+#: The objective when none is given.
+DEFAULT_OBJECTIVE = Objective.maximize("output_throughput")
 
 
 class Loop:
@@ -46,6 +56,9 @@ class Loop:
         trial_log: A JSON-lines file; each trial is appended as soon as it finishes, and a
             rerun of the same study continues from it.
         on_trial: Called with each trial as soon as it is recorded (progress display).
+        catch: Exception types that fail a trial (recorded, the search goes on) besides
+            :class:`BackendError`; any other exception stops the run after the finished trials
+            are saved.
 
     Example:
         >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
@@ -73,16 +86,14 @@ class Loop:
         timeout: float | None = None,
         trial_log: str | Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
+        catch: Sequence[type[BaseException]] = (),
     ) -> None:
-        from tuner.backends._base import Backend
-        from tuner.search._base import Search
-
         if not isinstance(backend, Backend):
             raise ConfigError(f"Loop.backend: expected a Backend, got {backend!r}")
         if not isinstance(search, Search):
             raise ConfigError(f"Loop.search: expected a Search, got {search!r}")
         if objective is None:
-            objective = Objective.maximize("output_throughput")
+            objective = DEFAULT_OBJECTIVE
         if not isinstance(objective, Objective):
             raise ConfigError(f"Loop.objective: expected an Objective, got {objective!r}")
         if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
@@ -99,6 +110,11 @@ class Loop:
         self.timeout = timeout
         self.trial_log = Path(trial_log) if trial_log is not None else None
         self.on_trial = on_trial
+        catch = tuple(catch)
+        for c in catch:
+            if not (isinstance(c, type) and issubclass(c, BaseException)):
+                raise ConfigError(f"Loop.catch: {c!r} is not an exception type")
+        self.catch: tuple[type[BaseException], ...] = (BackendError, *catch)
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
         self._metrics = list(dict.fromkeys(metrics))
         self._required = set(objective.metrics) | {s.metric for s in self.slos}
@@ -115,6 +131,11 @@ class Loop:
             SLOError: an SLO or the objective cannot be judged on this backend's measurements.
             ConfigError: the trial log belongs to another study.
         """
+        return self.explore(space, workload).result()
+
+    def explore(self, space: SearchSpace, workload: Workload) -> Exploration:
+        """Like :meth:`run`, but return the whole record whatever the verdict: every trial,
+        the best feasible one (None when none is) and, then, the refusal :meth:`run` raises."""
         if not isinstance(workload, Workload):
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
         log = None
@@ -122,20 +143,18 @@ class Loop:
             study = fingerprint(workload, space, self.objective.text,
                                 [s.text for s in self.slos], self.backend.describe())  # fmt: skip
             log = TrialLog(self.trial_log, study)
-        trials: list[Trial] = log.load() if log is not None else []
-        done = {(t.config, t.fidelity): t for t in trials}
+        record = TrialRecord(log.load() if log is not None else ())
         stop_reason = "search exhausted"
         t0 = time.monotonic()
-        cost = sum(t.cost for t in trials)
-        repeats = 0
-        self.search.start(space, self.objective)
+        answered = 0
+        self.search.start(space, self.objective, record)
         try:
             while True:
-                if self.max_trials is not None and len(trials) >= self.max_trials:
+                if self.max_trials is not None and len(record) >= self.max_trials:
                     stop_reason = f"max_trials ({self.max_trials}) reached"
                     break
-                if self.max_cost is not None and cost >= self.max_cost:
-                    stop_reason = f"max_cost ({self.max_cost:g}) reached: cost {cost:g}"
+                if self.max_cost is not None and record.cost >= self.max_cost:
+                    stop_reason = f"max_cost ({self.max_cost:g}) reached: cost {record.cost:g}"
                     break
                 if self.timeout is not None and time.monotonic() - t0 >= self.timeout:
                     stop_reason = f"timeout ({self.timeout:g}s) reached"
@@ -143,20 +162,17 @@ class Loop:
                 proposal = self.search.ask()
                 if proposal is None:
                     break
-                key = (proposal.config, proposal.fidelity)
-                if key in done:  # measured in an earlier run: answer from the record
-                    self.search.tell(done[key])
-                    repeats += 1
-                    if repeats > 2 * len(space) + 100:
+                known = record.get(proposal.config, proposal.fidelity)
+                if known is not None:  # measured before: answer from the record
+                    self.search.tell(known)
+                    answered += 1
+                    if answered > 2 * len(space) + 100:
                         stop_reason = "the search only proposes configurations already measured"
                         break
                     continue
-                repeats = 0
-                number = max((t.number for t in trials), default=-1) + 1
-                trial = self._evaluate(number, proposal, workload)
-                trials.append(trial)
-                done[key] = trial
-                cost += trial.cost
+                answered = 0
+                trial = self._evaluate(record.next_number, proposal, workload)
+                record.add(trial)
                 if log is not None:
                     log.append(trial)
                 self.search.tell(trial)
@@ -166,26 +182,24 @@ class Loop:
             stop_reason = "interrupted"
         finally:
             self.backend.close()
+        trials = record.trials
         best = best_trial(trials, self.objective)
-        if best is None:
-            raise infeasible_error(trials, self.slos)
-        return TuningResult(
-            best=best,
-            trials=tuple(trials),
-            objective=self.objective.text,
-            slos=tuple(s.text for s in self.slos),
-            stop_reason=stop_reason,
-        )
+        return Exploration(
+            trials=trials, best=best, objective=self.objective.text,
+            slos=tuple(s.text for s in self.slos), stop_reason=stop_reason,
+            infeasible=infeasible_error(trials, self.slos) if best is None else None,
+        )  # fmt: skip
 
     def _evaluate(self, number: int, proposal: Proposal, workload: Workload) -> Trial:
         work = workload if proposal.fidelity >= 1.0 else workload.head(proposal.fidelity)
         t0 = time.perf_counter()
         try:
             m = self.backend.evaluate(proposal.config, work)
-        except TunerError as e:
+            problem = _invalid_measurement(m)
+        except self.catch as e:
             return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)
-        except Exception as e:
-            return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)
+        if problem:
+            return self._failed(number, proposal, f"invalid measurement: {problem}", t0)
         wall = time.perf_counter() - t0
         for slo in self.slos:  # a user error (wrong unit, metric the backend lacks): stop now
             slo.check_applicable(m)
@@ -219,3 +233,12 @@ class Loop:
             error=reason,
             wall_time=time.perf_counter() - t0,
         )
+
+
+def _invalid_measurement(m: object) -> str:
+    """Why a backend's return value cannot be judged ('' when it can)."""
+    if not isinstance(m, Measurement):
+        return f"the backend returned {type(m).__name__}, not a Measurement"
+    if not (m.duration > 0 and math.isfinite(m.duration)):
+        return f"duration = {m.duration!r} (must be a finite number > 0)"
+    return ""

@@ -1,0 +1,133 @@
+"""All ranking of trials, defined once: SLO verdicts, relative shortfall, feasible-first order,
+the best feasible trial, the closest miss per SLO and the binding SLO.
+
+The Loop, successive halving, two-tier shortlists, capacity probes and the report all rank
+through these functions, so "how good is a trial" has one meaning everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tuner.core._errors import InfeasibleError, SLOShortfall
+from tuner.core._measurement import Measurement
+from tuner.core._trial import SLOResult, Trial
+from tuner.objectives._objective import Objective
+from tuner.objectives._slo import SLO
+
+
+def judge(slos: Sequence[SLO], m: Measurement) -> tuple[SLOResult, ...]:
+    """Each SLO's verdict on a measurement, in the order the SLOs were given."""
+    out = []
+    for slo in slos:
+        v = slo.value(m)
+        out.append(
+            SLOResult(slo=slo.text, value=v, limit=slo.limit, ok=slo.satisfied_by(v),
+                      margin=slo.margin(v))
+        )  # fmt: skip
+    return tuple(out)
+
+
+def relative_margin(result: SLOResult) -> float:
+    """Slack to the limit as a fraction of the limit (>= 0 when met; ``-inf`` when the metric
+    could not be measured). The scale is ``|limit|``, or 1 for a limit of 0.
+
+    Example:
+        >>> relative_margin(SLOResult(slo="x <= 10", value=12, limit=10, ok=False, margin=-2))
+        -0.2
+    """
+    scale = abs(result.limit) or 1.0
+    return result.margin / scale
+
+
+def relative_shortfall(results: Sequence[SLOResult], required_margin: float = 0.0) -> float:
+    """Total relative slack missing: ``sum(max(0, required_margin - relative_margin))`` over the
+    SLOs. 0 when every SLO is met with ``required_margin`` to spare; ``inf`` when a metric could
+    not be measured.
+
+    Example:
+        >>> r = SLOResult(slo="x <= 10", value=12, limit=10, ok=False, margin=-2)
+        >>> relative_shortfall([r]), relative_shortfall([r], required_margin=0.1)
+        (0.2, 0.30000000000000004)
+    """
+    return sum(max(0.0, required_margin - relative_margin(r)) for r in results)
+
+
+def binding_slo(results: Sequence[SLOResult]) -> SLOResult | None:
+    """The SLO with the least relative slack (the one that fails first as load grows)."""
+    if not results:
+        return None
+    return min(results, key=relative_margin)
+
+
+def within_margin(results: Sequence[SLOResult], margin: float) -> bool:
+    """Whether every SLO is met or missed by at most ``margin`` relative to its limit."""
+    return all(r.ok or -relative_margin(r) <= margin for r in results)
+
+
+def rank_key(
+    trial: Trial, objective: Objective, required_margin: float = 0.0
+) -> tuple[int, float, float, int]:
+    """Sort key, smaller is better: feasible trials (with ``required_margin`` to spare) by
+    objective score; then the others by relative SLO shortfall, then score; failed trials last;
+    ties to the earlier trial."""
+    if not trial.ok:
+        return (2, math.inf, math.inf, trial.number)
+    score = objective.score(trial.values) if objective.metric in trial.values else math.inf
+    shortfall = relative_shortfall(trial.slo_results, required_margin)
+    if trial.feasible and shortfall == 0:
+        return (0, score, 0.0, trial.number)
+    return (1, shortfall, score, trial.number)
+
+
+def rank(
+    trials: Sequence[Trial], objective: Objective, required_margin: float = 0.0
+) -> list[Trial]:
+    """``trials`` best first, by :func:`rank_key`."""
+    return sorted(trials, key=lambda t: rank_key(t, objective, required_margin))
+
+
+def tied_with_best(trials: Sequence[Trial], objective: Objective) -> list[Trial]:
+    """The feasible full-fidelity trials whose objective ties the best one's (the pool the
+    tie-break decides), in trial order."""
+    pool = [t for t in trials if t.feasible and t.fidelity == 1.0]
+    if not pool:
+        return []
+    top = min(objective.score(t.values) for t in pool)
+    return [t for t in pool if objective.is_tie(objective.score(t.values), top)]
+
+
+def best_trial(trials: Sequence[Trial], objective: Objective) -> Trial | None:
+    """The best feasible full-fidelity trial: best objective, then tie-break, then earliest.
+
+    Trials run on part of the workload (fidelity < 1) are never chosen.
+    """
+    tied = tied_with_best(trials, objective)
+    if not tied:
+        return None
+    return min(tied, key=lambda t: (objective.tie_score(t.values), t.number))
+
+
+def shortfalls(trials: Sequence[Trial], slos: Sequence[SLO]) -> tuple[SLOShortfall, ...]:
+    """Per SLO, the closest any measured trial came: its value, the limit, the configuration,
+    and how many trials met that SLO on its own (full-fidelity trials when there are any)."""
+    measured = [t for t in trials if t.ok and t.fidelity == 1.0] or [t for t in trials if t.ok]
+    out = []
+    for i, slo in enumerate(slos):
+        rows = [(t, t.slo_results[i]) for t in measured if len(t.slo_results) > i]
+        rows = [(t, r) for t, r in rows if not math.isnan(r.value)]
+        if not rows:
+            out.append(SLOShortfall(slo.text, slo.limit, None, None, 0))
+            continue
+        t, r = min(rows, key=lambda tr: (-relative_margin(tr[1]), tr[0].number))
+        satisfied = sum(1 for _, rr in rows if rr.ok)
+        out.append(SLOShortfall(slo.text, slo.limit, r.value, t.config, satisfied))
+    return tuple(out)
+
+
+def infeasible_error(
+    trials: Sequence[Trial], slos: Sequence[SLO], note: str = ""
+) -> InfeasibleError:
+    """The loud refusal: per SLO, the best value any trial reached, the limit and who did it."""
+    return InfeasibleError(shortfalls(trials, slos), trials, note=note)
