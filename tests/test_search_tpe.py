@@ -272,12 +272,14 @@ def test_tpe_infeasible_everywhere_is_reported_by_the_loop() -> None:
     ("kwargs", "match"),
     [
         ({"seed": -1}, r"TPESearch\.seed = -1"),
-        ({"n_trials": 0}, r"TPESearch\.n_trials = 0: must be an integer >= 1"),
-        ({"n_startup_trials": -1}, r"TPESearch\.n_startup_trials = -1: must be an integer >= 0"),
+        ({"n_trials": 0}, r"TPESearch\.n_trials = 0: Input should be greater than or equal to 1"),
+        ({"n_startup_trials": -1}, r"TPESearch\.n_startup_trials = -1: Input should be greater than or equal to 0"),
         ({"max_repeats": 0}, r"TPESearch\.max_repeats = 0"),
         ({"storage": 3, "study_name": "s"}, r"TPESearch\.storage = 3"),
         ({"study_name": ""}, r"TPESearch\.study_name = ''"),
-        ({"storage": "sqlite:///x.db"}, r"TPESearch\.study_name = None: a study_name is required"),
+        ({"storage": "sqlite:///x.db"}, r"TPESearch: a study_name is required with a storage"),
+        ({"n_trails": 3}, r"TPESearch: unknown key 'n_trails' \(did you mean 'n_trials'\?\)"),
+        ({"seed": True}, r"TPESearch\.seed = True: Input should be a valid integer"),
     ],
 )
 def test_tpe_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:

@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
+from typing import Any
+
+from pydantic import Field
 
 from tuner.core._config import ServingConfig
 from tuner.core._errors import SearchError
+from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.objectives import rank, relative_shortfall
 from tuner.search._base import Proposal, Search
-from tuner.search._random import RandomSearch, check_count, check_seed
-from tuner.search._rungs import (
-    check_eta,
-    check_min_fidelity,
-    check_min_promote,
-    n_promoted,
-    rung_fidelities,
-)
+from tuner.search._random import SEED_FIELD, RandomSearch
+from tuner.search._rungs import n_promoted, rung_fidelities
+
+
+class HalvingSettings(Settings):
+    """The settings of :class:`SuccessiveHalving`."""
+
+    _owner = "SuccessiveHalving"
+    _error_class = SearchError
+
+    n_configs: int = Field(default=27, ge=1)
+    """How many candidates enter the first rung."""
+    min_fidelity: float = Field(default=1 / 9, gt=0, le=1)
+    """The first rung's fraction of the workload, in (0, 1]; the rungs run at ``eta ** -k``
+    down to it (1.0 means plain evaluation of ``n_configs`` candidates)."""
+    eta: int = Field(default=3, ge=2)
+    """Reduction factor between rungs, an integer >= 2."""
+    seed: int = SEED_FIELD
+    """Seeds the default inner search."""
+    min_promote: int = Field(default=1, ge=1)
+    """The fewest candidates promoted from a rung."""
+    promote_margin: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Relative slack an SLO must have at fidelity < 1 to count as met (0.2 = 20 % of each
+    limit)."""
+    backfill: bool = True
+    """Promote more candidates when the last rung has no feasible trial."""
+    brackets: int | None = Field(default=1, ge=1)
+    """How many brackets to run one after the other, each racing ``n_configs`` fresh
+    candidates from the inner search; None = until the inner search runs dry or the Loop's
+    budget stops the run."""
 
 
 class SuccessiveHalving(Search):
@@ -54,21 +79,10 @@ class SuccessiveHalving(Search):
 
     The search is synchronous: every proposal must be told before the next ``ask``.
 
-    Args:
-        inner: Where candidates come from (default: ``RandomSearch(seed=seed)``).
-        n_configs: How many candidates enter the first rung.
-        min_fidelity: The first rung's fraction of the workload, in (0, 1]; the rungs run at
-            ``eta ** -k`` down to it (1.0 means plain evaluation of ``n_configs`` candidates).
-        eta: Reduction factor between rungs, an integer >= 2.
-        seed: Seeds the default inner search.
-        min_promote: The fewest candidates promoted from a rung.
-        promote_margin: Relative slack an SLO must have at fidelity < 1 to count as met.
-        backfill: Promote more candidates when the last rung has no feasible trial.
-        brackets: How many brackets to run one after the other, each racing ``n_configs``
-            fresh candidates from the inner search; None = until the inner search runs dry or
-            the Loop's budget (``max_cost``, ``max_trials``, ``timeout``) stops the run. More
-            brackets spend a budget that one bracket would leave unused, and give a bracket
-            whose candidate pool held nothing good another draw.
+    Settings (:class:`HalvingSettings`, also given as keywords): ``n_configs``,
+    ``min_fidelity``, ``eta``, ``seed``, ``min_promote``, ``promote_margin``, ``backfill``,
+    ``brackets``; ``inner`` (where candidates come from, default ``RandomSearch(seed=seed)``)
+    is an object, passed first.
 
     Example:
         >>> from tuner import Loop, Objective, SearchSpace, ServingConfig
@@ -83,46 +97,15 @@ class SuccessiveHalving(Search):
     def __init__(
         self,
         inner: Search | None = None,
-        n_configs: int = 27,
-        min_fidelity: float = 1 / 9,
-        eta: int = 3,
-        seed: int = 0,
-        *,
-        min_promote: int = 1,
-        promote_margin: float = 0.0,
-        backfill: bool = True,
-        brackets: int | None = 1,
+        settings: HalvingSettings | None = None,
+        **changes: Any,
     ) -> None:
         if inner is not None and (not isinstance(inner, Search) or inner is self):
             raise SearchError(f"SuccessiveHalving.inner = {inner!r}: must be a Search or None")
-        self.n_configs = check_count("SuccessiveHalving", "n_configs", n_configs)
-        try:
-            self.min_fidelity = check_min_fidelity(min_fidelity)
-            self.eta = check_eta(eta)
-            self.min_promote = check_min_promote(min_promote)
-        except SearchError as e:
-            raise SearchError(f"SuccessiveHalving.{e}") from None
-        self.seed = check_seed("SuccessiveHalving", seed)
-        if (
-            isinstance(promote_margin, bool)
-            or not isinstance(promote_margin, (int, float))
-            or not 0 <= promote_margin < math.inf
-        ):
-            raise SearchError(
-                f"SuccessiveHalving.promote_margin = {promote_margin!r}: must be a finite "
-                "number >= 0 (relative slack, e.g. 0.2 for 20 % of each SLO's limit)"
-            )
-        if brackets is not None and (
-            isinstance(brackets, bool) or not isinstance(brackets, int) or brackets < 1
-        ):
-            raise SearchError(
-                f"SuccessiveHalving.brackets = {brackets!r}: must be an integer >= 1 or None"
-            )
-        self.brackets = brackets
-        if not isinstance(backfill, bool):
-            raise SearchError(f"SuccessiveHalving.backfill = {backfill!r}: must be True or False")
-        self.promote_margin = float(promote_margin)
-        self.backfill = backfill
+        self.settings = s = HalvingSettings.build(settings, changes)
+        self.n_configs, self.min_fidelity, self.eta = s.n_configs, s.min_fidelity, s.eta
+        self.seed, self.min_promote, self.promote_margin = s.seed, s.min_promote, s.promote_margin
+        self.backfill, self.brackets = s.backfill, s.brackets
         self.inner = inner if inner is not None else RandomSearch(seed=self.seed)
         self.fidelities = rung_fidelities(self.min_fidelity, self.eta)
         self._reset()

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import random
+from typing import Any
+
+from pydantic import Field
 
 from tuner.core._errors import SearchError
+from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.search._base import Proposal, Search
 
-
-def check_seed(owner: str, seed: object) -> int:
-    """``seed`` as an int in [0, 2**32), or :class:`SearchError` naming ``owner.seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise SearchError(f"{owner}.seed = {seed!r}: must be an integer in [0, 2**32)")
-    return seed
+#: The seeds every seeded search accepts.
+SEED_FIELD = Field(default=0, ge=0, lt=2**32)
 
 
-def check_count(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or :class:`SearchError` naming ``owner.name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SearchError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
-    return value
+class RandomSettings(Settings):
+    """The settings of :class:`RandomSearch`."""
+
+    _owner = "RandomSearch"
+    _error_class = SearchError
+
+    seed: int = SEED_FIELD
+    """Seeds the permutation; an integer in [0, 2**32)."""
+    max_trials: int | None = Field(default=None, ge=1)
+    """How many configurations to propose at most (None = all of them)."""
 
 
 class RandomSearch(Search):
@@ -31,9 +36,7 @@ class RandomSearch(Search):
     the same proposals. The search stops after ``max_trials`` proposals, or when every
     configuration has been proposed (``max_trials=None`` or larger than the space).
 
-    Args:
-        seed: Seeds the permutation; an integer in [0, 2**32).
-        max_trials: How many configurations to propose at most (None = all of them).
+    Settings (:class:`RandomSettings`, also given as keywords): ``seed``, ``max_trials``.
 
     Example:
         >>> from tuner import SearchSpace, ServingConfig
@@ -44,11 +47,10 @@ class RandomSearch(Search):
         (2, None)
     """
 
-    def __init__(self, seed: int = 0, max_trials: int | None = None) -> None:
-        self.seed = check_seed("RandomSearch", seed)
-        self.max_trials = (
-            None if max_trials is None else check_count("RandomSearch", "max_trials", max_trials)
-        )
+    def __init__(self, settings: RandomSettings | None = None, **changes: Any) -> None:
+        self.settings = RandomSettings.build(settings, changes)
+        self.seed = self.settings.seed
+        self.max_trials = self.settings.max_trials
         self._order: list[int] = []
         self._next = 0
         self.told: list[Trial] = []

@@ -6,16 +6,18 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
+from pydantic import Field, model_validator
 
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, SearchError
+from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.search._base import Proposal, Search
-from tuner.search._random import check_count, check_seed
+from tuner.search._random import SEED_FIELD
 
 #: Stands for "infinitely bad" where Optuna needs a finite number: the objective value of a
 #: trial whose objective is NaN/inf, of a failed trial and of an invalid combination, and the
@@ -36,6 +38,37 @@ class _Outcome:
 
     value: float
     constraints: dict[str, float] = field(default_factory=dict)
+
+
+class TPESettings(Settings):
+    """The settings of :class:`TPESearch`."""
+
+    _owner = "TPESearch"
+    _error_class = SearchError
+    NEEDS_NAME: ClassVar[str] = (
+        "TPESearch.study_name = None: a study_name is required with a storage, so that "
+        "workers share one study and a rerun resumes it"
+    )
+
+    seed: int = SEED_FIELD
+    """Seeds the sampler; an integer in [0, 2**32). Same seed, space and results give the same
+    proposals (with a private in-memory study)."""
+    n_trials: int = Field(default=50, ge=1)
+    """Most configurations to return to the Loop."""
+    n_startup_trials: int = Field(default=10, ge=0)
+    """Random trials before TPE starts modelling (Optuna's default is 10)."""
+    storage: str | None = Field(default=None, min_length=1)
+    """An Optuna storage URL (e.g. ``sqlite:///study.db``); None = a private in-memory study."""
+    study_name: str | None = Field(default=None, min_length=1)
+    """Names the study in ``storage`` (required with ``storage``)."""
+    max_repeats: int = Field(default=100, ge=1)
+    """Stop after this many consecutive invalid or already-measured samples."""
+
+    @model_validator(mode="after")
+    def _named(self) -> TPESettings:
+        if self.storage is not None and self.study_name is None:
+            raise ValueError(self.NEEDS_NAME.split(": ", 1)[1])
+        return self
 
 
 class TPESearch(Search):
@@ -83,14 +116,9 @@ class TPESearch(Search):
     silenced while this search talks to Optuna; the previous verbosity is restored afterwards
     (a temporary change of Optuna's global verbosity, so not thread-safe).
 
-    Args:
-        seed: Seeds the sampler; an integer in [0, 2**32). Same seed, space and results give the
-            same proposals (with a private in-memory study).
-        n_trials: Most configurations to return to the Loop.
-        n_startup_trials: Random trials before TPE starts modelling (Optuna's default is 10).
-        storage: An Optuna storage URL or storage object; None = a private in-memory study.
-        study_name: Names the study in ``storage`` (required with ``storage``).
-        max_repeats: Stop after this many consecutive invalid or already-measured samples.
+    Settings (:class:`TPESettings`, also given as keywords): ``seed``, ``n_trials``,
+    ``n_startup_trials``, ``storage``, ``study_name``, ``max_repeats``. ``storage`` may also be
+    an Optuna storage object (e.g. a ``JournalStorage``).
 
     Example:
         >>> from tuner import Loop, Objective, SearchSpace, ServingConfig
@@ -101,40 +129,30 @@ class TPESearch(Search):
         True
     """
 
-    def __init__(
-        self,
-        seed: int = 0,
-        n_trials: int = 50,
-        n_startup_trials: int = 10,
-        storage: str | optuna.storages.BaseStorage | None = None,
-        study_name: str | None = None,
-        *,
-        max_repeats: int = 100,
-    ) -> None:
+    def __init__(self, settings: TPESettings | None = None, **changes: Any) -> None:
         if not hasattr(optuna.trial.Trial, "set_constraint"):
             raise SearchError(
                 f"TPESearch needs optuna >= 5.0 (Trial.set_constraint); found {optuna.__version__}"
             )
-        self.seed = check_seed("TPESearch", seed)
-        self.n_trials = check_count("TPESearch", "n_trials", n_trials)
-        self.n_startup_trials = check_count(
-            "TPESearch", "n_startup_trials", n_startup_trials, minimum=0
-        )
-        self.max_repeats = check_count("TPESearch", "max_repeats", max_repeats)
-        if storage is not None and not isinstance(storage, (str, optuna.storages.BaseStorage)):
+        storage = changes.get("storage")
+        if isinstance(storage, optuna.storages.BaseStorage):  # an object, not a setting
+            changes = {**changes, "storage": None}
+        elif storage is not None and not isinstance(storage, str):
             raise SearchError(
                 f"TPESearch.storage = {storage!r}: must be None, an Optuna storage URL such as "
                 "'sqlite:///study.db', or an optuna.storages.BaseStorage (e.g. JournalStorage)"
             )
-        if study_name is not None and (not isinstance(study_name, str) or not study_name):
-            raise SearchError(f"TPESearch.study_name = {study_name!r}: must be a non-empty string")
-        if storage is not None and study_name is None:
-            raise SearchError(
-                "TPESearch.study_name = None: a study_name is required with a storage, so that "
-                "workers share one study and a rerun resumes it"
-            )
-        self.storage = storage
-        self.study_name = study_name
+        else:
+            storage = None
+        self.settings = TPESettings.build(settings, changes)
+        if storage is not None and self.settings.study_name is None:
+            raise SearchError(TPESettings.NEEDS_NAME)
+        self.seed = self.settings.seed
+        self.n_trials = self.settings.n_trials
+        self.n_startup_trials = self.settings.n_startup_trials
+        self.max_repeats = self.settings.max_repeats
+        self.storage: str | optuna.storages.BaseStorage | None = storage or self.settings.storage
+        self.study_name = self.settings.study_name
         self._study: Any = None
         self._dims: dict[str, tuple[Any, ...]] = {}
         self._distributions: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """The composition layer: the Loop that joins a backend, a search and the objectives, the one
 record of what a run measured, and the trial log that makes a run resumable."""
 
+from tuner.tuning._budget import Budget
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._loop import DEFAULT_OBJECTIVE, HEADLINE_METRICS, Loop
 from tuner.tuning._record import TrialRecord
@@ -9,6 +10,7 @@ from tuner.tuning._result import Exploration, TuningResult
 __all__ = [
     "DEFAULT_OBJECTIVE",
     "HEADLINE_METRICS",
+    "Budget",
     "Exploration",
     "Loop",
     "TrialLog",

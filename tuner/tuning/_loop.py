@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tuner.backends import Backend
 from tuner.core._errors import BackendError, ConfigError, SLOError, TunerError
@@ -23,6 +24,7 @@ from tuner.core._workload import Workload
 from tuner.objectives import SLO, MetricRef, Objective, parse_slos
 from tuner.objectives._ranking import best_trial, infeasible_error, judge
 from tuner.search import Proposal, Search
+from tuner.tuning._budget import Budget
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._result import Exploration, TuningResult
@@ -49,10 +51,8 @@ class Loop:
         search: Proposes configurations.
         objective: What to optimise among feasible trials.
         slos: Hard constraints, as :class:`SLO` objects or text like ``"ttft.p99 <= 200ms"``.
-        max_trials: Stop after this many trials (None = until the search is exhausted).
-        max_cost: Stop once the trials' evaluation cost reaches this (``Trial.cost``: engine
-            steps run, for backends that see the engine's steps; seconds of load otherwise).
-        timeout: Stop starting new trials after this many seconds of wall time.
+        budget: When to stop (:class:`Budget`); its fields ``max_trials``, ``max_cost`` and
+            ``timeout`` may also be given as keywords.
         trial_log: A JSON-lines file; each trial is appended as soon as it finishes, and a
             rerun of the same study continues from it.
         on_trial: Called with each trial as soon as it is recorded (progress display).
@@ -79,14 +79,13 @@ class Loop:
         backend: Backend,
         search: Search,
         objective: Objective | None = None,
-        slos: Sequence[SLO | str] = (),
+        slos: Sequence[SLO | str] | str | SLO | None = (),
         *,
-        max_trials: int | None = None,
-        max_cost: float | None = None,
-        timeout: float | None = None,
+        budget: Budget | None = None,
         trial_log: str | Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
         catch: Sequence[type[BaseException]] = (),
+        **budget_changes: Any,
     ) -> None:
         if not isinstance(backend, Backend):
             raise ConfigError(f"Loop.backend: expected a Backend, got {backend!r}")
@@ -96,18 +95,14 @@ class Loop:
             objective = DEFAULT_OBJECTIVE
         if not isinstance(objective, Objective):
             raise ConfigError(f"Loop.objective: expected an Objective, got {objective!r}")
-        if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
-            raise ConfigError(f"Loop.max_trials = {max_trials!r}: must be an integer >= 1")
-        for name, v in (("max_cost", max_cost), ("timeout", timeout)):
-            if v is not None and not (isinstance(v, (int, float)) and v > 0):
-                raise ConfigError(f"Loop.{name} = {v!r}: must be a number > 0")
+        self.budget = Budget.build(budget, budget_changes)
         self.backend = backend
         self.search = search
         self.objective = objective
-        self.slos = parse_slos(list(slos))
-        self.max_trials = max_trials
-        self.max_cost = max_cost
-        self.timeout = timeout
+        self.slos = parse_slos(slos)
+        self.max_trials = self.budget.max_trials
+        self.max_cost = self.budget.max_cost
+        self.timeout = self.budget.timeout
         self.trial_log = Path(trial_log) if trial_log is not None else None
         self.on_trial = on_trial
         catch = tuple(catch)

@@ -1,0 +1,26 @@
+"""The Loop's budgets: when a run stops before its search is exhausted."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tuner.core._settings import Settings
+
+
+class Budget(Settings):
+    """When the Loop stops starting new trials (whichever comes first).
+
+    Example:
+        >>> Budget(max_trials=40).max_trials
+        40
+    """
+
+    _owner = "Loop"
+
+    max_trials: int | None = Field(default=None, ge=1)
+    """Stop after this many trials (None = until the search is exhausted)."""
+    max_cost: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Stop once the trials' evaluation cost reaches this (``Trial.cost``: engine steps run, for
+    backends that see the engine's steps; seconds of load otherwise)."""
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Stop starting new trials after this many seconds of wall time."""
