@@ -79,7 +79,7 @@ def test_random_search_proposes_distinct_configs_of_the_space(
         ({"seed": 2**32}, r"RandomSearch\.seed"),
         ({"seed": True}, r"RandomSearch\.seed = True"),
         ({"seed": "0"}, r"RandomSearch\.seed = '0'"),
-        ({"max_trials": 0}, r"RandomSearch\.max_trials = 0: Input should be greater than or equal to 1"),
+        ({"max_trials": 0}, r"RandomSearch\.max_trials = 0: Input should be greater"),
         ({"max_trials": 2.5}, r"RandomSearch\.max_trials = 2\.5"),
     ],
 )

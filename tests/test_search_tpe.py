@@ -273,7 +273,7 @@ def test_tpe_infeasible_everywhere_is_reported_by_the_loop() -> None:
     [
         ({"seed": -1}, r"TPESearch\.seed = -1"),
         ({"n_trials": 0}, r"TPESearch\.n_trials = 0: Input should be greater than or equal to 1"),
-        ({"n_startup_trials": -1}, r"TPESearch\.n_startup_trials = -1: Input should be greater than or equal to 0"),
+        ({"n_startup_trials": -1}, r"TPESearch\.n_startup_trials = -1: Input should be greater"),
         ({"max_repeats": 0}, r"TPESearch\.max_repeats = 0"),
         ({"storage": 3, "study_name": "s"}, r"TPESearch\.storage = 3"),
         ({"study_name": ""}, r"TPESearch\.study_name = ''"),
