@@ -101,9 +101,21 @@ def test_errors_point_to_the_key_and_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_study(bad)
     msg = str(e.value)
-    assert f"{bad}:6: space.knobs.max_num_seq.[key]: Input should be 'max_num_batch" in msg
+    assert f"{bad}:6: space.knobs.max_num_seq: unknown key 'max_num_seq' (did you mean " \
+           "'max_num_seqs'?)" in msg
     assert f"{bad}:9: backend.simulator.step_cost.fixed: Input should be greater than" in msg
     assert f"{bad}:10: search: give exactly one of grid, random, tpe, halving" in msg
+
+
+def test_a_misspelt_search_setting_names_the_line_and_the_closest_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMALL.replace("SLOS", "").replace("OUT", "out")
+                   + "search:\n  tpe: {n_trails: 6, seed: 0}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        load_study(bad)
+    line = bad.read_text().splitlines().index("  tpe: {n_trails: 6, seed: 0}") + 1
+    assert f"{bad}:{line}: search.tpe.n_trails: unknown key 'n_trails' (did you mean " \
+           "'n_trials'?)" in str(e.value)
 
 
 def test_bad_yaml_and_missing_files_are_clear(tmp_path: Path) -> None:

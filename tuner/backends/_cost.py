@@ -7,7 +7,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tuner.core._model import FrozenModel
 
@@ -43,12 +43,14 @@ class CostModel(FrozenModel):
     time_unit: Literal["step", "s"] = "step"
     """Unit of the resulting times: ``"step"`` (the unit step clock) or seconds."""
 
-    def model_post_init(self, __context: object) -> None:
+    @model_validator(mode="after")
+    def _some_time(self) -> CostModel:
         if self.fixed + self.per_prefill_token + self.per_decode_token + self.per_sequence <= 0:
-            raise self._error_class(
-                "CostModel: every coefficient is 0, so steps would take no time; "
+            raise ValueError(
+                "every coefficient is 0, so steps would take no time; "
                 "set fixed > 0 (the unit step clock is fixed=1)"
             )
+        return self
 
     @property
     def is_unit_clock(self) -> bool:

@@ -24,6 +24,10 @@ class FrozenModel(BaseModel):
         except ValidationError as e:
             raise self._error_class(format_validation_error(type(self).__name__, e)) from None
 
+    # Not a "custom" __init__ for pydantic: a model nested in another is validated without it,
+    # so the outer model's ValidationError keeps every nested error's location.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     @classmethod
     def parse_obj_strict(cls, data: Any) -> Any:
         """Validate a mapping into this model, raising the model's error class."""

@@ -47,6 +47,8 @@ class Settings(FrozenModel):
         except ValidationError as e:
             raise self._error_class(settings_error(type(self), e)) from None
 
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see FrozenModel
+
     @classmethod
     def build(cls: type[S], settings: S | None, changes: dict[str, Any]) -> S:
         """``settings`` with ``changes`` applied (or the defaults with them), validated.
@@ -61,6 +63,10 @@ class Settings(FrozenModel):
             )
         base = settings.model_dump() if settings is not None else {}
         return cls(**{**base, **changes})
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with some fields changed, validated."""
+        return type(self).build(self, changes)
 
 
 def settings_error(model: type[Settings], e: ValidationError) -> str:

@@ -2,18 +2,21 @@
 
 from tuner.search._base import Measured, Proposal, Search
 from tuner.search._grid import GridSearch
-from tuner.search._halving import SuccessiveHalving
+from tuner.search._halving import HalvingSettings, SuccessiveHalving
 from tuner.search._list import ListSearch
-from tuner.search._random import RandomSearch
-from tuner.search._tpe import TPESearch
+from tuner.search._random import RandomSearch, RandomSettings
+from tuner.search._tpe import TPESearch, TPESettings
 
 __all__ = [
     "GridSearch",
+    "HalvingSettings",
     "ListSearch",
     "Measured",
     "Proposal",
     "RandomSearch",
+    "RandomSettings",
     "Search",
     "SuccessiveHalving",
     "TPESearch",
+    "TPESettings",
 ]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tuner.backends._base import Backend
 from tuner.backends._calibration import Calibration
@@ -21,9 +20,17 @@ from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.core._workload import Workload
 from tuner.objectives import SLO, Objective, parse_slos
-from tuner.search import GridSearch, RandomSearch, Search, SuccessiveHalving, TPESearch
-from tuner.studies._spec import BackendSpec, SearchSpec, StepCost, StudySpec, WorkloadSpec
-from tuner.studies._two_tier import TwoTierResult, two_tier
+from tuner.search import (
+    GridSearch,
+    HalvingSettings,
+    RandomSearch,
+    Search,
+    SuccessiveHalving,
+    TPESearch,
+    TPESettings,
+)
+from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
+from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, two_tier
 from tuner.tuning import Exploration, Loop
 
 
@@ -75,12 +82,10 @@ def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
     return w if spec.head >= 1 else w.head(spec.head)
 
 
-def _cost(step_cost: StepCost | None, calibration: str | None, root: Path) -> CostModel:
+def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
     if calibration is not None:
         return Calibration.load(root / calibration).cost_model
-    if step_cost is None:
-        return CostModel()
-    return CostModel(**step_cost.model_dump(), time_unit="s")
+    return step_cost or CostModel()
 
 
 def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
@@ -90,11 +95,7 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     if spec.replay is not None:
         from tuner.backends._replay import SchedulerReplayBackend
 
-        extra = set(spec.replay) - {"step_cost"}
-        if extra:
-            raise ConfigError(f"backend.replay: unknown key(s) {sorted(extra)}; allowed: step_cost")
-        cost = spec.replay.get("step_cost")
-        return SchedulerReplayBackend(_cost(StepCost(**cost) if cost else None, None, root))
+        return SchedulerReplayBackend(_cost(spec.replay.step_cost, None, root))
     live = spec.live
     if live is None:  # pragma: no cover - the spec requires exactly one backend
         raise ConfigError("backend: give simulator, replay or live")
@@ -114,26 +115,32 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
 
 
 def build_search(spec: SearchSpec, storage: str | None, name: str) -> Search:
-    """The search a spec names, with its arguments."""
-    kinds: dict[str, Callable[..., Search]] = {
-        "grid": GridSearch, "random": RandomSearch, "tpe": TPESearch,
-        "halving": SuccessiveHalving,
-    }  # fmt: skip
-    for key, cls in kinds.items():
-        args: dict[str, Any] | None = getattr(spec, key)
-        if args is None:
-            continue
-        if key == "tpe" and storage is not None:
-            args = {"storage": storage, "study_name": name, **args}
-        try:
-            return cls(**args)
-        except TypeError as e:
-            raise ConfigError(f"search.{key}: {e}") from None
-    raise ConfigError("search: give one of grid, random, tpe, halving")  # pragma: no cover
+    """The search a spec names, with its settings."""
+    if spec.grid is not None:
+        return GridSearch()
+    if spec.random is not None:
+        return RandomSearch(spec.random)
+    if spec.tpe is not None:
+        return _tpe(spec.tpe, storage, name)
+    h = spec.halving
+    if h is None:  # pragma: no cover - the spec requires exactly one search
+        raise ConfigError("search: give one of grid, random, tpe, halving")
+    inner: Search | None = None
+    if h.inner is not None and h.inner.random is not None:
+        inner = RandomSearch(h.inner.random)
+    elif h.inner is not None and h.inner.tpe is not None:
+        inner = _tpe(h.inner.tpe, storage, name)
+    return SuccessiveHalving(inner, HalvingSettings(**h.model_dump(exclude={"inner"})))
+
+
+def _tpe(settings: TPESettings, storage: str | None, name: str) -> TPESearch:
+    if storage is not None and settings.storage is None:
+        settings = settings.replace(storage=storage, study_name=settings.study_name or name)
+    return TPESearch(settings)
 
 
 def build_space(spec: StudySpec) -> SearchSpace:
-    base = ServingConfig(**spec.space.base)
+    base = spec.space.base
     knobs = {str(k): v for k, v in spec.space.knobs.items()}
     return SearchSpace(knobs, base=base, skip_invalid=spec.space.skip_invalid)
 
@@ -179,10 +186,28 @@ def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
     if s.grid is not None:
         return space_size
     if s.random is not None:
-        return min(space_size, s.random.get("max_trials") or space_size)
+        return min(space_size, s.random.max_trials or space_size)
     if s.tpe is not None:
-        return int(s.tpe.get("n_trials", 50))
+        return s.tpe.n_trials
     return None
+
+
+def prepare_output(folder: Path) -> Path:
+    """Create the output folder and check it takes files, before any trial runs.
+
+    Raises:
+        ConfigError: it is an existing file, or cannot be created or written.
+    """
+    folder = folder.expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {folder}: exists and is not a folder; choose another output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output {folder}: cannot write there: {e.strerror}") from None
+    return folder
 
 
 def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyOutcome:
@@ -190,23 +215,21 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
 
     Never raises InfeasibleError: an infeasible study is an outcome, reported loudly.
     """
-    folder = output or Path(spec.output.format(name=spec.name))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_output(output or spec.output_folder())
     t0 = time.monotonic()
     workload = build_workload(spec.workload, root)
     space = build_space(spec)
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
     search = build_search(spec.search, spec.storage, spec.name)
-    budget = spec.budget.model_dump()
-    total = budget["max_trials"] or _planned_trials(spec, len(space))
+    total = spec.budget.max_trials or _planned_trials(spec, len(space))
     outcome: StudyOutcome
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live")
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
         progress = Progress(spec.name, total)
         loop = Loop(backend, search, objective, slos, trial_log=folder / "trials.jsonl",
-                    on_trial=progress, **budget)  # fmt: skip
+                    on_trial=progress, budget=spec.budget)  # fmt: skip
         try:
             outcome.result = loop.explore(space, workload)
         finally:
@@ -223,8 +246,8 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
                                f"{cheap.describe()} -> {expensive.describe()}")  # fmt: skip
         try:
             outcome.two_tier = two_tier(
-                cheap, expensive, search, space, workload, objective, slos, top_k=tt.top_k,
-                margin=tt.margin, calibrate=tt.calibrate,
+                cheap, expensive, search, space, workload, objective, slos,
+                TwoTierSettings(**tt.model_dump(include=set(TwoTierSettings.model_fields))),
             )  # fmt: skip
             outcome.trials = outcome.two_tier.expensive
             if outcome.two_tier.calibration is not None:

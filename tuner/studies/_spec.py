@@ -18,25 +18,31 @@ Errors name the key path and the line of the file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tuner.core._errors import ConfigError
-from tuner.studies._yaml import line_of, load_with_lines
+from tuner.backends import CostModel
+from tuner.core import KNOBS, ConfigError, ServingConfig
+from tuner.core._settings import unknown_key_message
+from tuner.search import HalvingSettings, RandomSettings, TPESettings
+from tuner.studies._two_tier import TwoTierSettings
+from tuner.studies._yaml import Path_, line_of, load_with_lines
+from tuner.tuning import Budget
 
-Knob = Literal[
-    "max_num_batched_tokens", "max_num_seqs", "long_prefill_token_threshold",
-    "enable_chunked_prefill", "num_kv_blocks", "block_size", "max_model_len", "async_scheduling",
-]  # fmt: skip
+Knob = Literal[KNOBS]  # type: ignore[valid-type]
+
+#: The placeholders an ``output`` pattern may use.
+OUTPUT_PLACEHOLDERS = ("name",)
 
 
 class _Spec(BaseModel):
     """Base of every study-file section: frozen, unknown keys are errors. (Plain pydantic, so
     that :func:`load_study` sees the path of every nested error and can give its line.)"""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class Arrivals(_Spec):
@@ -78,7 +84,7 @@ class SpaceSpec(_Spec):
 
     knobs: dict[Knob, list[Any]] = Field(min_length=1)
     """Knob -> candidate values."""
-    base: dict[Knob, Any] = Field(default_factory=dict)
+    base: ServingConfig = Field(default_factory=ServingConfig)
     """Knob values shared by every candidate (vLLM's defaults otherwise)."""
     skip_invalid: bool = False
     """Drop combinations vLLM refuses instead of failing."""
@@ -101,21 +107,33 @@ class ObjectiveSpec(_Spec):
         return self
 
 
-class StepCost(_Spec):
-    """Seconds per step (see CostModel)."""
-
-    fixed: float = Field(default=0.0, ge=0)
-    per_prefill_token: float = Field(default=0.0, ge=0)
-    per_decode_token: float = Field(default=0.0, ge=0)
-    per_sequence: float = Field(default=0.0, ge=0)
+def seconds_cost(value: Any) -> Any:
+    """A study's (or the CLI's) ``step_cost``: :class:`CostModel`'s fields, in seconds, each
+    term 0 unless given (``CostModel()`` alone is the unit step clock)."""
+    if isinstance(value, dict):
+        return {"fixed": 0.0, "time_unit": "s", **value}
+    return value
 
 
 class SimulatorSpec(_Spec):
     """The step simulator; without step_cost or calibration, the unit step clock."""
 
-    step_cost: StepCost | None = None
+    step_cost: CostModel | None = None
+    """Seconds per step: ``fixed``, ``per_prefill_token``, ``per_decode_token``,
+    ``per_sequence`` (CostModel's terms; each 0 unless given)."""
     calibration: str | None = None
     """A calibration JSON written by a two-tier study (relative to the study file)."""
+
+    _seconds = field_validator("step_cost", mode="before")(seconds_cost)
+
+
+class ReplaySpec(_Spec):
+    """vLLM's own scheduler replayed without a model (needs vLLM installed)."""
+
+    step_cost: CostModel | None = None
+    """As the simulator's."""
+
+    _seconds = field_validator("step_cost", mode="before")(seconds_cost)
 
 
 class LiveSpec(_Spec):
@@ -144,7 +162,7 @@ class BackendSpec(_Spec):
     """Exactly one backend."""
 
     simulator: SimulatorSpec | None = None
-    replay: dict[str, Any] | None = None
+    replay: ReplaySpec | None = None
     live: LiveSpec | None = None
 
     @model_validator(mode="after")
@@ -155,23 +173,51 @@ class BackendSpec(_Spec):
         return self
 
 
-class TwoTierSpec(_Spec):
+class TwoTierSpec(TwoTierSettings):
     """A cheap backend searches, an expensive one confirms the shortlist."""
 
+    model_config = ConfigDict(strict=False)
+
     cheap: BackendSpec
+    """The backend that searches the whole space."""
     expensive: BackendSpec
-    top_k: int = Field(default=3, ge=1)
-    margin: float = Field(default=0.15, ge=0, lt=10)
-    calibrate: bool = True
+    """The backend whose measurements decide."""
+
+
+class GridSpec(_Spec):
+    """Every configuration once, in grid order (no settings)."""
+
+
+class InnerSearchSpec(_Spec):
+    """Where successive halving draws its candidates: one of random or tpe."""
+
+    random: RandomSettings | None = None
+    tpe: TPESettings | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> InnerSearchSpec:
+        given = [k for k in ("random", "tpe") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of random, tpe (got {given or 'none'})")
+        return self
+
+
+class HalvingSpec(HalvingSettings):
+    """Successive halving, with its inner search."""
+
+    model_config = ConfigDict(strict=False)
+
+    inner: InnerSearchSpec | None = None
+    """Where candidates come from (default: random with the halving's seed)."""
 
 
 class SearchSpec(_Spec):
-    """Exactly one search strategy with its arguments."""
+    """Exactly one search strategy with its settings."""
 
-    grid: dict[str, Any] | None = None
-    random: dict[str, Any] | None = None
-    tpe: dict[str, Any] | None = None
-    halving: dict[str, Any] | None = None
+    grid: GridSpec | None = None
+    random: RandomSettings | None = None
+    tpe: TPESettings | None = None
+    halving: HalvingSpec | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SearchSpec:
@@ -182,11 +228,10 @@ class SearchSpec(_Spec):
             )
         return self
 
-
-class BudgetSpec(_Spec):
-    max_trials: int | None = Field(default=None, ge=1)
-    max_cost: float | None = Field(default=None, gt=0)
-    timeout: float | None = Field(default=None, gt=0)
+    @property
+    def kind(self) -> str:
+        """The strategy's name."""
+        return next(k for k in ("grid", "random", "tpe", "halving") if getattr(self, k))
 
 
 class StudySpec(_Spec):
@@ -202,10 +247,11 @@ class StudySpec(_Spec):
     slos: list[str] = Field(default_factory=list)
     backend: BackendSpec | None = None
     two_tier: TwoTierSpec | None = None
-    search: SearchSpec = Field(default_factory=lambda: SearchSpec(grid={}))
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    output: str = "runs/{name}"
-    """Output folder (relative to the current directory); {name} is the study's name."""
+    search: SearchSpec = Field(default_factory=lambda: SearchSpec(grid=GridSpec()))
+    budget: Budget = Field(default_factory=Budget)
+    output: str = Field(default="runs/{name}", min_length=1, max_length=1024)
+    """Output folder (relative to the current directory; ``~`` is your home); ``{name}`` is
+    the study's name, the only placeholder."""
     storage: str | None = None
     """An Optuna storage URL for TPE (e.g. sqlite:///runs/chat/optuna.db)."""
 
@@ -215,27 +261,78 @@ class StudySpec(_Spec):
             raise ValueError("give exactly one of 'backend' or 'two_tier'")
         return self
 
+    @field_validator("output")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        for field in re.findall(r"\{([^{}]*)\}", v):
+            if field not in OUTPUT_PLACEHOLDERS:
+                raise ValueError(
+                    f"unknown placeholder {{{field}}}; the only one is {{name}} (the study's name)"
+                )
+        if re.sub(r"\{name\}", "", v).count("{") or re.sub(r"\{name\}", "", v).count("}"):
+            raise ValueError("unbalanced brace; write {name} for the study's name")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z][a-z0-9+]*://", v):
+            raise ValueError(
+                "not an Optuna storage URL; expected e.g. sqlite:///runs/x/optuna.db or "
+                "postgresql://user@host/db"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _storage_used(self) -> StudySpec:
+        if self.storage is not None and self.search.kind != "tpe":
+            raise ValueError(
+                f"storage is only used by the tpe search; this study uses {self.search.kind}: "
+                "remove 'storage' or switch to search: {tpe: {...}}"
+            )
+        return self
+
+    def output_folder(self) -> Path:
+        """The output folder, with ``{name}`` filled in and ``~`` expanded."""
+        return Path(self.output.replace("{name}", self.name)).expanduser()
+
 
 def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     """Read and validate a study file. Returns the spec and the file's folder.
 
     Raises:
-        ConfigError: naming the file, the line and the key path of each problem.
+        ConfigError: naming the file, the line and the key path of each problem (and, for a
+            misspelt key, the closest valid name).
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"study file {p}: cannot read it: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{at}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     data, lines = load_with_lines(text, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}:1: a study file is a mapping of sections (name, workload, ...)")
     try:
-        return StudySpec.model_validate(data), p.parent
+        spec = StudySpec.model_validate(data)
     except ValidationError as e:
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden" or loc[-1:] == ("[key]",):
+                if loc[-1] == "[key]":  # a dict key outside its Literal (a knob's name)
+                    loc = loc[:-1]
+                    allowed = list(get_args(Knob))
+                else:
+                    allowed = allowed_keys(loc[:-1])
+                key = ".".join(str(x) for x in loc)
+                msg = unknown_key_message(str(loc[-1]), allowed)
+                problems.append(f"{p}:{line_of(lines, loc) or '?'}: {key}: {msg}")
+                continue
             line = line_of(lines, loc)
             key = ".".join(str(x) for x in loc) or "(top level)"
             msg = str(err["msg"]).removeprefix("Value error, ")
@@ -243,3 +340,46 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
             got = f" (got {err['input']!r})" if scalar and err["type"] != "missing" else ""
             problems.append(f"{p}:{line or '?'}: {key}: {msg}{got}")
         raise ConfigError("invalid study file:\n  " + "\n  ".join(problems)) from None
+    _check_knob_values(spec, lines, p)
+    return spec, p.parent
+
+
+def allowed_keys(loc: Path_) -> list[str]:
+    """The keys a study file may hold at ``loc`` (for "did you mean")."""
+    model: Any = StudySpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X | None``, ``list[X]`` or ``dict[str, X]`` (or None)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_knob_values(spec: StudySpec, lines: dict[Path_, int], p: Path) -> None:
+    """Each searched value on its own over the base, so a bad one names its line."""
+    problems = []
+    for knob, values in spec.space.knobs.items():
+        for i, v in enumerate(values):
+            try:
+                spec.space.base.replace(**{knob: v})
+            except ConfigError as e:
+                prefix = f"ServingConfig.{knob} = "
+                clauses = [c for c in str(e).split("; ") if c.startswith(prefix)]
+                if clauses:
+                    why = clauses[0].split(": ", 1)[1]
+                    where = line_of(lines, ("space", "knobs", knob, i))
+                    problems.append(f"{p}:{where or '?'}: space.knobs.{knob}[{i}]: {why} "
+                                    f"(got {v!r})")  # fmt: skip
+    if problems:
+        raise ConfigError("invalid study file:\n  " + "\n  ".join(problems))

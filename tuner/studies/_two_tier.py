@@ -11,18 +11,38 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
 
 from tuner.backends._base import Backend
 from tuner.backends._calibration import Calibration, fit_cost_model
 from tuner.backends._simulator import SimulatorBackend
 from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, TunerError
+from tuner.core._errors import TunerError
+from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.core._workload import Workload
 from tuner.objectives import SLO, Objective, infeasible_error, parse_slos, within_margin
 from tuner.search import ListSearch, Search
 from tuner.tuning import DEFAULT_OBJECTIVE, Loop
+
+
+class TwoTierSettings(Settings):
+    """How two-tier tuning picks the shortlist and checks the cheap tier."""
+
+    _owner = "two_tier"
+
+    top_k: int = Field(default=3, ge=1)
+    """The cheap tier's best feasible configurations confirmed by the expensive backend."""
+    margin: float = Field(default=0.15, ge=0, lt=10)
+    """Also confirm up to ``top_k`` near misses: configurations that miss an SLO by at most
+    this fraction of its limit (the cheap tier's error could have put them on the wrong
+    side)."""
+    calibrate: bool = True
+    """Fit a cost model to the expensive tier's step log and re-run the shortlist with it, to
+    report the cheap tier's error before and after calibration."""
 
 
 @dataclass(frozen=True)
@@ -95,18 +115,19 @@ def two_tier(
     workload: Workload,
     objective: Objective | None = None,
     slos: Sequence[SLO | str] = (),
+    settings: TwoTierSettings | None = None,
     *,
-    top_k: int = 3,
-    margin: float = 0.15,
-    calibrate: bool = True,
     compare: Sequence[str] = ("output_throughput", "ttft.p99", "tpot.p90"),
+    **changes: Any,
 ) -> TwoTierResult:
     """Search ``space`` on the cheap backend, confirm the shortlist on the expensive one.
 
     The shortlist is the cheap tier's ``top_k`` feasible configurations plus up to ``top_k``
     that miss an SLO by at most ``margin`` (relative to its limit). With ``calibrate``, a cost
     model is fitted to the expensive tier's step log and the shortlist re-run on a simulator
-    with it, to report the cheap tier's error before and after calibration.
+    with it, to report the cheap tier's error before and after calibration. ``top_k``,
+    ``margin`` and ``calibrate`` are :class:`TwoTierSettings` (the model, or its fields as
+    keywords).
 
     Raises:
         InfeasibleError: no shortlisted configuration is feasible when measured by the expensive
@@ -124,10 +145,8 @@ def two_tier(
         >>> r.best.config.max_num_batched_tokens
         64
     """
-    if top_k < 1:
-        raise ConfigError(f"two_tier.top_k = {top_k!r}: must be >= 1")
-    if not 0 <= margin < 10:
-        raise ConfigError(f"two_tier.margin = {margin!r}: must be in [0, 10)")
+    opts = TwoTierSettings.build(settings, changes)
+    top_k, margin, calibrate = opts.top_k, opts.margin, opts.calibrate
     objective = objective or DEFAULT_OBJECTIVE
     parsed = parse_slos(list(slos))
     cheap_trials = Loop(cheap, search, objective, parsed).explore(space, workload).trials

@@ -1,0 +1,129 @@
+"""Bad study files: every problem names the file, the line, the key path and what is allowed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tuner import ConfigError
+from tuner.studies import load_study
+
+GOOD = """\
+name: s
+workload:
+  poisson: {rate: 8, requests: 20, prompt_len: 64, output_len: 8, seed: 0}
+space:
+  base: {max_model_len: 2048}
+  knobs:
+    max_num_seqs: [4, 16]
+backend:
+  simulator: {step_cost: {fixed: 0.005}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def error(path: Path) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    return str(e.value)
+
+
+def test_the_good_file_loads(tmp_path: Path) -> None:
+    spec, root = load_study(write(tmp_path, GOOD))
+    assert spec.space.base.max_model_len == 2048 and root == tmp_path
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD + "slos: ['ttft.p99 <= 1s']\nslos: []\n")
+    assert f"{p}:11: slos: key 'slos' given twice (first on line 10)" in error(p)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    lol = ", ".join(['"lol"'] * 9)
+    rows = [f"a0: &a0 [{lol}]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)
+    ]
+    p = write(tmp_path, "\n".join(rows) + "\n")
+    t0 = time.perf_counter()
+    msg = error(p)
+    assert time.perf_counter() - t0 < 1.0
+    assert f"{p}:2: not valid YAML: anchors and aliases (*name) are not allowed" in msg
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(GOOD.encode() + "description: caf\xe9\n".encode("latin-1"))
+    assert f"{p}:10: not UTF-8 text" in error(p)
+
+
+def test_a_bad_base_value_names_its_line_and_key_path(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("base: {max_model_len: 2048}", "base: {max_model_len: -1}"))
+    assert f"{p}:5: space.base.max_model_len: Input should be greater than or equal to 2" in (
+        error(p)
+    )
+
+
+def test_a_bad_knob_value_names_its_line_and_index(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("max_num_seqs: [4, 16]", "max_num_seqs:\n      - 4\n"
+                                                                 "      - -16"))  # fmt: skip
+    assert f"{p}:9: space.knobs.max_num_seqs[1]: Input should be greater than or equal to 1 " \
+           "(got -16)" in error(p)  # fmt: skip
+
+
+def test_a_misspelt_section_key_suggests_the_closest(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD + "budget: {max_trails: 3}\n")
+    assert f"{p}:10: budget.max_trails: unknown key 'max_trails' (did you mean 'max_trials'?)" in (
+        error(p)
+    )
+
+
+@pytest.mark.parametrize(
+    ("storage", "match"),
+    [("notaurl", "not an Optuna storage URL"), ("sqlite:///x.db", "only used by the tpe search")],
+)
+def test_storage_must_be_a_url_and_used(tmp_path: Path, storage: str, match: str) -> None:
+    p = write(tmp_path, GOOD + f"storage: {storage}\n")
+    msg = error(p)
+    assert f"{p}:10: storage" in msg or f"{p}:1: (top level)" in msg
+    assert match in msg
+
+
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [
+        ("'runs/{nam}'", "unknown placeholder {nam}"),
+        ("'runs/{'", "unbalanced brace"),
+        ("'runs/{name.__class__}'", r"unknown placeholder \{name.__class__\}"),
+        ("x" * 1100, "at most 1024 characters"),
+    ],
+)
+def test_a_bad_output_pattern_is_refused_before_any_trial(
+    tmp_path: Path, output: str, match: str
+) -> None:
+    p = write(tmp_path, GOOD + f"output: {output}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_study(p)
+
+
+def test_output_expands_home_and_fills_only_the_name(tmp_path: Path) -> None:
+    spec, _ = load_study(write(tmp_path, GOOD + "output: '~/runs/{name}'\n"))
+    assert spec.output_folder() == Path.home() / "runs" / "s"
+
+
+def test_an_output_that_is_a_file_or_unwritable_is_refused_before_any_trial(tmp_path: Path) -> None:
+    from tuner.studies import run_study
+
+    spec, root = load_study(write(tmp_path, GOOD))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        run_study(spec, root, afile)
+    with pytest.raises(ConfigError, match="cannot write there"):  # a folder under a file
+        run_study(spec, root, afile / "out")
