@@ -30,7 +30,7 @@ from tuner.search import (
     TPESettings,
 )
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
-from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, two_tier
+from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
 from tuner.tuning import Exploration, Loop
 
 
@@ -52,6 +52,8 @@ class StudyOutcome:
     timelines: dict[str, Measurement] = field(default_factory=dict)
     """Step timelines to plot: the winner and vLLM's defaults, on the same workload."""
     wall_time: float = 0.0
+    planned: int | None = None
+    """How many trials the search planned, when known (for "k of n")."""
 
     @property
     def best(self) -> Trial | None:
@@ -62,6 +64,8 @@ class StudyOutcome:
     @property
     def interrupted(self) -> bool:
         """Whether Ctrl-C stopped the run before the search ended."""
+        if self.two_tier is not None:
+            return self.two_tier.interrupted
         return self.result is not None and self.result.interrupted
 
 
@@ -70,10 +74,12 @@ def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
     if spec.trace is not None:
         path = (root / spec.trace) if not Path(spec.trace).is_absolute() else Path(spec.trace)
         w = Workload.from_csv(path) if path.suffix == ".csv" else Workload.from_jsonl(path)
+    elif spec.requests is not None:
+        w = Workload(spec.requests)
     else:
         a = spec.poisson
-        if a is None:  # pragma: no cover - the spec requires one of the two
-            raise ConfigError("workload: give 'poisson' or 'trace'")
+        if a is None:  # pragma: no cover - the spec requires one of the three
+            raise ConfigError("workload: give 'poisson', 'trace' or 'requests'")
         p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
         if a.burstiness == 1.0:
             w = Workload.poisson(a.rate, a.requests, p, o, seed=a.seed)
@@ -244,17 +250,17 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         expensive = build_backend(tt.expensive, root, folder / "live")
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos,
                                f"{cheap.describe()} -> {expensive.describe()}")  # fmt: skip
-        try:
-            outcome.two_tier = two_tier(
-                cheap, expensive, search, space, workload, objective, slos,
-                TwoTierSettings(**tt.model_dump(include=set(TwoTierSettings.model_fields))),
-            )  # fmt: skip
-            outcome.trials = outcome.two_tier.expensive
-            if outcome.two_tier.calibration is not None:
-                outcome.two_tier.calibration.save(folder / "calibration.json")
-        except InfeasibleError as e:
-            outcome.infeasible, outcome.trials = e, e.trials
+        tt_result = explore_two_tier(
+            cheap, expensive, search, space, workload, objective, slos,
+            TwoTierSettings(**tt.model_dump(include=set(TwoTierSettings.model_fields))),
+        )  # fmt: skip
+        outcome.two_tier = tt_result
+        outcome.trials = tt_result.expensive or tt_result.cheap
+        outcome.infeasible = tt_result.infeasible
+        if tt_result.calibration is not None:
+            tt_result.calibration.save(folder / "calibration.json")
         timeline_backend = cheap if isinstance(cheap, SimulatorBackend) else None
+    outcome.planned = total
     outcome.timelines = _timelines(outcome, timeline_backend)
     outcome.wall_time = time.monotonic() - t0
     return outcome

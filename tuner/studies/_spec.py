@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.backends import CostModel
-from tuner.core import KNOBS, ConfigError, ServingConfig
+from tuner.core import KNOBS, ConfigError, Request, ServingConfig
 from tuner.core._settings import unknown_key_message
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings
@@ -63,19 +63,24 @@ class Arrivals(_Spec):
 
 
 class WorkloadSpec(_Spec):
-    """Exactly one of ``poisson`` or ``trace``."""
+    """Exactly one of ``poisson``, ``trace`` or ``requests``."""
 
     poisson: Arrivals | None = None
     """Generated arrivals (gamma when burstiness != 1)."""
     trace: str | None = None
     """A trace file: timed_trace JSONL (.jsonl) or CSV (.csv), relative to the study file."""
+    requests: list[Request] | None = Field(default=None, min_length=1)
+    """The requests themselves: ``[{arrival: 0, prompt_tokens: 8, output_tokens: 24}, ...]``."""
     head: float = Field(default=1.0, gt=0, le=1)
     """Use only this fraction of the requests (by arrival)."""
 
     @model_validator(mode="after")
     def _one(self) -> WorkloadSpec:
-        if (self.poisson is None) == (self.trace is None):
-            raise ValueError("give exactly one of 'poisson' or 'trace'")
+        given = [k for k in ("poisson", "trace", "requests") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of 'poisson', 'trace' or 'requests' (got {given or 'none'})"
+            )
         return self
 
 

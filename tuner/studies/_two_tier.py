@@ -19,7 +19,7 @@ from tuner.backends._base import Backend
 from tuner.backends._calibration import Calibration, fit_cost_model
 from tuner.backends._simulator import SimulatorBackend
 from tuner.core._config import ServingConfig
-from tuner.core._errors import TunerError
+from tuner.core._errors import InfeasibleError, TunerError
 from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
@@ -70,8 +70,8 @@ class Comparison:
 class TwoTierResult:
     """The expensive tier's answer, and how the cheap tier's picture compared with it."""
 
-    best: Trial
-    """The best feasible trial measured by the EXPENSIVE backend."""
+    best: Trial | None
+    """The best feasible trial measured by the EXPENSIVE backend (None: none is feasible)."""
     cheap: tuple[Trial, ...]
     """Every cheap-tier trial."""
     expensive: tuple[Trial, ...]
@@ -81,6 +81,10 @@ class TwoTierResult:
     calibration: Calibration | None = None
     calibrated_cheap: tuple[Trial, ...] = field(default=())
     """The shortlist re-run on the cheap tier with the calibrated cost model."""
+    infeasible: InfeasibleError | None = None
+    """Why there is no answer, when ``best`` is None (what :func:`two_tier` raises)."""
+    interrupted: bool = False
+    """Whether Ctrl-C stopped a tier before its search ended."""
 
     def mean_abs_error(self, calibrated: bool = False) -> dict[str, float]:
         """Per metric, the mean |relative error| of the cheap tier over the shortlist."""
@@ -145,40 +149,67 @@ def two_tier(
         >>> r.best.config.max_num_batched_tokens
         64
     """
+    result = explore_two_tier(cheap, expensive, search, space, workload, objective, slos,
+                              settings, compare=compare, **changes)  # fmt: skip
+    if result.infeasible is not None:
+        raise result.infeasible
+    return result
+
+
+def explore_two_tier(
+    cheap: Backend,
+    expensive: Backend,
+    search: Search,
+    space: SearchSpace,
+    workload: Workload,
+    objective: Objective | None = None,
+    slos: Sequence[SLO | str] = (),
+    settings: TwoTierSettings | None = None,
+    *,
+    compare: Sequence[str] = ("output_throughput", "ttft.p99", "tpot.p90"),
+    **changes: Any,
+) -> TwoTierResult:
+    """Like :func:`two_tier`, but return every trial whatever the verdict (``best`` is None
+    and ``infeasible`` says why when nothing shortlisted is feasible)."""
     opts = TwoTierSettings.build(settings, changes)
-    top_k, margin, calibrate = opts.top_k, opts.margin, opts.calibrate
     objective = objective or DEFAULT_OBJECTIVE
     parsed = parse_slos(list(slos))
-    cheap_trials = Loop(cheap, search, objective, parsed).explore(space, workload).trials
-    picks = shortlist(cheap_trials, objective, top_k, margin)
+    first = Loop(cheap, search, objective, parsed).explore(space, workload)
+    cheap_trials = first.trials
+    picks = [] if first.interrupted else shortlist(cheap_trials, objective, opts.top_k,
+                                                   opts.margin)  # fmt: skip
     if not picks:
-        raise infeasible_error(cheap_trials, parsed)
+        return TwoTierResult(
+            best=None, cheap=cheap_trials, expensive=(), shortlist=(), comparisons=(),
+            infeasible=infeasible_error(cheap_trials, parsed), interrupted=first.interrupted,
+        )  # fmt: skip
     confirmed = Loop(expensive, ListSearch(picks), objective, parsed).explore(space, workload)
+    infeasible = None
     if confirmed.best is None:
-        raise infeasible_error(
+        infeasible = infeasible_error(
             confirmed.trials, parsed,
             note=f"none of the {len(picks)} configurations the cheap tier shortlisted is "
             "feasible when measured by the expensive backend",
         )  # fmt: skip
-    result = confirmed.result()
     calibration: Calibration | None = None
     calibrated: tuple[Trial, ...] = ()
-    if calibrate:
-        measured = [t.measurement for t in result.trials if t.measurement is not None]
+    if opts.calibrate and not confirmed.interrupted:
+        measured = [t.measurement for t in confirmed.trials if t.measurement is not None]
         try:
             calibration = fit_cost_model(measured, source=expensive.describe())
         except TunerError:
-            calibration = None  # the expensive backend has no step times (e.g. attach mode)
+            calibration = None  # no step times (e.g. attach mode), or nothing measured
         if calibration is not None:
             sim = SimulatorBackend(calibration.cost_model)
             recheck = Loop(sim, ListSearch(picks), objective, parsed)
             calibrated = recheck.explore(space, workload).trials
     metrics = list(dict.fromkeys([*objective.metrics, *(s.metric for s in parsed), *compare]))
     return TwoTierResult(
-        best=result.best, cheap=tuple(cheap_trials), expensive=result.trials,
+        best=confirmed.best, cheap=cheap_trials, expensive=confirmed.trials,
         shortlist=tuple(picks),
-        comparisons=_compare(cheap_trials, result.trials, calibrated, picks, metrics),
-        calibration=calibration, calibrated_cheap=calibrated,
+        comparisons=_compare(cheap_trials, confirmed.trials, calibrated, picks, metrics),
+        calibration=calibration, calibrated_cheap=calibrated, infeasible=infeasible,
+        interrupted=confirmed.interrupted,
     )  # fmt: skip
 
 
