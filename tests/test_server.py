@@ -32,8 +32,8 @@ from tuner import (
     TuningResult,
     Workload,
 )
-from tuner.backends._process import _group_members, find_vllm
-from tuner.backends._server import VLLMServerBackend
+from tuner.backends.live._process import _group_members, find_vllm
+from tuner.backends.live._server import VLLMServerBackend
 from tuner.search import GridSearch
 
 FAKE_SCRIPT = Path(__file__).with_name("test_load.py")
@@ -384,7 +384,7 @@ def test_ctrl_c_mid_trial_stops_the_server_group(fake_exe: str, tmp_path: Path) 
     workdir = tmp_path / "study"
     script = textwrap.dedent(f"""
         from tuner import ServingConfig, Workload
-        from tuner.backends._server import VLLMServerBackend
+        from tuner.backends.live._server import VLLMServerBackend
         backend = VLLMServerBackend("fake-model", vllm_executable={fake_exe!r},
                                     workdir={str(workdir)!r}, env={{"FAKE_VLLM_MODE": "slow"}})
         w = Workload.from_arrays([i * 0.05 for i in range(100)], [16] * 100, [100] * 100)
@@ -514,7 +514,7 @@ def test_live_ctrl_c_mid_trial_leaves_no_vllm_process(tiny_model: Path, tmp_path
     workdir = tmp_path / "study"
     script = textwrap.dedent(f"""
         from tuner import ServingConfig, Workload
-        from tuner.backends._server import VLLMServerBackend
+        from tuner.backends.live._server import VLLMServerBackend
         backend = VLLMServerBackend({str(tiny_model)!r}, server_args={LIVE_SERVER_ARGS!r},
                                     env={LIVE_ENV!r}, workdir={str(workdir)!r},
                                     startup_timeout=300)

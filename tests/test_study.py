@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner import ConfigError
-from tuner.backends._calibration import Calibration
+from tuner.backends.simulator._calibration import Calibration
 from tuner.cli import main
 from tuner.studies._spec import load_study
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner.backends._base import Backend
-from tuner.backends._calibration import Calibration
 from tuner.backends._cost import CostModel
-from tuner.backends._simulator import SimulatorBackend
+from tuner.backends.simulator._calibration import Calibration
+from tuner.backends.simulator._simulator import SimulatorBackend
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError
 from tuner.core._loop import Loop
@@ -84,7 +84,7 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     if spec.simulator is not None:
         return SimulatorBackend(_cost(spec.simulator.step_cost, spec.simulator.calibration, root))
     if spec.replay is not None:
-        from tuner.backends._replay import SchedulerReplayBackend
+        from tuner.backends.replay._replay import SchedulerReplayBackend
 
         extra = set(spec.replay) - {"step_cost"}
         if extra:
@@ -94,11 +94,11 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     live = spec.live
     if live is None:  # pragma: no cover - the spec requires exactly one backend
         raise ConfigError("backend: give simulator, replay or live")
-    from tuner.backends._server import VLLMServerBackend
+    from tuner.backends.live._server import VLLMServerBackend
 
     model: str = live.model or ""
     if live.tiny_model is not None:
-        from tuner.backends._tiny_model import build_tiny_model
+        from tuner.backends.live._tiny_model import build_tiny_model
 
         tiny = Path(live.tiny_model)
         model = str(build_tiny_model(tiny if tiny.is_absolute() else root / tiny))

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tuner.backends._base import Backend
-from tuner.backends._calibration import Calibration, fit_cost_model
-from tuner.backends._simulator import SimulatorBackend
+from tuner.backends.simulator import Calibration, SimulatorBackend, fit_cost_model
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError, TunerError
 from tuner.core._loop import Loop

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from tuner.backends._base import Backend, check_fits
-from tuner.backends._load import LoadResult, replay
-from tuner.backends._process import (
+from tuner.backends.live._load import LoadResult, replay
+from tuner.backends.live._process import (
     LOG_TAIL_LINES,
     ServerProcess,
     failure_reason,
@@ -39,7 +39,7 @@ from tuner.backends._process import (
     http_get,
     log_tail,
 )
-from tuner.backends._steplog import StepLog, parse_step_log
+from tuner.backends.live._steplog import StepLog, parse_step_log
 from tuner.core._config import ServingConfig
 from tuner.core._errors import BackendError, ConfigError, ServerStartError, TrialTimeout
 from tuner.core._measurement import Measurement
@@ -103,7 +103,7 @@ class VLLMServerBackend(Backend):
     flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and, unless
     ``server_args`` says otherwise, ``--no-enable-prefix-caching``, on 127.0.0.1 and a free port,
     in its own process group; wait for ``GET /health`` = 200; send one warm-up request; replay the
-    workload open loop (:func:`tuner.backends._load.replay`); read the engine's steps from the
+    workload open loop (:func:`tuner.backends.live._load.replay`); read the engine's steps from the
     log; stop the whole process group (SIGTERM, then SIGKILL) on every way out -- success,
     error, timeout, Ctrl-C -- with an atexit safety net (and, on Linux, the server gets SIGTERM
     if the tuner process is killed). The server's caches, temporary files and sockets live in
@@ -114,7 +114,7 @@ class VLLMServerBackend(Backend):
     ``step_prefill_tokens``, ``step_seqs``, ``step_start`` and ``step_end`` from vLLM's iteration
     log, so step SLOs such as ``max_step_tokens <= 512`` hold live too (``step_end -
     step_start`` is vLLM's "iteration elapsed time", the model's execution; see
-    :func:`~tuner.backends._steplog.step_times`). ``ttft_steps`` is not available live: the log
+    :func:`~tuner.backends.live._steplog.step_times`). ``ttft_steps`` is not available live: the log
     does not say which request a step served. The trial's log path is in ``measurement.source``
     and :attr:`last_trial`.
 
