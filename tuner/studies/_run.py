@@ -11,8 +11,7 @@ from typing import Any
 
 from tuner.backends._base import Backend
 from tuner.backends._cost import CostModel
-from tuner.backends.simulator._calibration import Calibration
-from tuner.backends.simulator._simulator import SimulatorBackend
+from tuner.backends.simulator import Calibration, SimulatorBackend
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError
 from tuner.core._loop import Loop
@@ -84,7 +83,7 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     if spec.simulator is not None:
         return SimulatorBackend(_cost(spec.simulator.step_cost, spec.simulator.calibration, root))
     if spec.replay is not None:
-        from tuner.backends.replay._replay import SchedulerReplayBackend
+        from tuner.backends.replay import SchedulerReplayBackend
 
         extra = set(spec.replay) - {"step_cost"}
         if extra:
@@ -94,17 +93,16 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     live = spec.live
     if live is None:  # pragma: no cover - the spec requires exactly one backend
         raise ConfigError("backend: give simulator, replay or live")
-    from tuner.backends.live._server import VLLMServerBackend
+    from tuner.backends.live import AttachedServerBackend, VLLMServerBackend, build_tiny_model
 
+    if live.attach_url is not None:
+        return AttachedServerBackend(live.attach_url, request_timeout=live.request_timeout)
     model: str = live.model or ""
     if live.tiny_model is not None:
-        from tuner.backends.live._tiny_model import build_tiny_model
-
         tiny = Path(live.tiny_model)
         model = str(build_tiny_model(tiny if tiny.is_absolute() else root / tiny))
     return VLLMServerBackend(
         model, server_args=live.server_args, env=live.env, workdir=workdir,
-        attach_url=live.attach_url,
         startup_timeout=live.startup_timeout, request_timeout=live.request_timeout,
     )  # fmt: skip
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from tuner.backends.live._errors import REQUEST_ERRORS, request_error
 from tuner.core._errors import BackendError
 from tuner.core._workload import Workload
 
@@ -412,16 +413,15 @@ async def replay_async(
         try:
             await asyncio.wait_for(_stream_one(target, payloads[i], now, progress),
                                    request_timeout)  # fmt: skip
-        except asyncio.TimeoutError:
-            timed_out = True
-            error = (
-                f"timed out after {request_timeout:g} s with {len(progress.times)} of "
-                f"{output[i]} tokens"
-            )
         except _RequestFailed as e:
             error = str(e)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
-            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        except REQUEST_ERRORS as e:
+            error, timed_out = request_error(
+                e,
+                request_timeout=request_timeout,
+                received=len(progress.times),
+                requested=output[i],
+            )
         got = len(progress.times)
         if error is None and got != output[i]:
             error = (
