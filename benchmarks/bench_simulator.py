@@ -19,8 +19,8 @@ import time
 
 from tuner import LogNormal, Measurement, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
-from tuner.backends._fidelity import schedule_differences
 from tuner.cli._table import format_table
+from tuner.fidelity import schedule_differences
 
 CONFIG = ServingConfig(
     max_num_batched_tokens=512,

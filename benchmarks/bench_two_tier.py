@@ -36,9 +36,9 @@ from tuner import (
     Workload,
 )
 from tuner.backends import SimulatorBackend
-from tuner.backends._calibration import fit_cost_model
-from tuner.backends._server import VLLMServerBackend
-from tuner.backends._tiny_model import build_tiny_model
+from tuner.backends.live._server import VLLMServerBackend
+from tuner.backends.live._tiny_model import build_tiny_model
+from tuner.backends.simulator._calibration import fit_cost_model
 from tuner.cli._table import format_table
 from tuner.search import GridSearch, ListSearch
 from tuner.studies import two_tier

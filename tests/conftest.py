@@ -36,6 +36,6 @@ def _vllm_missing_is_failure() -> None:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Llama and its tokenizer, built once per test session (needs the
     transformers and tokenizers that vLLM brings)."""
-    from tuner.backends import build_tiny_model
+    from tuner.backends.live import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama")

@@ -60,7 +60,7 @@ def test_fidelity_command_reports_agreement_per_case_kind(
 def test_fidelity_command_without_vllm_says_how_to_install(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuner.backends import _replay
+    from tuner.backends.replay import _replay
 
     def missing() -> None:
         raise ModuleNotFoundError("No module named 'vllm'")

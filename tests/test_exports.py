@@ -36,3 +36,37 @@ def test_every_error_is_a_tuner_error() -> None:
     for name in ("ConfigError", "WorkloadError", "SLOError", "BackendError", "SearchError",
                  "ServerStartError", "TrialTimeout", "InfeasibleError"):  # fmt: skip
         assert issubclass(getattr(tuner, name), tuner.TunerError), name
+
+
+PUBLIC_BACKENDS = [
+    "AttachedServerBackend",
+    "Backend",
+    "Calibration",
+    "CostModel",
+    "SchedulerReplayBackend",
+    "SimulatorBackend",
+    "VLLMServerBackend",
+]
+#: Names users import from each subpackage (tuner.backends no longer exports them).
+SUBPACKAGES = {
+    "tuner.backends.simulator": ["Calibration", "SimulatorBackend", "Timeline"],
+    "tuner.backends.replay": ["SchedulerReplayBackend"],
+    "tuner.backends.live": ["AttachedServerBackend", "LiveTrial", "build_tiny_model"],
+    "tuner.fidelity": ["FidelityCase", "run_fidelity", "schedule_differences"],
+}
+
+
+def test_tuner_backends_exports_exactly_the_public_backends() -> None:
+    import tuner.backends
+
+    assert tuner.backends.__all__ == PUBLIC_BACKENDS
+
+
+@pytest.mark.parametrize("module", sorted(SUBPACKAGES))
+def test_each_subpackage_exports_its_public_names_sorted(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__all__ == sorted(mod.__all__)
+    assert set(SUBPACKAGES[module]) <= set(mod.__all__)
+    assert not [name for name in mod.__all__ if name.startswith("_")]
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None

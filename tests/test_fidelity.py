@@ -13,14 +13,14 @@ import pytest
 
 from tuner import Request, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
-from tuner.backends._fidelity import (
+from tuner.core import ConfigError
+from tuner.fidelity import (
     CASE_KINDS,
     cases,
     random_case,
     run_fidelity,
     schedule_differences,
 )
-from tuner.core import ConfigError
 
 N_CASES = 360  # hundreds of random cases, every kind equally (60 each)
 

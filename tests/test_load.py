@@ -288,7 +288,7 @@ import numpy as np  # noqa: E402 - the script part above needs only the stdlib
 import pytest  # noqa: E402
 
 from tuner import BackendError, Workload  # noqa: E402
-from tuner.backends._load import prompt_token_ids, replay  # noqa: E402
+from tuner.backends.live._load import prompt_token_ids, replay  # noqa: E402
 
 
 def test_every_request_gets_its_tokens_with_ttft_itl_and_e2e() -> None:
@@ -387,7 +387,7 @@ def test_http_errors_short_streams_and_timeouts_are_failed_requests_with_nan_lat
 
 
 def test_a_refused_connection_fails_every_request_without_raising() -> None:
-    from tuner.backends._server import free_port
+    from tuner.backends.live._process import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = replay(url, "m", Workload.from_arrays([0.0, 0.01], [4, 4], [2, 2]))

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tuner.backends import CostModel, _replay
-from tuner.backends._replay import SchedulerReplayBackend, unlimited_kv_blocks
+from tuner.backends import CostModel
+from tuner.backends.replay import _replay
+from tuner.backends.replay._replay import SchedulerReplayBackend, unlimited_kv_blocks
 from tuner.core import BackendError, ConfigError, Request, ServingConfig, Workload
 
 

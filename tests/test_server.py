@@ -33,8 +33,8 @@ from tuner import (
     TuningResult,
     Workload,
 )
-from tuner.backends._process import _group_members, find_vllm
-from tuner.backends._server import VLLMServerBackend
+from tuner.backends import AttachedServerBackend, VLLMServerBackend
+from tuner.backends.live._process import _group_members, find_vllm
 from tuner.search import GridSearch
 
 FAKE_SCRIPT = Path(__file__).with_name("test_load.py")
@@ -143,8 +143,6 @@ def test_describe_names_the_model_arguments_and_environment_not_the_workdir(
     b = VLLMServerBackend("m", vllm_executable=fake_exe, server_args=["--enforce-eager"],
                           env={"VLLM_CPU_KVCACHE_SPACE": "1"}, workdir=tmp_path / "b")  # fmt: skip
     assert a.describe() == b.describe() == "vllm-server(m --enforce-eager VLLM_CPU_KVCACHE_SPACE=1)"
-    attached = VLLMServerBackend("m", attach_url="http://127.0.0.1:8000/")
-    assert attached.describe() == "vllm-server(attached http://127.0.0.1:8000)"
 
 
 def test_user_server_args_come_first_and_their_prefix_caching_choice_is_kept(
@@ -313,6 +311,42 @@ def test_tuner_live_tunes_on_the_server_and_prints_the_trials_and_chosen_flags(
 
 
 # --- attach mode ---------------------------------------------------------------------------------
+def test_an_attached_backend_is_described_by_its_url_without_a_trailing_slash() -> None:
+    attached = AttachedServerBackend("http://127.0.0.1:8000/")
+    assert attached.describe() == "vllm-server(attached http://127.0.0.1:8000)"
+    assert attached.url == "http://127.0.0.1:8000" and attached.config is None
+
+
+def test_an_attached_backend_refuses_a_config_that_differs_before_any_request() -> None:
+    # Nothing listens on this URL: the refusal comes before the server is asked anything.
+    backend = AttachedServerBackend("http://127.0.0.1:9/", config=CONFIG)
+    with pytest.raises(ConfigError) as info:
+        backend.evaluate(CONFIG.replace(max_num_seqs=4, max_num_batched_tokens=64), SMALL)
+    msg = str(info.value)
+    assert msg.startswith(
+        "attach mode measures the server already running at http://127.0.0.1:9, whose flags "
+        "tuner cannot change"
+    )
+    assert f"({CONFIG.describe()})" in msg
+    assert "this trial changes max_num_batched_tokens, max_num_seqs." in msg
+    assert "omit attach_url" in msg and backend.last_trial is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"url": ""}, "give the server's base URL"),
+        ({"config": "x"}, "expected a ServingConfig"),
+        ({"request_timeout": 0}, "request_timeout = 0"),
+        ({"max_failed_requests": -1}, "max_failed_requests = -1"),
+    ],
+)
+def test_an_attached_backend_refuses_bad_arguments(kwargs: dict[str, object], match: str) -> None:
+    args: dict[str, object] = {"url": "http://127.0.0.1:8000", **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        AttachedServerBackend(**args)  # type: ignore[arg-type]
+
+
 def test_attach_mode_measures_a_running_server_and_refuses_other_configs(tmp_path: Path) -> None:
     import logging
 
@@ -324,14 +358,13 @@ def test_attach_mode_measures_a_running_server_and_refuses_other_configs(tmp_pat
     log.setLevel(logging.INFO)
     try:
         with fake_vllm(log=log) as fake:
-            backend = VLLMServerBackend("ignored", attach_url=fake.url, attached_config=CONFIG,
-                                        attach_log=log_file)  # fmt: skip
+            backend = AttachedServerBackend(fake.url, config=CONFIG, log=log_file)
             m = backend.evaluate(CONFIG, SMALL)
             m2 = backend.evaluate(CONFIG, SMALL)
             with pytest.raises(ConfigError, match=r"attach mode.*max_num_batched_tokens"):
                 backend.evaluate(CONFIG.replace(max_num_batched_tokens=64), SMALL)
             with pytest.raises(ConfigError, match="serves max_model_len=1024"):
-                VLLMServerBackend("x", attach_url=fake.url).evaluate(
+                AttachedServerBackend(fake.url).evaluate(
                     CONFIG.replace(max_model_len=2048), SMALL
                 )
             bodies = fake.bodies
@@ -349,9 +382,9 @@ def test_attach_mode_measures_a_running_server_and_refuses_other_configs(tmp_pat
 
 def test_attach_mode_adopts_the_first_config_when_none_is_declared() -> None:
     with fake_vllm() as fake:
-        backend = VLLMServerBackend("x", attach_url=fake.url, warmup=False)
+        backend = AttachedServerBackend(fake.url, warmup=False)
         backend.evaluate(CONFIG, SMALL[:1])
-        assert backend.attached_config == CONFIG
+        assert backend.config == CONFIG
         with pytest.raises(ConfigError, match="omit attach_url"):
             backend.evaluate(CONFIG.replace(max_num_seqs=4), SMALL[:1])
 
@@ -385,7 +418,7 @@ def test_ctrl_c_mid_trial_stops_the_server_group(fake_exe: str, tmp_path: Path) 
     workdir = tmp_path / "study"
     script = textwrap.dedent(f"""
         from tuner import ServingConfig, Workload
-        from tuner.backends._server import VLLMServerBackend
+        from tuner.backends import VLLMServerBackend
         backend = VLLMServerBackend("fake-model", vllm_executable={fake_exe!r},
                                     workdir={str(workdir)!r}, env={{"FAKE_VLLM_MODE": "slow"}})
         w = Workload.from_arrays([i * 0.05 for i in range(100)], [16] * 100, [100] * 100)
@@ -515,7 +548,7 @@ def test_live_ctrl_c_mid_trial_leaves_no_vllm_process(tiny_model: Path, tmp_path
     workdir = tmp_path / "study"
     script = textwrap.dedent(f"""
         from tuner import ServingConfig, Workload
-        from tuner.backends._server import VLLMServerBackend
+        from tuner.backends import VLLMServerBackend
         backend = VLLMServerBackend({str(tiny_model)!r}, server_args={LIVE_SERVER_ARGS!r},
                                     env={LIVE_ENV!r}, workdir={str(workdir)!r},
                                     startup_timeout=300)

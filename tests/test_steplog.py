@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.backends._steplog import parse_step_line, parse_step_log, step_times
+from tuner.backends.live._steplog import parse_step_line, parse_step_log, step_times
 
 # Captured from `vllm serve` (vLLM 0.32.0, CPU, tiny Llama) run by VLLMServerBackend, whose
 # logging config prefixes each line with the Unix time it was logged.

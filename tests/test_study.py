@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner import ConfigError
-from tuner.backends._calibration import Calibration
+from tuner.backends import AttachedServerBackend, Calibration
 from tuner.cli import main
 from tuner.studies._spec import load_study
 
@@ -146,3 +146,16 @@ def test_a_two_tier_study_reports_cheap_against_expensive(tmp_path: Path) -> Non
     assert cal.max_seqs is not None
     # The space allows 32 sequences: fitted on narrower batches, the report says so.
     assert ("the cost of wider batches is extrapolated" in md) == (cal.max_seqs < 32)
+
+
+def test_a_live_backend_with_attach_url_measures_the_running_server(tmp_path: Path) -> None:
+    from tuner.studies._run import build_backend
+    from tuner.studies._spec import BackendSpec
+
+    spec = BackendSpec.model_validate(
+        {"live": {"attach_url": "http://127.0.0.1:8000/", "request_timeout": 7}}
+    )
+    backend = build_backend(spec, tmp_path, tmp_path / "work")
+    assert isinstance(backend, AttachedServerBackend)
+    assert backend.url == "http://127.0.0.1:8000" and backend.request_timeout == 7
+    assert backend.describe() == "vllm-server(attached http://127.0.0.1:8000)"

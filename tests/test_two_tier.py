@@ -22,7 +22,11 @@ from tuner import (
     Workload,
 )
 from tuner.backends import Backend, CostModel, SimulatorBackend
-from tuner.backends._calibration import Calibration, fit_cost_model, nonnegative_least_squares
+from tuner.backends.simulator._calibration import (
+    Calibration,
+    fit_cost_model,
+    nonnegative_least_squares,
+)
 from tuner.search import GridSearch, ListSearch
 from tuner.studies import shortlist, two_tier
 
@@ -145,7 +149,7 @@ def test_list_search_proposes_its_configs_once_in_order() -> None:
 
 
 def test_calibration_adds_the_overhead_between_logged_steps() -> None:
-    from tuner.backends._calibration import step_overhead
+    from tuner.backends.simulator._calibration import step_overhead
 
     m = SimulatorBackend(TRUE).evaluate(ServingConfig(max_num_seqs=16), W)
     # A live log: each step's model time is 1 ms shorter than the period between steps.

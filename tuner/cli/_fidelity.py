@@ -6,8 +6,8 @@ import argparse
 import time
 
 from tuner.backends import SimulatorBackend
-from tuner.backends._fidelity import CASE_KINDS, FidelityCase, cases, run_fidelity
 from tuner.cli._table import format_table
+from tuner.fidelity import CASE_KINDS, FidelityCase, cases, run_fidelity
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tuner.backends._server import VLLMServerBackend
-from tuner.backends._tiny_model import build_tiny_model
+from tuner.backends.live import VLLMServerBackend, build_tiny_model
 from tuner.cli._table import trial_table
 from tuner.core import (
     ConfigError,

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.backends._base import Backend
-from tuner.backends._calibration import Calibration
 from tuner.backends._cost import CostModel
-from tuner.backends._simulator import SimulatorBackend
+from tuner.backends.simulator import Calibration, SimulatorBackend
 from tuner.core import parse_length
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, InfeasibleError
@@ -99,23 +98,22 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     if spec.simulator is not None:
         return SimulatorBackend(_cost(spec.simulator.step_cost, spec.simulator.calibration, root))
     if spec.replay is not None:
-        from tuner.backends._replay import SchedulerReplayBackend
+        from tuner.backends.replay import SchedulerReplayBackend
 
         return SchedulerReplayBackend(_cost(spec.replay.step_cost, None, root))
     live = spec.live
     if live is None:  # pragma: no cover - the spec requires exactly one backend
         raise ConfigError("backend: give simulator, replay or live")
-    from tuner.backends._server import VLLMServerBackend
+    from tuner.backends.live import AttachedServerBackend, VLLMServerBackend, build_tiny_model
 
+    if live.attach_url is not None:
+        return AttachedServerBackend(live.attach_url, request_timeout=live.request_timeout)
     model: str = live.model or ""
     if live.tiny_model is not None:
-        from tuner.backends._tiny_model import build_tiny_model
-
         tiny = Path(live.tiny_model)
         model = str(build_tiny_model(tiny if tiny.is_absolute() else root / tiny))
     return VLLMServerBackend(
         model, server_args=live.server_args, env=live.env, workdir=workdir,
-        attach_url=live.attach_url,
         startup_timeout=live.startup_timeout, request_timeout=live.request_timeout,
     )  # fmt: skip
 

@@ -16,8 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from tuner.backends._base import Backend
-from tuner.backends._calibration import Calibration, fit_cost_model
-from tuner.backends._simulator import SimulatorBackend
+from tuner.backends.simulator import Calibration, SimulatorBackend, fit_cost_model
 from tuner.core._config import ServingConfig
 from tuner.core._errors import InfeasibleError, TunerError
 from tuner.core._settings import Settings

@@ -30,8 +30,8 @@ import heapq
 from bisect import bisect_left
 from itertools import accumulate, repeat
 
-from tuner.backends._engine import Engine, Req
 from tuner.backends._timeline import Timeline
+from tuner.backends.simulator._engine import Engine, Req
 from tuner.core._config import ServingConfig
 from tuner.core._errors import BackendError
 from tuner.core._workload import Workload

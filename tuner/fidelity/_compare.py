@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tuner.backends._base import Backend
+from tuner.backends import Backend
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError
 from tuner.core._measurement import Measurement

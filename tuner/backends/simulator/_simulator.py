@@ -1,18 +1,19 @@
 """The simulator backend: vLLM 0.32's scheduler, step by step, with no GPU and no model.
 
-The scheduling semantics live in :mod:`tuner.backends._engine` (the reference engine, every step
-simulated) and :mod:`tuner.backends._fast_engine` (the same schedule at a cost proportional to
-the number of events). The fidelity suite (``tuner fidelity``, ``tests/test_fidelity.py``)
-checks them against vLLM's own ``Scheduler`` token for token.
+The scheduling semantics live in :mod:`tuner.backends.simulator._engine` (the reference
+engine, every step simulated) and :mod:`tuner.backends.simulator._fast_engine` (the same
+schedule at a cost proportional to the number of events). The fidelity suite (``tuner
+fidelity``, ``tests/test_fidelity.py``) checks them against vLLM's own ``Scheduler`` token for
+token.
 """
 
 from __future__ import annotations
 
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
-from tuner.backends._engine import Engine
-from tuner.backends._fast_engine import FastEngine
 from tuner.backends._timeline import Timeline
+from tuner.backends.simulator._engine import Engine
+from tuner.backends.simulator._fast_engine import FastEngine
 from tuner.core._config import VLLM_VERSION, ServingConfig
 from tuner.core._errors import ConfigError
 from tuner.core._measurement import Measurement

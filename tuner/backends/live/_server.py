@@ -1,4 +1,8 @@
-"""The live backend: a real ``vllm serve`` per configuration, loaded with the workload over HTTP.
+"""The started live backend: a real ``vllm serve`` per configuration, loaded over HTTP.
+
+This module owns the server's lifecycle for a trial: its command line, environment and folders,
+the start, the wait for health and the stop; the measurement itself is
+:class:`~tuner.backends.live._measure.LiveBackend`'s.
 
 Layout of the per-study folder (``workdir``)::
 
@@ -15,38 +19,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from tuner.backends._base import Backend, check_fits
-from tuner.backends._load import LoadResult, replay
-from tuner.backends._process import (
-    LOG_TAIL_LINES,
-    ServerProcess,
-    failure_reason,
-    find_vllm,
-    free_port,
-    http_get,
-    log_tail,
-)
-from tuner.backends._steplog import StepLog, parse_step_log
+from tuner.backends.live._errors import HTTP_ERRORS
+from tuner.backends.live._measure import LiveBackend
+from tuner.backends.live._process import ServerProcess, find_vllm, free_port, http_get
 from tuner.core._config import ServingConfig
-from tuner.core._errors import BackendError, ConfigError, ServerStartError, TrialTimeout
+from tuner.core._errors import ConfigError, ServerStartError
 from tuner.core._measurement import Measurement
 from tuner.core._workload import Workload
 
-_WARMUP = Workload.from_arrays([0.0], [16], [4])
-_WARMUP_SALT = 999_983
 _KNOB_FLAGS = frozenset(
     {
         "--max-num-batched-tokens", "--max-num-seqs", "--long-prefill-token-threshold",
@@ -64,46 +51,14 @@ _MAX_RUN_DIR = 64
 _LOG_FORMAT = "%(created).6f %(levelname)s %(process)d [%(filename)s:%(lineno)d] %(message)s"
 
 
-# --- the backend -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LiveTrial:
-    """What the live backend knows about one evaluated trial, beyond the Measurement.
-
-    Attributes:
-        number: The backend's trial counter (the ``NNN`` of ``trial-NNN.log``).
-        config: The configuration served.
-        url: The server's base URL.
-        served_model: The model name the server reported (``GET /v1/models``).
-        vllm_version: The server's version (``GET /version``), if it said.
-        log_path: The server's log (None in attach mode without ``attach_log``).
-        command: The command line run (empty in attach mode).
-        startup_seconds: From the start of the process to ``/health`` = 200 (None if attached).
-        load: Everything the load client recorded.
-        steps: The engine steps parsed from the log during the load (None if no log).
-        preemptions: Preemptions counted by the server during the load (None if unknown).
-    """
-
-    number: int
-    config: ServingConfig
-    url: str
-    served_model: str
-    vllm_version: str | None
-    log_path: Path | None
-    command: tuple[str, ...]
-    startup_seconds: float | None
-    load: LoadResult
-    steps: StepLog | None
-    preemptions: int | None
-
-
-class VLLMServerBackend(Backend):
+class VLLMServerBackend(LiveBackend):
     """Measures each configuration on a real ``vllm serve``, loaded with the workload's schedule.
 
     Per :meth:`evaluate`: start ``vllm serve <model>`` with ``server_args``, the configuration's
     flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and, unless
     ``server_args`` says otherwise, ``--no-enable-prefix-caching``, on 127.0.0.1 and a free port,
     in its own process group; wait for ``GET /health`` = 200; send one warm-up request; replay the
-    workload open loop (:func:`tuner.backends._load.replay`); read the engine's steps from the
+    workload open loop (:func:`tuner.backends.live._load.replay`); read the engine's steps from the
     log; stop the whole process group (SIGTERM, then SIGKILL) on every way out -- success,
     error, timeout, Ctrl-C -- with an atexit safety net (and, on Linux, the server gets SIGTERM
     if the tuner process is killed). The server's caches, temporary files and sockets live in
@@ -114,7 +69,7 @@ class VLLMServerBackend(Backend):
     ``step_prefill_tokens``, ``step_seqs``, ``step_start`` and ``step_end`` from vLLM's iteration
     log, so step SLOs such as ``max_step_tokens <= 512`` hold live too (``step_end -
     step_start`` is vLLM's "iteration elapsed time", the model's execution; see
-    :func:`~tuner.backends._steplog.step_times`). ``ttft_steps`` is not available live: the log
+    :func:`~tuner.backends.live._steplog.step_times`). ``ttft_steps`` is not available live: the log
     does not say which request a step served. The trial's log path is in ``measurement.source``
     and :attr:`last_trial`.
 
@@ -128,10 +83,8 @@ class VLLMServerBackend(Backend):
     of the server log. More than ``max_failed_requests`` failed requests fail the trial, because
     failed requests have no latency and would otherwise flatter the configuration.
 
-    Attach mode (``attach_url``) measures a server that is already running: no lifecycle, and
-    since tuner cannot change its flags, every evaluated config must equal ``attached_config``
-    (by default the first config evaluated): a search over server knobs raises
-    :class:`ConfigError` for each config that differs.
+    To measure a server that is already running, use
+    :class:`~tuner.backends.AttachedServerBackend`.
 
     Args:
         model: A local model folder or a hub name, as ``vllm serve`` takes it.
@@ -147,10 +100,6 @@ class VLLMServerBackend(Backend):
         env: Environment variables for the server, over ``os.environ``; they also override
             tuner's defaults (``HF_HUB_OFFLINE=1``, ``VLLM_NO_USAGE_STATS=1``, caches in
             ``workdir``, ``VLLM_HOST_IP=127.0.0.1``, the timestamping logging config).
-        attach_url: Measure the server at this URL instead of starting one.
-        attached_config: In attach mode, the configuration the running server was started with.
-        attach_log: In attach mode, the running server's log file (started with
-            ``--enable-logging-iteration-details``), to read its steps from.
         warmup: Send one small request before the load (the first request of a fresh server
             pays one-off costs).
         max_failed_requests: Failed requests tolerated before the trial fails.
@@ -170,8 +119,6 @@ class VLLMServerBackend(Backend):
         ...     space, workload)  # doctest: +SKIP
     """
 
-    name = "vllm-server"
-
     def __init__(
         self,
         model: str | os.PathLike[str],
@@ -182,53 +129,28 @@ class VLLMServerBackend(Backend):
         startup_timeout: float = 600.0,
         request_timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
-        attach_url: str | None = None,
-        attached_config: ServingConfig | None = None,
-        attach_log: str | os.PathLike[str] | None = None,
         warmup: bool = True,
         max_failed_requests: int = 0,
         stop_timeout: float = 30.0,
     ) -> None:
         for name, value in (("startup_timeout", startup_timeout),
-                            ("request_timeout", request_timeout),
                             ("stop_timeout", stop_timeout)):  # fmt: skip
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"VLLMServerBackend.{name} = {value!r}: must be a number > 0")
-        if not isinstance(max_failed_requests, int) or max_failed_requests < 0:
-            raise ConfigError(
-                f"VLLMServerBackend.max_failed_requests = {max_failed_requests!r}: "
-                "must be an integer >= 0"
-            )
-        if attached_config is not None and not isinstance(attached_config, ServingConfig):
-            raise ConfigError(
-                f"VLLMServerBackend.attached_config: expected a ServingConfig, "
-                f"got {attached_config!r}"
-            )
-        if attach_url is None and (attached_config is not None or attach_log is not None):
-            raise ConfigError(
-                "VLLMServerBackend: attached_config and attach_log only apply with attach_url"
-            )
+        super().__init__(
+            request_timeout=request_timeout, warmup=warmup, max_failed_requests=max_failed_requests
+        )
         self.model = _model_arg(model)
         self.server_args = tuple(_check_server_args(server_args))
         self.startup_timeout = float(startup_timeout)
-        self.request_timeout = float(request_timeout)
         self.stop_timeout = float(stop_timeout)
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
-        self.attach_url = attach_url.rstrip("/") if attach_url else None
-        self.attached_config = attached_config
-        self.attach_log = Path(attach_log) if attach_log is not None else None
-        self.warmup = warmup
-        self.max_failed_requests = max_failed_requests
-        self.vllm_executable = None if attach_url else find_vllm(vllm_executable)
+        self.vllm_executable = find_vllm(vllm_executable)
         self._given_workdir = Path(workdir).expanduser().resolve() if workdir else None
         self._workdir: Path | None = None
-        self._trials = 0
-        self._salt = secrets.randbelow(1 << 30)
         self._server: ServerProcess | None = None
         #: Log file of every trial started, in order (kept in ``workdir``).
         self.log_paths: list[Path] = []
-        #: Details of the last successful trial (log path, startup time, load record, steps).
-        self.last_trial: LiveTrial | None = None
 
     # --- public ---------------------------------------------------------------------------------
     @property
@@ -245,18 +167,14 @@ class VLLMServerBackend(Backend):
         return self._workdir
 
     def describe(self) -> str:
-        """The model, server arguments and environment (or the attached URL): what a study's
-        trials were measured on, stable across runs so that a trial log can be resumed."""
-        if self.attach_url is not None:
-            return f"{self.name}(attached {self.attach_url})"
+        """The model, server arguments and environment: what a study's trials were measured on,
+        stable across runs so that a trial log can be resumed."""
         parts = [self.model, *self.server_args]
         parts += [f"{k}={v}" for k, v in sorted(self.env.items())]
         return f"{self.name}({' '.join(parts)})"
 
     def server_command(self, config: ServingConfig, port: int) -> list[str]:
         """The ``vllm serve`` command line for ``config`` on ``port``."""
-        if self.vllm_executable is None:
-            raise ConfigError("attach mode starts no server: there is no command line")
         args = [self.vllm_executable, "serve", self.model, *self.server_args,
                 *config.to_vllm_args(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         flags = {_flag_name(a) for a in self.server_args}
@@ -270,17 +188,12 @@ class VLLMServerBackend(Backend):
         """Serve ``config``, replay ``workload`` against it, stop the server, return the figures.
 
         Raises:
-            ConfigError: a request does not fit ``max_model_len``, or (attach mode) the config
-                differs from the running server's.
+            ConfigError: a request does not fit ``max_model_len``.
             ServerStartError: vLLM refused the configuration, died or never became healthy.
             TrialTimeout: more than ``max_failed_requests`` requests, some timed out.
             BackendError: more than ``max_failed_requests`` requests failed, or the server died.
         """
-        if not isinstance(config, ServingConfig):
-            raise ConfigError(f"evaluate(config=...): expected a ServingConfig, got {config!r}")
-        _check_fits(config, workload)
-        if self.attach_url is not None:
-            return self._evaluate_attached(config, workload)
+        self._check_request(config, workload)
         number = self._trials
         self._trials += 1
         log_path = self.workdir / f"trial-{number:03d}.log"
@@ -373,7 +286,7 @@ class VLLMServerBackend(Backend):
                     "healthy", config, server.log_path, cause=True))  # fmt: skip
             try:
                 status, _ = http_get(f"{url}/health", timeout=2.0)
-            except (OSError, ValueError):
+            except HTTP_ERRORS:
                 status = 0
             if status == 200:
                 if not server.members():  # pragma: no cover - someone else's server answered
@@ -387,125 +300,6 @@ class VLLMServerBackend(Backend):
                     f"timeout); raise it if the model is large or compiling", config,
                     server.log_path))  # fmt: skip
             time.sleep(0.25)
-
-    def _failure(
-        self, what: str, config: ServingConfig, log_path: Path | None, *, cause: bool = False
-    ) -> str:
-        """``what`` happened (after the log's root-cause exception when ``cause``), the config,
-        and the last lines of the server log."""
-        reason = failure_reason(log_path) if cause and log_path is not None else None
-        lines = [f"{reason} ({what})" if reason else what, f"config: {config.describe()}"]
-        if log_path is not None:
-            lines.append(f"--- last {LOG_TAIL_LINES} lines of {log_path} ---")
-            lines += log_tail(log_path)
-        return "\n".join(lines)
-
-    # --- one measurement -----------------------------------------------------------------------
-    def _measure(
-        self,
-        number: int,
-        config: ServingConfig,
-        workload: Workload,
-        url: str,
-        log_path: Path | None,
-        server: ServerProcess | None,
-        startup: float | None,
-    ) -> Measurement:
-        served, max_len = _served_model(url)
-        if max_len is not None and max_len != config.max_model_len:
-            raise ConfigError(
-                f"the server at {url} serves max_model_len={max_len}, but the trial's config "
-                f"says {config.max_model_len}"
-            )
-        version = _server_version(url)
-        tail = _LogTail(log_path) if log_path is not None else None
-        if self.warmup:
-            warm = replay(url, served, _WARMUP, request_timeout=self.request_timeout,
-                          salt=_WARMUP_SALT + number)  # fmt: skip
-            if warm.failed:
-                raise BackendError(
-                    self._failure(
-                        f"the warm-up request failed: {warm.failed[0].error}", config, log_path
-                    )
-                )
-            if tail is not None:
-                tail.wait_for(_scheduled_tokens(_WARMUP), timeout=5.0)
-                tail.skip()
-        preempted_before = _preemptions(url)
-        load = replay(url, served, workload, request_timeout=self.request_timeout,
-                      salt=self._salt + number)  # fmt: skip
-        ok = [r for r in load.requests if r.ok]
-        steps = None
-        if tail is not None:
-            expected = _scheduled_tokens(workload) if len(ok) == len(workload) else None
-            steps = tail.wait_for(expected, timeout=10.0)
-            if expected is not None and steps.total_tokens < expected:
-                warnings.warn(
-                    f"{log_path}: the engine's step log holds {steps.total_tokens} tokens, "
-                    f"fewer than the {expected} the workload needs (prompt + output - 1 per "
-                    "request); was the server started with --enable-logging-iteration-details?",
-                    stacklevel=3,
-                )
-        preempted_after = _preemptions(url)
-        if server is not None and server.returncode is not None:
-            raise BackendError(self._failure(
-                f"vllm serve exited with code {server.returncode} during the trial",
-                config, log_path, cause=True))  # fmt: skip
-        self._check_failures(load, config, log_path)
-        preemptions = (
-            preempted_after - preempted_before
-            if preempted_after is not None and preempted_before is not None
-            else None
-        )
-        self.last_trial = LiveTrial(
-            number=number, config=config, url=url, served_model=served, vllm_version=version,
-            log_path=log_path, command=server.command if server else (),
-            startup_seconds=startup, load=load, steps=steps, preemptions=preemptions,
-        )  # fmt: skip
-        where = [f"attached {url}"] if server is None else []
-        where += [f"log {log_path}"] if log_path is not None else []
-        source = f"{self.name}(vllm {version or '?'}, {', '.join(where)})"
-        return _measurement(source, workload, load, steps, preemptions)
-
-    def _check_failures(
-        self, load: LoadResult, config: ServingConfig, log_path: Path | None
-    ) -> None:
-        failed = load.failed
-        if len(failed) <= self.max_failed_requests:
-            return
-        shown = "; ".join(f"request {r.request_id}: {r.error}" for r in failed[:3])
-        more = f"; ... {len(failed) - 3} more" if len(failed) > 3 else ""
-        what = (
-            f"{len(failed)} of {len(load.requests)} requests failed (max_failed_requests="
-            f"{self.max_failed_requests}): {shown}{more}"
-        )
-        error = TrialTimeout if any(r.timed_out for r in failed) else BackendError
-        raise error(self._failure(what, config, log_path))
-
-    # --- attach mode ---------------------------------------------------------------------------
-    def _evaluate_attached(self, config: ServingConfig, workload: Workload) -> Measurement:
-        url = self.attach_url
-        if url is None:  # pragma: no cover - checked by the caller
-            raise ConfigError("attach mode needs attach_url")
-        if self.attached_config is None:
-            self.attached_config = config
-        if config != self.attached_config:
-            differ = [
-                k for k, v in config.model_dump().items()
-                if getattr(self.attached_config, k) != v
-            ]  # fmt: skip
-            raise ConfigError(
-                f"attach mode measures the server already running at {url}, whose flags tuner "
-                f"cannot change, so every trial must use its configuration "
-                f"({self.attached_config.describe()}); this trial changes {', '.join(differ)}. "
-                "To search over server knobs let tuner start the servers (omit attach_url); "
-                "to measure the running server, search a space with no dimension over its "
-                "knobs and pass its flags as attached_config"
-            )
-        number = self._trials
-        self._trials += 1
-        return self._measure(number, config, workload, url, self.attach_log, None, None)
-
 
 # --- helpers -------------------------------------------------------------------------------------
 def _flag_name(arg: str) -> str:
@@ -554,18 +348,6 @@ def _run_dir(workdir: Path, number: int) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"tuner-{number:03d}-"))
 
 
-def _check_fits(config: ServingConfig, workload: Workload) -> None:
-    if not isinstance(workload, Workload):
-        raise ConfigError(f"evaluate(workload=...): expected a Workload, got {workload!r}")
-    check_fits(config, workload)
-
-
-def _scheduled_tokens(workload: Workload) -> int:
-    """Tokens vLLM schedules for a workload without preemption: every prompt token and every
-    output token but the last of each request (the last sampled token is never fed back)."""
-    return workload.total_prompt_tokens + workload.total_output_tokens - len(workload)
-
-
 def _logging_config(env: Mapping[str, str]) -> dict[str, Any]:
     level = env.get("VLLM_LOGGING_LEVEL", os.environ.get("VLLM_LOGGING_LEVEL", "INFO")).upper()
     return {
@@ -586,129 +368,3 @@ def _logging_config(env: Mapping[str, str]) -> dict[str, Any]:
             "vllm.v1.metrics.loggers": {"level": "INFO"},
         },
     }
-
-
-def _served_model(url: str) -> tuple[str, int | None]:
-    try:
-        status, body = http_get(f"{url}/v1/models", timeout=10.0)
-        data = json.loads(body) if status == 200 else None
-        first = data["data"][0] if data else None
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise BackendError(f"GET {url}/v1/models failed: {e}") from e
-    if not isinstance(first, dict) or "id" not in first:
-        raise BackendError(f"GET {url}/v1/models: no model in the answer (HTTP {status})")
-    max_len = first.get("max_model_len")
-    return str(first["id"]), int(max_len) if isinstance(max_len, int) else None
-
-
-def _server_version(url: str) -> str | None:
-    try:
-        status, body = http_get(f"{url}/version", timeout=5.0)
-        return str(json.loads(body)["version"]) if status == 200 else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-_PREEMPTIONS = re.compile(r"^vllm:num_preemptions(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+]+)\s*$")
-
-
-def _preemptions(url: str) -> int | None:
-    """The server's preemption counter (``/metrics``), summed over engines; None if unknown."""
-    try:
-        status, body = http_get(f"{url}/metrics", timeout=5.0)
-    except OSError:
-        return None
-    if status != 200:
-        return None
-    total, seen = 0.0, False
-    for line in body.decode("utf-8", "replace").splitlines():
-        m = _PREEMPTIONS.match(line)
-        if m:
-            total += float(m.group(1))
-            seen = True
-    return int(total) if seen else None
-
-
-class _LogTail:
-    """Reads the step lines a log gains from a point on (complete lines only)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-        self._lines: list[str] = []
-
-    def _read(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        if end:
-            self._lines += data[:end].decode("utf-8", "replace").splitlines()
-            self.offset += end
-
-    def skip(self) -> None:
-        """Forget everything logged so far."""
-        self._read()
-        self._lines = []
-
-    def wait_for(self, tokens: int | None, timeout: float) -> StepLog:
-        """The steps logged since the start, once the log is quiet: for 0.3 s after they hold
-        ``tokens`` tokens (later lines would be preemption recomputes), else for 1 s; at most
-        ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        last_growth = time.monotonic()
-        size = -1
-        while True:
-            self._read()
-            steps = parse_step_log(self._lines)
-            now = time.monotonic()
-            if self.offset != size:
-                size, last_growth = self.offset, now
-            reached = tokens is not None and steps.total_tokens >= tokens
-            if now >= deadline or now - last_growth >= (0.3 if reached else 1.0):
-                return steps
-            time.sleep(0.05)
-
-
-def _measurement(
-    source: str,
-    workload: Workload,
-    load: LoadResult,
-    steps: StepLog | None,
-    preemptions: int | None,
-) -> Measurement:
-    reqs = load.requests
-    itl = [g for r in reqs for g in r.itl]
-    fields: dict[str, Any] = {}
-    if steps is not None and len(steps):
-        if steps.missing:
-            warnings.warn(
-                f"{source}: {steps.missing} engine step(s) are missing from the log; the step "
-                "record is incomplete",
-                stacklevel=3,
-            )
-        fields["step_tokens"] = steps.tokens
-        fields["step_prefill_tokens"] = steps.prefill_tokens
-        fields["step_seqs"] = steps.seqs
-        if steps.has_times:
-            start, end = steps.times(origin=load.origin_unix)
-            fields["step_start"] = start + load.time_offset
-            fields["step_end"] = end + load.time_offset
-    return Measurement(
-        source=source,
-        time_unit="s",
-        arrival=workload.arrival,
-        prompt_tokens=workload.prompt_tokens,
-        output_tokens=[r.output_tokens for r in reqs],
-        ttft=[r.ttft for r in reqs],
-        e2e=[r.e2e for r in reqs],
-        itl_values=itl,
-        itl_counts=np.ones(len(itl), dtype=np.int64),
-        duration=load.duration,
-        preemptions=preemptions or 0,
-        failed_requests=len(load.failed),
-        **fields,
-    )

@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from tuner.core._errors import BackendError, ServerStartError
+from tuner.backends.live._errors import START_ERRORS, start_error
+from tuner.core._errors import BackendError
 
 LOG_TAIL_LINES = 30
 
@@ -169,9 +170,9 @@ class ServerProcess:
                 start_new_session=True,
                 preexec_fn=_pdeathsig(),  # one prctl call between fork and exec
             )
-        except OSError as e:
+        except START_ERRORS as e:
             self._log.close()
-            raise ServerStartError(f"could not run {command[0]!r}: {e}") from e
+            raise start_error(command[0], e) from e
         self.pgid = self.proc.pid  # start_new_session: the server leads its own group
         ServerProcess._alive.add(self)
         self._log.write(

@@ -7,8 +7,8 @@ and ``ignore_eos`` so that exactly that many tokens come back. Tokens are counte
 server's per-chunk usage (``stream_options.continuous_usage_stats``), so a chunk that carries
 several tokens counts as several.
 
-Plain asyncio streams and HTTP/1.1 (one connection per request): no dependency, and nothing
-between the socket and the clock.
+Plain asyncio streams and HTTP/1.1 (one connection per request, :mod:`._http`): no
+dependency, and nothing between the socket and the clock.
 """
 
 from __future__ import annotations
@@ -18,16 +18,23 @@ import contextlib
 import json
 import math
 import random
-import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from tuner.backends.live._errors import REQUEST_ERRORS, request_error
+from tuner.backends.live._http import (
+    RequestFailed,
+    Target,
+    connect,
+    error_message,
+    events,
+    post_stream,
+)
 from tuner.core._errors import BackendError
 from tuner.core._workload import Workload
 
@@ -35,8 +42,6 @@ from tuner.core._workload import Workload
 #: not special tokens in common tokenizers (and the tiny model's 2048-token vocabulary).
 DEFAULT_TOKEN_RANGE = (100, 1000)
 _KEY_TOKENS = 4  # leading tokens that encode (salt, request id): distinct prompts, no cache hit
-_MAX_HEADER = 64 * 1024
-_MAX_ERROR_BODY = 4096
 
 
 @dataclass(frozen=True)
@@ -170,133 +175,6 @@ def prompt_token_ids(
     return head + [low + rng.randrange(span) for _ in range(length - len(head))]
 
 
-# --- HTTP/1.1 over asyncio streams ---------------------------------------------------------------
-class _RequestFailed(Exception):
-    """The server answered, but not with a stream of tokens (the message says why)."""
-
-
-class _HTTPError(_RequestFailed):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-@dataclass(frozen=True)
-class _Target:
-    host: str
-    port: int
-    ssl: bool
-    base_path: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BackendError(f"server URL {url!r}: expected http://host:port or https://...")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.hostname, port, parts.scheme == "https", parts.path.rstrip("/"))
-
-
-async def _open(target: _Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    ctx = ssl.create_default_context() if target.ssl else None
-    return await asyncio.open_connection(target.host, target.port, ssl=ctx, limit=_MAX_HEADER)
-
-
-async def _post_stream(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    target: _Target,
-    path: str,
-    payload: bytes,
-) -> AsyncIterator[bytes]:
-    """POST ``payload`` and yield the response body as it arrives (chunked or not)."""
-    head = (
-        f"POST {target.base_path}{path} HTTP/1.1\r\n"
-        f"Host: {target.host}:{target.port}\r\n"
-        "Content-Type: application/json\r\n"
-        "Accept: text/event-stream\r\n"
-        f"Content-Length: {len(payload)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("ascii")
-    writer.write(head + payload)
-    await writer.drain()
-    raw = await reader.readuntil(b"\r\n\r\n")
-    status_line, *header_lines = raw.decode("latin-1").split("\r\n")
-    try:
-        status = int(status_line.split(" ", 2)[1])
-    except (IndexError, ValueError):
-        raise ConnectionError(f"malformed HTTP status line {status_line!r}") from None
-    headers = {}
-    for h in header_lines:
-        name, sep, value = h.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    body = _body(reader, headers)
-    if status != 200:
-        data = b""
-        async for piece in body:
-            data += piece
-            if len(data) > _MAX_ERROR_BODY:
-                break
-        raise _HTTPError(status, _error_message(data))
-    async for piece in body:
-        yield piece
-
-
-async def _body(reader: asyncio.StreamReader, headers: Mapping[str, str]) -> AsyncIterator[bytes]:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                return
-            yield await reader.readexactly(size)
-            await reader.readexactly(2)
-    elif "content-length" in headers:
-        left = int(headers["content-length"])
-        while left > 0:
-            piece = await reader.read(min(left, 65536))
-            if not piece:
-                raise ConnectionError("connection closed before the end of the response")
-            left -= len(piece)
-            yield piece
-    else:
-        while piece := await reader.read(65536):
-            yield piece
-
-
-def _error_message(data: bytes) -> str:
-    text = data.decode("utf-8", "replace").strip()
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text[:500] or "(empty body)"
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)[:500]
-        return str(obj.get("message") or err)[:500]
-    return text[:500]
-
-
-def _events(buffer: bytearray) -> list[bytes]:
-    """Pop every complete server-sent event's data payload from ``buffer``."""
-    out: list[bytes] = []
-    while True:
-        end = buffer.find(b"\n\n")
-        if end < 0:
-            return out
-        event = bytes(buffer[:end])
-        del buffer[: end + 2]
-        data = [
-            line[5:].lstrip(b" ")
-            for line in event.replace(b"\r\n", b"\n").split(b"\n")
-            if line.startswith(b"data:")
-        ]
-        if data:
-            out.append(b"\n".join(data))
-
-
 # --- one request ---------------------------------------------------------------------------------
 @dataclass
 class _Progress:
@@ -307,24 +185,24 @@ class _Progress:
 
 
 async def _stream_one(
-    target: _Target, payload: bytes, now: Callable[[], float], progress: _Progress
+    target: Target, payload: bytes, now: Callable[[], float], progress: _Progress
 ) -> None:
-    reader, writer = await _open(target)
+    reader, writer = await connect(target)
     try:
         buffer = bytearray()
         counted = 0
-        async for piece in _post_stream(reader, writer, target, "/v1/completions", payload):
+        async for piece in post_stream(reader, writer, target, "/v1/completions", payload):
             t = now()
             buffer += piece.replace(b"\r\n", b"\n")
-            for data in _events(buffer):
+            for data in events(buffer):
                 if data.strip() == b"[DONE]":
                     _reconcile(progress, counted)
                     return
                 obj = json.loads(data)
                 if not isinstance(obj, dict):
-                    raise _RequestFailed(f"unexpected data in the stream: {data[:200]!r}")
+                    raise RequestFailed(f"unexpected data in the stream: {data[:200]!r}")
                 if "error" in obj:
-                    raise _RequestFailed(f"error in the stream: {_error_message(data)}")
+                    raise RequestFailed(f"error in the stream: {error_message(data)}")
                 usage = obj.get("usage") or {}
                 if usage.get("prompt_tokens") is not None:
                     progress.prompt_tokens = int(usage["prompt_tokens"])
@@ -384,7 +262,7 @@ async def replay_async(
     extra_body: Mapping[str, Any] | None = None,
 ) -> LoadResult:
     """Replay ``workload`` against the server at ``url``; see :func:`replay`."""
-    target = _Target.parse(url)
+    target = Target.parse(url)
     extra = dict(extra_body or {})
     arrival = workload.arrival.tolist()
     prompt = workload.prompt_tokens.tolist()
@@ -412,16 +290,15 @@ async def replay_async(
         try:
             await asyncio.wait_for(_stream_one(target, payloads[i], now, progress),
                                    request_timeout)  # fmt: skip
-        except asyncio.TimeoutError:
-            timed_out = True
-            error = (
-                f"timed out after {request_timeout:g} s with {len(progress.times)} of "
-                f"{output[i]} tokens"
-            )
-        except _RequestFailed as e:
+        except RequestFailed as e:
             error = str(e)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
-            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        except REQUEST_ERRORS as e:
+            error, timed_out = request_error(
+                e,
+                request_timeout=request_timeout,
+                received=len(progress.times),
+                requested=output[i],
+            )
         got = len(progress.times)
         if error is None and got != output[i]:
             error = (

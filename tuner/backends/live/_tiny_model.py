@@ -110,7 +110,7 @@ def build_tiny_model(
         ValueError: ``vocab_size`` or ``max_position_embeddings`` is out of range.
 
     Example:
-        >>> from tuner.backends._tiny_model import build_tiny_model
+        >>> from tuner.backends.live._tiny_model import build_tiny_model
         >>> model_dir = build_tiny_model("/tmp/tuner-tiny-llama")  # doctest: +SKIP
         >>> sorted(p.name for p in model_dir.iterdir())[:2]  # doctest: +SKIP
         ['config.json', 'generation_config.json']

@@ -1,0 +1,27 @@
+"""The live tier: a real ``vllm serve``, loaded with the workload's exact schedule over HTTP.
+
+:class:`VLLMServerBackend` starts a server per configuration (``_server``, on the process
+lifecycle of ``_process``); :class:`AttachedServerBackend` measures one already running
+(``_attached``). Both measure alike (``_measure``): the open-loop load client (``_load``, over
+the HTTP of ``_http``) and the engine's step log (``_steplog``). ``_errors`` is the one place
+the tier's foreign errors become tuner errors. :func:`build_tiny_model` makes a tiny random
+Llama to serve on any machine.
+"""
+
+from tuner.backends.live._attached import AttachedServerBackend
+from tuner.backends.live._load import LoadResult, RequestRecord
+from tuner.backends.live._measure import LiveTrial
+from tuner.backends.live._server import VLLMServerBackend
+from tuner.backends.live._steplog import StepLog, StepRecord
+from tuner.backends.live._tiny_model import build_tiny_model
+
+__all__ = [
+    "AttachedServerBackend",
+    "LiveTrial",
+    "LoadResult",
+    "RequestRecord",
+    "StepLog",
+    "StepRecord",
+    "VLLMServerBackend",
+    "build_tiny_model",
+]
