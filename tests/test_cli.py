@@ -19,12 +19,13 @@ def test_demo_prints_the_grid_the_choice_and_the_refusal(
     assert "max_num_batched_tokens  long_prefill_token_threshold  total_steps" in out
     assert "chosen: ServingConfig(max_num_batched_tokens=64)" in out
     assert "vllm serve flags: --max-num-batched-tokens 64" in out
-    assert "INFEASIBLE (as it should be): no configuration meets every SLO" in out
+    assert "INFEASIBLE: no configuration meets every SLO" in out
+    assert "(as it should be: the tuner refuses" in out
     assert out.count("\n") > 20
 
 
-def test_demo_with_an_impossible_slo_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--slo", "max_step_tokens <= 1"]) == 2
+def test_demo_with_an_impossible_slo_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--slo", "max_step_tokens <= 1"]) == 3
     assert "INFEASIBLE" in capsys.readouterr().out
 
 

@@ -14,7 +14,7 @@ import pytest
 from tuner.backends import CostModel
 from tuner.backends.replay import _replay
 from tuner.backends.replay._replay import SchedulerReplayBackend, unlimited_kv_blocks
-from tuner.core import BackendError, ConfigError, Request, ServingConfig, Workload
+from tuner.core import BackendError, ConfigRefused, Request, ServingConfig, Workload
 
 
 def workload(*requests: tuple[float, int, int]) -> Workload:
@@ -174,13 +174,13 @@ def test_request_filling_max_model_len_exactly_completes(
 
 @pytest.mark.vllm
 def test_request_longer_than_max_model_len_is_refused(backend: SchedulerReplayBackend) -> None:
-    with pytest.raises(ConfigError, match=r"request 1: .* exceeds max_model_len \(64\)"):
+    with pytest.raises(ConfigRefused, match=r"request 1: .* exceeds max_model_len \(64\)"):
         backend.evaluate(ServingConfig(max_model_len=64), workload((0, 10, 2), (0, 60, 5)))
 
 
 @pytest.mark.vllm
 def test_async_scheduling_is_refused(backend: SchedulerReplayBackend) -> None:
-    with pytest.raises(ConfigError, match="sync scheduling only"):
+    with pytest.raises(ConfigRefused, match="sync scheduling only"):
         backend.evaluate(ServingConfig(async_scheduling=True), workload((0, 10, 2)))
 
 

@@ -295,19 +295,23 @@ def test_tuner_live_tunes_on_the_server_and_prints_the_trials_and_chosen_flags(
     parser = argparse.ArgumentParser(prog="tuner")
     _live.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["live", "--model", "fake-model", "--vllm", fake_exe, "--budgets", f"{REFUSED_BUDGET},64",
+        ["live", "--model", "fake-model", "--vllm-executable", fake_exe, "--budgets",
+         f"{REFUSED_BUDGET},64",
          "--thresholds", "0", "--requests", "6", "--rate", "50", "--slo", "ttft.p99 <= 5s",
          "--workdir", str(tmp_path / "study")]
     )  # fmt: skip
     assert args.func(args) == 0
-    out = capsys.readouterr().out
-    assert f"trial 0: ServingConfig(max_num_batched_tokens={REFUSED_BUDGET}): FAILED" in out
-    assert "fake refusal" in out
+    captured = capsys.readouterr()
+    out, progress = captured.out, captured.err
+    assert f"live 1/2 trial 0: max_num_batched_tokens={REFUSED_BUDGET}: FAILED" in progress
+    assert "fake refusal" in progress
+    assert "live 2/2 trial 1: max_num_batched_tokens=64: output_throughput" in progress
     assert "chosen: ServingConfig(max_num_batched_tokens=64)" in out
     assert "vllm serve flags: --max-num-batched-tokens 64 " in out
     records = [json.loads(line) for line in (tmp_path / "study" / "trials.jsonl").open()]
     assert [r["number"] for r in records if "number" in r] == [0, 1]
-    assert_no_server_left(sorted((tmp_path / "study").glob("trial-*.log")))
+    assert (tmp_path / "study" / "report.md").exists()
+    assert_no_server_left(sorted((tmp_path / "study" / "live").glob("trial-*.log")))
 
 
 # --- attach mode ---------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_run_writes_the_report_the_plots_and_the_trial_log(
 ) -> None:
     assert main(["run", str(study(tmp_path))]) == 0
     out = tmp_path / "out"
-    assert "best: ServingConfig(max_num_batched_tokens=512" in capsys.readouterr().out
+    assert "chosen: ServingConfig(max_num_batched_tokens=512" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     assert "vllm serve <model> --max-num-batched-tokens 512" in md
     slo_rows = [line for line in md.splitlines() if line.startswith(("| ttft.p99 <=", "| max_"))]
@@ -65,10 +65,10 @@ def test_run_writes_the_report_the_plots_and_the_trial_log(
     assert len(lines) == 1 + 6 and json.loads(lines[0])["format"] == "tuner-trial-log/1"
 
 
-def test_an_infeasible_study_is_reported_loudly_and_exits_2(
+def test_an_infeasible_study_is_reported_loudly_and_exits_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", str(study(tmp_path, '"ttft.p99 <= 1ms"'))]) == 2
+    assert main(["run", str(study(tmp_path, '"ttft.p99 <= 1ms"'))]) == 3
     assert "INFEASIBLE" in capsys.readouterr().out
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## INFEASIBLE: no configuration meets the SLOs" in md

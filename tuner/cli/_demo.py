@@ -1,32 +1,25 @@
-"""``tuner demo``: the seed lab's budget x threshold grid, on the simulator, end to end."""
+"""``tuner demo``: the seed lab's budget x threshold grid on the simulator, end to end -- run
+as two small studies (through :func:`~tuner.studies.run_study`): the real one, then the loud
+refusal when the SLOs cannot be met."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from tuner.backends import SimulatorBackend
-from tuner.cli._table import trial_table
-from tuner.core import (
-    InfeasibleError,
-    Request,
-    SearchSpace,
-    ServingConfig,
-    Trial,
-    Workload,
-)
-from tuner.objectives import Objective
-from tuner.search import GridSearch
-from tuner.tuning import Loop
+from tuner.cli import _exit
+from tuner.cli._study import run_and_report
+from tuner.studies import StudySpec, build_spec
 
-DEMO_WORKLOAD = Workload(
-    [
-        Request(arrival=0, prompt_tokens=8, output_tokens=24),  # a long decode stream
-        Request(arrival=2, prompt_tokens=64, output_tokens=2),  # two fat prompts at once
-        Request(arrival=2, prompt_tokens=64, output_tokens=2),
-        Request(arrival=5, prompt_tokens=16, output_tokens=8),
-        Request(arrival=30, prompt_tokens=96, output_tokens=4),  # a lonely fat prompt
-    ]
-)
+DEMO_REQUESTS = [
+    {"arrival": 0, "prompt_tokens": 8, "output_tokens": 24},  # a long decode stream
+    {"arrival": 2, "prompt_tokens": 64, "output_tokens": 2},  # two fat prompts at once
+    {"arrival": 2, "prompt_tokens": 64, "output_tokens": 2},
+    {"arrival": 5, "prompt_tokens": 16, "output_tokens": 8},
+    {"arrival": 30, "prompt_tokens": 96, "output_tokens": 4},  # a lonely fat prompt
+]
 DEMO_SPACE = {
     "max_num_batched_tokens": [32, 40, 64, 128, 512],
     "long_prefill_token_threshold": [0, 16, 32],
@@ -51,43 +44,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--slo", action="append", metavar="SLO",
         help=f"replace the SLOs (repeatable), e.g. 'max_step_tokens <= 64'; default: {DEMO_SLOS}",
     )  # fmt: skip
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="write the studies' reports here (default: a temporary folder)")
     p.set_defaults(func=run)
+
+
+def demo_spec(name: str, slos: list[str]) -> StudySpec:
+    """The demo study with these SLOs."""
+    data: dict[str, Any] = {
+        "name": name,
+        "description": "The seed lab's grid on the step simulator (unit step clock).",
+        "workload": {"requests": DEMO_REQUESTS},
+        "space": {"base": {"max_num_seqs": 8}, "knobs": DEMO_SPACE},
+        "objective": {"minimize": "total_steps", "tie_break": "ttft_steps.max"},
+        "slos": slos,
+        "backend": {"simulator": {}},
+    }
+    return build_spec(data, "tuner demo")
 
 
 def run(args: argparse.Namespace) -> int:
     slos = args.slo or DEMO_SLOS
-    space = SearchSpace(DEMO_SPACE, base=ServingConfig(max_num_seqs=8))
-    objective = Objective.minimize("total_steps", tie_break="ttft_steps.max")
+    spec = demo_spec("demo", slos)
     print("workload (unit step clock):")
-    for i, r in enumerate(DEMO_WORKLOAD):
-        print(f"  request {i}: arrives at step {r.arrival:g}, prompt {r.prompt_tokens} tokens, "
-              f"output {r.output_tokens} tokens")  # fmt: skip
-    print(f"space: {space}")
-    print(f"objective: {objective.text}; SLOs: {', '.join(slos)}\n")
-    loop = Loop(SimulatorBackend(), GridSearch(), objective, slos)
-    trials_seen: list[Trial] = []
-    loop.on_trial = trials_seen.append
-    try:
-        result = loop.run(space, DEMO_WORKLOAD)
-    except InfeasibleError as e:
-        print(trial_table(trials_seen, space, METRICS))
-        print(f"\nINFEASIBLE: {e}")
-        return 2
-    print(trial_table(result.trials, space, METRICS))
-    best = result.best
-    print(f"\nchosen: {best.config.describe(space.base)}")
-    print("  " + ", ".join(f"{m} = {best.values[m]:g}" for m in METRICS))
-    print("  vllm serve flags: " + " ".join(best.config.to_vllm_args()))
-
-    if not args.slo:
+    for i, r in enumerate(DEMO_REQUESTS):
+        print(f"  request {i}: arrives at step {r['arrival']:g}, prompt {r['prompt_tokens']} "
+              f"tokens, output {r['output_tokens']} tokens")  # fmt: skip
+    print(f"space: {DEMO_SPACE} over max_num_seqs=8")
+    print(f"objective: minimize total_steps (ties: minimize ttft_steps.max); SLOs: "
+          f"{', '.join(slos)}\n")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="tuner-demo-") as tmp:
+        root = args.output or Path(tmp)
+        _, status = run_and_report(spec, Path.cwd(), root / "demo", metrics=METRICS,
+                                   report=args.output is not None)  # fmt: skip
+        if status != _exit.OK or args.slo:
+            return status
         print(f"\nNow an impossible SLO set: {', '.join(IMPOSSIBLE_SLOS)}")
-        try:
-            Loop(SimulatorBackend(), GridSearch(), objective, IMPOSSIBLE_SLOS).run(
-                space, DEMO_WORKLOAD
-            )
-        except InfeasibleError as e:
-            print(f"INFEASIBLE (as it should be): {e}")
-        else:  # pragma: no cover - the demo's impossible SLOs are impossible by construction
-            print("unexpected: the impossible SLOs were met")
-            return 1
-    return 0
+        impossible = demo_spec("demo-impossible", IMPOSSIBLE_SLOS)
+        _, refused = run_and_report(impossible, Path.cwd(), root / "demo-impossible",
+                                    metrics=METRICS, report=args.output is not None)  # fmt: skip
+    if refused != _exit.INFEASIBLE:  # pragma: no cover - impossible by construction
+        print("unexpected: the impossible SLOs were met")
+        return _exit.FAILED
+    print("(as it should be: the tuner refuses rather than returning a violating config)")
+    return _exit.OK

@@ -100,8 +100,12 @@ def add_fields(
         if get_origin(annotation) is Literal:
             kwargs["choices"] = list(get_args(annotation))
         if get_origin(annotation) is list and get_args(annotation)[:1] == (str,):
-            kwargs["action"] = "append"  # repeatable: --server-arg A --server-arg B
+            kwargs["action"] = "append"  # repeatable: --server-args A --server-args B
             kwargs["metavar"] = "ARG"
+        elif get_origin(annotation) is dict:
+            kwargs["action"] = "append"  # repeatable: --env KEY=VALUE
+            kwargs["type"] = _pair
+            kwargs["metavar"] = "KEY=VALUE"
         else:
             kwargs["type"] = _parse(annotation, optional)
             kwargs["metavar"] = name.upper() if annotation is not bool else "BOOL"
@@ -117,8 +121,18 @@ def values(
 ) -> dict[str, Any]:
     """The fields of ``model`` given on the command line (then ``defaults``), as a dict."""
     out = dict(defaults or {})
-    for name in model.model_fields:
+    for name, field in model.model_fields.items():
         dest = _dest(model, name, prefix)
         if hasattr(args, dest):
-            out[name] = getattr(args, dest)
+            value = getattr(args, dest)
+            if get_origin(_plain(field.annotation)[0]) is dict:
+                value = {**out.get(name, {}), **dict(value)}
+            out[name] = value
     return out
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tuner.report import write_report
-from tuner.studies import load_study, run_study
+from tuner.cli._study import run_and_report
+from tuner.studies import load_study
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "Run the study a YAML file describes (workload or trace, space, SLOs, objective, "
             "backend or two tiers, search and budget) and write report.md, report.html, the "
             "plots and trials.jsonl into its output folder. Rerunning continues an interrupted "
-            "study; Ctrl-C stops cleanly and keeps what finished. Exit status 2 when no "
-            "configuration meets the SLOs."
+            "study; Ctrl-C or SIGTERM stops cleanly and keeps what finished. Exit status: 0 a "
+            "recommendation, 2 a usage or study-file error, 3 no configuration meets the SLOs, "
+            "4 every trial failed, 130 interrupted."
         ),
     )
     p.add_argument("study", type=Path, help="the study file (YAML)")
@@ -28,13 +29,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     spec, root = load_study(args.study)
-    outcome = run_study(spec, root, args.output)
-    md, html = write_report(outcome)
-    best = outcome.best
-    if best is None:
-        print(f"INFEASIBLE: {outcome.infeasible}")
-    else:
-        print(f"best: {best.config.describe()}")
-        print("vllm serve <model> " + " ".join(best.config.to_vllm_args()))
-    print(f"report: {md} and {html}")
-    return 0 if best is not None else 2
+    _, status = run_and_report(spec, root, args.output)
+    return status

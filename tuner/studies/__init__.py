@@ -9,7 +9,7 @@ from tuner.studies._capacity import (
 )
 from tuner.studies._plots import plot_load_curves
 from tuner.studies._run import StudyOutcome, run_study
-from tuner.studies._spec import StudySpec, load_study
+from tuner.studies._spec import StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "StudyOutcome",
     "StudySpec",
     "TwoTierResult",
+    "build_spec",
     "find_capacity",
     "load_study",
     "load_sweep",

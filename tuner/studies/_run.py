@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from tuner.search import (
     TPESearch,
     TPESettings,
 )
+from tuner.studies._progress import Progress
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
 from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
 from tuner.tuning import Exploration, Loop
@@ -107,15 +107,12 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     from tuner.backends.live import AttachedServerBackend, VLLMServerBackend, build_tiny_model
 
     if live.attach_url is not None:
-        return AttachedServerBackend(live.attach_url, request_timeout=live.request_timeout)
+        return AttachedServerBackend(live.attach_url, settings=live.load_settings())
     model: str = live.model or ""
     if live.tiny_model is not None:
-        tiny = Path(live.tiny_model)
+        tiny = Path(live.tiny_model).expanduser()
         model = str(build_tiny_model(tiny if tiny.is_absolute() else root / tiny))
-    return VLLMServerBackend(
-        model, server_args=live.server_args, env=live.env, workdir=workdir,
-        startup_timeout=live.startup_timeout, request_timeout=live.request_timeout,
-    )  # fmt: skip
+    return VLLMServerBackend(model, live.server_settings(), workdir=workdir)
 
 
 def build_search(spec: SearchSpec, storage: str | None, name: str) -> Search:
@@ -156,32 +153,6 @@ def build_objective(spec: StudySpec) -> Objective:
                                   tie_break_direction=o.tie_break_direction)  # fmt: skip
     return Objective.minimize(str(o.minimize), tie_break=o.tie_break, tie_tolerance=o.tie_tolerance,
                               tie_break_direction=o.tie_break_direction)  # fmt: skip
-
-
-class Progress:
-    """One line per trial on stderr (a live bar when stderr is a terminal)."""
-
-    def __init__(self, label: str, total: int | None) -> None:
-        self.label, self.total, self.n = label, total, 0
-        self.t0 = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, trial: Trial) -> None:
-        self.n += 1
-        of = f"/{self.total}" if self.total else ""
-        verdict = "feasible" if trial.feasible else ("FAILED" if not trial.ok else "infeasible")
-        bar = ""
-        if self.total:
-            done = int(20 * min(self.n, self.total) / self.total)
-            bar = "[" + "#" * done + "." * (20 - done) + "] "
-        line = (f"{self.label} {bar}{self.n}{of} trial {trial.number}: {verdict} "
-                f"({time.monotonic() - self.t0:.0f}s)")  # fmt: skip
-        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and self.n:
-            sys.stderr.write("\n")
 
 
 def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
@@ -231,13 +202,13 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live")
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
-        progress = Progress(spec.name, total)
+        progress = Progress(spec.name, total, objective, space.base)
         loop = Loop(backend, search, objective, slos, trial_log=folder / "trials.jsonl",
                     on_trial=progress, budget=spec.budget)  # fmt: skip
         try:
             outcome.result = loop.explore(space, workload)
         finally:
-            progress.done()
+            progress.close()
         outcome.trials, outcome.infeasible = outcome.result.trials, outcome.result.infeasible
         timeline_backend = backend if isinstance(backend, SimulatorBackend) else None
     else:

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.backends import CostModel
+from tuner.backends.live import AttachedSettings, ServerSettings
 from tuner.core import KNOBS, ConfigError, Request, ServingConfig
 from tuner.core._settings import unknown_key_message
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
@@ -141,26 +142,31 @@ class ReplaySpec(_Spec):
     _seconds = field_validator("step_cost", mode="before")(seconds_cost)
 
 
-class LiveSpec(_Spec):
-    """A real `vllm serve` per configuration (VLLMServerBackend)."""
+class LiveSpec(ServerSettings):
+    """A real ``vllm serve`` per configuration (VLLMServerBackend), or one already running
+    (``attach_url``: AttachedServerBackend, which uses only the load settings)."""
 
     model: str | None = None
     """Model path or name served."""
     tiny_model: str | None = None
     """Build the tiny random Llama into this folder and serve it (CPU testing)."""
-    server_args: list[str] = Field(default_factory=list)
-    """More `vllm serve` flags, e.g. ["--dtype", "bfloat16", "--enforce-eager"]."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Environment of the server, e.g. {VLLM_CPU_KVCACHE_SPACE: "1"} on CPU."""
-    startup_timeout: float = Field(default=600, gt=0)
-    request_timeout: float = Field(default=300, gt=0)
     attach_url: str | None = None
+    """Measure the server already running at this URL instead of starting servers (its flags
+    must be the space's single configuration)."""
 
     @model_validator(mode="after")
     def _model(self) -> LiveSpec:
         if self.attach_url is None and (self.model is None) == (self.tiny_model is None):
             raise ValueError("give exactly one of 'model' or 'tiny_model' (or attach_url)")
         return self
+
+    def server_settings(self) -> ServerSettings:
+        """The fields :class:`VLLMServerBackend` takes."""
+        return ServerSettings(**self.model_dump(include=set(ServerSettings.model_fields)))
+
+    def load_settings(self) -> AttachedSettings:
+        """The fields :class:`AttachedServerBackend` takes."""
+        return AttachedSettings(**self.model_dump(include=set(AttachedSettings.model_fields)))
 
 
 class BackendSpec(_Spec):
@@ -322,8 +328,21 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     data, lines = load_with_lines(text, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}:1: a study file is a mapping of sections (name, workload, ...)")
+    spec = build_spec(data, str(p), lines)
+    _check_knob_values(spec, lines, p)
+    return spec, p.parent
+
+
+def build_spec(
+    data: dict[str, Any], source: str = "study", lines: dict[Path_, int] | None = None
+) -> StudySpec:
+    """Validate a study from a mapping (a parsed file, or what a command's flags describe).
+
+    Raises:
+        ConfigError: one line per problem, ``source:line: key.path: message``.
+    """
     try:
-        spec = StudySpec.model_validate(data)
+        return StudySpec.model_validate(data)
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -336,17 +355,15 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
                     allowed = allowed_keys(loc[:-1])
                 key = ".".join(str(x) for x in loc)
                 msg = unknown_key_message(str(loc[-1]), allowed)
-                problems.append(f"{p}:{line_of(lines, loc) or '?'}: {key}: {msg}")
-                continue
-            line = line_of(lines, loc)
-            key = ".".join(str(x) for x in loc) or "(top level)"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            scalar = isinstance(err["input"], (str, int, float, bool)) or err["input"] is None
-            got = f" (got {err['input']!r})" if scalar and err["type"] != "missing" else ""
-            problems.append(f"{p}:{line or '?'}: {key}: {msg}{got}")
-        raise ConfigError("invalid study file:\n  " + "\n  ".join(problems)) from None
-    _check_knob_values(spec, lines, p)
-    return spec, p.parent
+            else:
+                key = ".".join(str(x) for x in loc) or "(top level)"
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                scalar = isinstance(err["input"], (str, int, float, bool)) or err["input"] is None
+                if scalar and err["type"] != "missing":
+                    msg += f" (got {err['input']!r})"
+            where = source if lines is None else f"{source}:{line_of(lines, loc) or '?'}"
+            problems.append(f"{where}: {key}: {msg}")
+        raise ConfigError("invalid study:\n  " + "\n  ".join(problems)) from None
 
 
 def allowed_keys(loc: Path_) -> list[str]:

@@ -12,14 +12,18 @@ from tuner.backends.live._attached import AttachedServerBackend
 from tuner.backends.live._load import LoadResult, RequestRecord
 from tuner.backends.live._measure import LiveTrial
 from tuner.backends.live._server import VLLMServerBackend
+from tuner.backends.live._settings import AttachedSettings, LoadSettings, ServerSettings
 from tuner.backends.live._steplog import StepLog, StepRecord
 from tuner.backends.live._tiny_model import build_tiny_model
 
 __all__ = [
     "AttachedServerBackend",
+    "AttachedSettings",
     "LiveTrial",
     "LoadResult",
+    "LoadSettings",
     "RequestRecord",
+    "ServerSettings",
     "StepLog",
     "StepRecord",
     "VLLMServerBackend",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from tuner.backends.live._measure import LiveBackend
+from tuner.backends.live._settings import AttachedSettings
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError
 from tuner.core._measurement import Measurement
@@ -54,10 +56,8 @@ class AttachedServerBackend(LiveBackend):
         url: str,
         config: ServingConfig | None = None,
         log: str | os.PathLike[str] | None = None,
-        *,
-        request_timeout: float = 300.0,
-        warmup: bool = True,
-        max_failed_requests: int = 0,
+        settings: AttachedSettings | None = None,
+        **changes: Any,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ConfigError(f"AttachedServerBackend.url = {url!r}: give the server's base URL")
@@ -65,9 +65,8 @@ class AttachedServerBackend(LiveBackend):
             raise ConfigError(
                 f"AttachedServerBackend.config: expected a ServingConfig, got {config!r}"
             )
-        super().__init__(
-            request_timeout=request_timeout, warmup=warmup, max_failed_requests=max_failed_requests
-        )
+        self.settings = AttachedSettings.build(settings, changes)
+        super().__init__(self.settings)
         self.url = url.rstrip("/")
         #: The configuration the running server serves (set by the first evaluate if not given).
         self.config = config

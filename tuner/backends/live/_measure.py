@@ -36,6 +36,7 @@ from tuner.backends.live._process import (
     http_get,
     log_tail,
 )
+from tuner.backends.live._settings import LoadSettings
 from tuner.backends.live._steplog import StepLog, parse_step_log
 from tuner.core._config import ServingConfig
 from tuner.core._errors import BackendError, ConfigError
@@ -89,21 +90,10 @@ class LiveBackend(Backend):
 
     name = "vllm-server"
 
-    def __init__(
-        self, *, request_timeout: float = 300.0, warmup: bool = True, max_failed_requests: int = 0
-    ) -> None:
-        if not isinstance(request_timeout, (int, float)) or not request_timeout > 0:
-            raise ConfigError(
-                f"{type(self).__name__}.request_timeout = {request_timeout!r}: must be a number > 0"
-            )
-        if not isinstance(max_failed_requests, int) or max_failed_requests < 0:
-            raise ConfigError(
-                f"{type(self).__name__}.max_failed_requests = {max_failed_requests!r}: "
-                "must be an integer >= 0"
-            )
-        self.request_timeout = float(request_timeout)
-        self.warmup = warmup
-        self.max_failed_requests = max_failed_requests
+    def __init__(self, settings: LoadSettings) -> None:
+        self.request_timeout = settings.request_timeout
+        self.warmup = settings.warmup
+        self.max_failed_requests = settings.max_failed_requests
         self._trials = 0
         self._salt = secrets.randbelow(1 << 30)
         #: Details of the last successful trial (log path, startup time, load record, steps).

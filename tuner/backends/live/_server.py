@@ -29,6 +29,7 @@ from typing import Any
 from tuner.backends.live._errors import HTTP_ERRORS
 from tuner.backends.live._measure import LiveBackend
 from tuner.backends.live._process import ServerProcess, find_vllm, free_port, http_get
+from tuner.backends.live._settings import ServerSettings
 from tuner.core._config import ServingConfig
 from tuner.core._errors import ConfigError, ServerStartError
 from tuner.core._measurement import Measurement
@@ -88,22 +89,14 @@ class VLLMServerBackend(LiveBackend):
 
     Args:
         model: A local model folder or a hub name, as ``vllm serve`` takes it.
-        server_args: More ``vllm serve`` flags (e.g. ``["--enforce-eager", "--dtype",
-            "bfloat16"]``). Knobs of :class:`ServingConfig`, ``--host`` and ``--port`` are
-            refused here: set them in the config or the search space.
-        vllm_executable: The ``vllm`` command; default ``vllm`` next to ``sys.executable``, else
-            on PATH.
+        settings: :class:`ServerSettings` (``server_args``, ``env``, ``startup_timeout``,
+            ``request_timeout``, ``warmup``, ``max_failed_requests``, ``stop_timeout``,
+            ``vllm_executable``), or give its fields as keywords. ``env`` goes over
+            ``os.environ`` and overrides tuner's defaults (``HF_HUB_OFFLINE=1``,
+            ``VLLM_NO_USAGE_STATS=1``, caches in ``workdir``, ``VLLM_HOST_IP=127.0.0.1``, the
+            timestamping logging config).
         workdir: The per-study folder (created, kept); default a temporary folder removed by
             :meth:`close`, logs included.
-        startup_timeout: Seconds to wait for ``/health`` = 200.
-        request_timeout: Seconds a request may take from its send to its last token.
-        env: Environment variables for the server, over ``os.environ``; they also override
-            tuner's defaults (``HF_HUB_OFFLINE=1``, ``VLLM_NO_USAGE_STATS=1``, caches in
-            ``workdir``, ``VLLM_HOST_IP=127.0.0.1``, the timestamping logging config).
-        warmup: Send one small request before the load (the first request of a fresh server
-            pays one-off costs).
-        max_failed_requests: Failed requests tolerated before the trial fails.
-        stop_timeout: Seconds between SIGTERM and SIGKILL when stopping the server.
 
     Example:
         >>> from tuner import Loop, SearchSpace, ServingConfig, Workload
@@ -122,30 +115,19 @@ class VLLMServerBackend(LiveBackend):
     def __init__(
         self,
         model: str | os.PathLike[str],
+        settings: ServerSettings | None = None,
         *,
-        server_args: Sequence[str] = (),
-        vllm_executable: str | os.PathLike[str] | None = None,
         workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 600.0,
-        request_timeout: float = 300.0,
-        env: Mapping[str, str] | None = None,
-        warmup: bool = True,
-        max_failed_requests: int = 0,
-        stop_timeout: float = 30.0,
+        **changes: Any,
     ) -> None:
-        for name, value in (("startup_timeout", startup_timeout),
-                            ("stop_timeout", stop_timeout)):  # fmt: skip
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"VLLMServerBackend.{name} = {value!r}: must be a number > 0")
-        super().__init__(
-            request_timeout=request_timeout, warmup=warmup, max_failed_requests=max_failed_requests
-        )
+        self.settings = ServerSettings.build(settings, changes)
+        super().__init__(self.settings)
         self.model = _model_arg(model)
-        self.server_args = tuple(_check_server_args(server_args))
-        self.startup_timeout = float(startup_timeout)
-        self.stop_timeout = float(stop_timeout)
-        self.env = {str(k): str(v) for k, v in (env or {}).items()}
-        self.vllm_executable = find_vllm(vllm_executable)
+        self.server_args = tuple(_check_server_args(self.settings.server_args))
+        self.startup_timeout = self.settings.startup_timeout
+        self.stop_timeout = self.settings.stop_timeout
+        self.env = dict(self.settings.env)
+        self.vllm_executable = find_vllm(self.settings.vllm_executable)
         self._given_workdir = Path(workdir).expanduser().resolve() if workdir else None
         self._workdir: Path | None = None
         self._server: ServerProcess | None = None
