@@ -2,7 +2,7 @@
 trials (feasible first, one relative SLO shortfall, closest miss, binding SLO, ties)."""
 
 from tuner.objectives._metrics import MetricRef, metric_names, metric_value
-from tuner.objectives._objective import Objective
+from tuner.objectives._objective import DEFAULT_OBJECTIVE, Objective
 from tuner.objectives._ranking import (
     best_trial,
     binding_slo,
@@ -20,6 +20,7 @@ from tuner.objectives._slo import SLO, parse_slos
 from tuner.objectives._stats import percentile_of_runs, statistic
 
 __all__ = [
+    "DEFAULT_OBJECTIVE",
     "SLO",
     "MetricRef",
     "Objective",

@@ -95,3 +95,7 @@ def _signed(v: float, direction: Direction) -> float:
     if math.isnan(v):
         return math.inf
     return -v if direction == "maximize" else v
+
+
+#: The objective when none is given: the most output tokens per second.
+DEFAULT_OBJECTIVE = Objective.maximize("output_throughput")

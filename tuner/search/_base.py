@@ -10,7 +10,7 @@ from tuner.core._config import ServingConfig
 from tuner.core._errors import SearchError
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
-from tuner.objectives import Objective
+from tuner.objectives import DEFAULT_OBJECTIVE, Objective
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Search(ABC):
         if objective is not None and not isinstance(objective, Objective):
             raise SearchError(f"start(objective=...): expected an Objective, got {objective!r}")
         self._space = space
-        self._objective = objective or Objective.maximize("output_throughput")
+        self._objective = objective or DEFAULT_OBJECTIVE
         self._measured = measured if measured is not None else _NothingMeasured()
         self._on_start(space)
 

@@ -28,6 +28,7 @@ from tuner.backends import CostModel
 from tuner.backends.live import AttachedSettings, ServerSettings
 from tuner.core import KNOBS, ConfigError, Request, ServingConfig
 from tuner.core._settings import unknown_key_message
+from tuner.objectives import DEFAULT_OBJECTIVE
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings
 from tuner.studies._yaml import Path_, line_of, load_with_lines
@@ -253,7 +254,7 @@ class StudySpec(_Spec):
     workload: WorkloadSpec
     space: SpaceSpec
     objective: ObjectiveSpec = Field(
-        default_factory=lambda: ObjectiveSpec(maximize="output_throughput")
+        default_factory=lambda: ObjectiveSpec(maximize=DEFAULT_OBJECTIVE.metric)
     )
     slos: list[str] = Field(default_factory=list)
     backend: BackendSpec | None = None

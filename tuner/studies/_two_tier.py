@@ -23,9 +23,16 @@ from tuner.core._settings import Settings
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial
 from tuner.core._workload import Workload
-from tuner.objectives import SLO, Objective, infeasible_error, parse_slos, within_margin
+from tuner.objectives import (
+    DEFAULT_OBJECTIVE,
+    SLO,
+    Objective,
+    infeasible_error,
+    parse_slos,
+    within_margin,
+)
 from tuner.search import ListSearch, Search
-from tuner.tuning import DEFAULT_OBJECTIVE, Loop
+from tuner.tuning import Loop
 
 
 class TwoTierSettings(Settings):

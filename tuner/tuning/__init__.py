@@ -3,12 +3,11 @@ record of what a run measured, and the trial log that makes a run resumable."""
 
 from tuner.tuning._budget import Budget
 from tuner.tuning._log import TrialLog, fingerprint
-from tuner.tuning._loop import DEFAULT_OBJECTIVE, HEADLINE_METRICS, Loop
+from tuner.tuning._loop import HEADLINE_METRICS, Loop
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._result import Exploration, TuningResult
 
 __all__ = [
-    "DEFAULT_OBJECTIVE",
     "HEADLINE_METRICS",
     "Budget",
     "Exploration",

@@ -21,7 +21,7 @@ from tuner.core._measurement import Measurement
 from tuner.core._space import SearchSpace
 from tuner.core._trial import Trial, TrialStatus
 from tuner.core._workload import Workload
-from tuner.objectives import SLO, MetricRef, Objective, parse_slos
+from tuner.objectives import DEFAULT_OBJECTIVE, SLO, MetricRef, Objective, parse_slos
 from tuner.objectives._ranking import best_trial, infeasible_error, judge
 from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
@@ -33,8 +33,6 @@ from tuner.tuning._result import Exploration, TuningResult
 HEADLINE_METRICS = ("total_steps", "max_step_tokens", "ttft_steps.max", "ttft.p99",
                     "output_throughput")  # fmt: skip
 
-#: The objective when none is given.
-DEFAULT_OBJECTIVE = Objective.maximize("output_throughput")
 
 
 class Loop:
