@@ -1,0 +1,237 @@
+"""Adversarial input: each probe that once slipped through (or crashed) pinned to a named error.
+
+Every test asserts the exact error class and that the message names the field (or file:line)
+and the value given.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import pytest
+
+from tuner import (
+    ConfigError,
+    Request,
+    SearchSpace,
+    ServingConfig,
+    Trial,
+    Workload,
+    WorkloadError,
+)
+from tuner.core._space import MAX_CONFIGS
+from tuner.core._trial import TrialStatus
+
+# --- probe 4: a bool is not an integer; a fraction is not a token count -----------------------
+
+
+def test_serving_config_refuses_a_bool_for_an_integer_knob() -> None:
+    with pytest.raises(ConfigError, match=(
+        r"ServingConfig\.max_num_seqs = True: must be an integer, not a bool"
+    )):
+        ServingConfig(max_num_seqs=True)
+
+
+def test_request_refuses_a_bool_for_a_token_count() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"Request\.prompt_tokens = True: must be an integer, not a bool"
+    )):
+        Request(arrival=0, prompt_tokens=True, output_tokens=1)
+
+
+def test_request_refuses_a_bool_for_its_arrival() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"Request\.arrival = False: must be a number, not a bool"
+    )):
+        Request(arrival=False, prompt_tokens=1, output_tokens=1)
+
+
+def test_a_nested_config_refuses_a_bool_too() -> None:
+    with pytest.raises(ConfigError, match=(
+        r"Trial\.config = .*ServingConfig\.max_num_seqs = True: must be an integer, not a bool"
+    )):
+        Trial(number=0, config={"max_num_seqs": True}, status=TrialStatus.FAILED, error="x")
+
+
+def test_from_arrays_refuses_bool_arrays() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[0\]\.prompt_tokens = True: must be an integer, not a bool"
+    )):
+        Workload.from_arrays([0.0, 1.0], [True, False], [1, 1])
+
+
+def test_from_arrays_refuses_a_bool_among_integers_in_a_list() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[1\]\.output_tokens = True: must be an integer, not a bool"
+    )):
+        Workload.from_arrays([0.0, 1.0], [4, 4], [1, True])
+
+
+def test_from_arrays_refuses_a_bool_arrival_array() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[0\]\.arrival = True: must be a number, not a bool"
+    )):
+        Workload.from_arrays([True], [4], [1])
+
+
+def test_a_fractional_float_is_refused_for_an_integer_knob() -> None:
+    with pytest.raises(ConfigError, match=r"ServingConfig\.max_num_seqs = 8\.5: .*fractional part"):
+        ServingConfig(max_num_seqs=8.5)
+
+
+def test_a_whole_float_is_taken_as_its_integer() -> None:
+    cfg = ServingConfig(max_num_seqs=8.0)
+    assert cfg.max_num_seqs == 8 and type(cfg.max_num_seqs) is int
+
+
+def test_from_arrays_refuses_a_fractional_token_count() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[1\]\.prompt_tokens = 2\.5: .*fractional part"
+    )):
+        Workload.from_arrays([0.0, 1.0], [2.0, 2.5], [1, 1])
+
+
+# --- probe 5: values that repeat once converted ------------------------------------------------
+
+
+def test_search_space_refuses_values_equal_after_conversion() -> None:
+    with pytest.raises(ConfigError, match=(
+        r"SearchSpace\['max_num_seqs'\] = \[8, 8\.0\]: values repeat once converted"
+    )):
+        SearchSpace({"max_num_seqs": [8, 8.0]})
+
+
+def test_search_space_refuses_true_and_1_for_a_bool_knob() -> None:
+    with pytest.raises(ConfigError, match=(
+        r"SearchSpace\['enable_chunked_prefill'\] = \[True, 1\]: values repeat"
+    )):
+        SearchSpace({"enable_chunked_prefill": [True, 1]})
+
+
+def test_search_space_refuses_a_bool_for_an_integer_knob() -> None:
+    with pytest.raises(ConfigError, match=(
+        r"SearchSpace\['max_num_seqs'\]: value True is not allowed: must be an integer, not a bool"
+    )):
+        SearchSpace({"max_num_seqs": [True, 1]})
+
+
+def test_search_space_holds_the_converted_values() -> None:
+    space = SearchSpace({"max_num_seqs": [4.0, 8]}, base=ServingConfig())
+    assert space.dimensions == {"max_num_seqs": (4, 8)}
+    assert [type(c.max_num_seqs) for c in space] == [int, int]
+
+
+def test_search_space_checks_each_value_without_the_cross_field_rules() -> None:
+    # 16 < max_num_seqs=128 alone, but 16 with max_num_seqs=8 is valid: judged per combination.
+    space = SearchSpace({"max_num_batched_tokens": [16, 256], "max_num_seqs": [8, 128]},
+                        skip_invalid=True)  # fmt: skip
+    assert len(space) == 3
+
+
+# --- probe 6: a space too big to build ---------------------------------------------------------
+
+
+def test_search_space_too_large_is_refused_before_it_is_built() -> None:
+    dims = {"max_num_batched_tokens": list(range(1000, 1100)), "max_num_seqs": list(range(1, 101)),
+            "block_size": list(range(1, 1001))}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"(?s)10,000,000 configurations.*1,000,000.*TPESearch"):
+        SearchSpace(dims)
+    assert MAX_CONFIGS == 1_000_000
+
+
+# --- probe 7: frozen models --------------------------------------------------------------------
+
+
+def test_assigning_to_a_frozen_config_is_a_config_error_pointing_to_replace() -> None:
+    cfg = ServingConfig()
+    with pytest.raises(ConfigError, match=(
+        r"ServingConfig\.max_num_seqs = 3: .*frozen.*\.replace\(max_num_seqs=\.\.\.\)"
+    )):
+        cfg.max_num_seqs = 3  # type: ignore[misc]
+    assert cfg.max_num_seqs == 128
+
+
+def test_every_model_is_frozen_with_the_same_error() -> None:
+    r = Request(arrival=0, prompt_tokens=4, output_tokens=1)
+    with pytest.raises(ConfigError, match=(
+        r"Request\.arrival = 2: .*frozen.*\.replace\(arrival=\.\.\.\)"
+    )):
+        r.arrival = 2  # type: ignore[misc]
+    with pytest.raises(ConfigError, match=r"Request\.prompt_tokens: .*frozen"):
+        del r.prompt_tokens
+    with pytest.raises(ConfigError, match=(
+        r"Request\.colour = 'red': .*frozen and has no such field"
+    )):
+        r.colour = "red"  # type: ignore[attr-defined]
+
+
+def test_replace_gives_a_validated_copy_for_every_model() -> None:
+    r = Request(arrival=0, prompt_tokens=4, output_tokens=1)
+    assert r.replace(arrival=2.5) == Request(arrival=2.5, prompt_tokens=4, output_tokens=1)
+    with pytest.raises(WorkloadError, match=r"Request\.prompt_tokens = 0"):
+        r.replace(prompt_tokens=0)
+
+
+# --- probe 8: from_arrays has Request's bounds and messages ------------------------------------
+
+
+def test_from_arrays_names_a_string_element() -> None:
+    with pytest.raises(WorkloadError, match=r"requests\[0\]\.arrival = 'a': .*valid number"):
+        Workload.from_arrays(["a"], [1], [1])
+
+
+def test_from_arrays_refuses_a_huge_float_length_without_a_numpy_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WorkloadError, match=(
+            r"requests\[0\]\.prompt_tokens = 1e\+20: .*less than or equal to 10000000"
+        )):
+            Workload.from_arrays([0.0], [1e20], [1])
+
+
+def test_from_arrays_caps_lengths_like_request_and_traces() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[0\]\.output_tokens = 1000000000000: .*less than or equal to 10000000"
+    )):
+        Workload.from_arrays([0.0], [1], [10**12])
+    with pytest.raises(WorkloadError, match=(
+        r"Request\.output_tokens = 1000000000000: .*less than or equal to 10000000"
+    )):
+        Request(arrival=0, prompt_tokens=1, output_tokens=10**12)
+
+
+def test_from_arrays_names_an_integer_too_large_for_int64() -> None:
+    with pytest.raises(WorkloadError, match=(
+        r"requests\[1\]\.prompt_tokens = 10{30}: .*less than or equal"
+    )):
+        Workload.from_arrays([0.0, 0.0], [1, 10**30], [1, 1])
+
+
+def test_from_arrays_refuses_a_ragged_array_by_name() -> None:
+    with pytest.raises(WorkloadError, match=r"workload\.arrival: not a 1-D array of numbers"):
+        Workload.from_arrays([[0.0], [1.0, 2.0]], [1, 1], [1, 1])
+
+
+# --- probe 11: NaN and inf ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["arrival", "prompt_tokens", "output_tokens"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_request_refuses_nan_and_inf(field: str, value: float) -> None:
+    row: dict[str, float] = {"arrival": 0.0, "prompt_tokens": 4, "output_tokens": 1, field: value}
+    pattern = rf"Request\.{field} = {re.escape(repr(value))}: Input should be a finite number"
+    with pytest.raises(WorkloadError, match=pattern):
+        Request(**row)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["arrival", "prompt_tokens", "output_tokens"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_from_arrays_refuses_nan_and_inf(field: str, value: float) -> None:
+    cols: dict[str, list[float]] = {"arrival": [0.0, 1.0], "prompt_tokens": [4, 4],
+                                    "output_tokens": [1, 1]}  # fmt: skip
+    cols[field][1] = value
+    pattern = rf"requests\[1\]\.{field} = {re.escape(repr(value))}: Input should be a finite number"
+    with pytest.raises(WorkloadError, match=pattern):
+        Workload.from_arrays(cols["arrival"], cols["prompt_tokens"], cols["output_tokens"])
