@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,65 @@ def test_from_arrays_refuses_nan_and_inf(field: str, value: float) -> None:
     pattern = rf"requests\[1\]\.{field} = {re.escape(repr(value))}: Input should be a finite number"
     with pytest.raises(WorkloadError, match=pattern):
         Workload.from_arrays(cols["arrival"], cols["prompt_tokens"], cols["output_tokens"])
+
+
+# --- probe 9: hostile trace files ---------------------------------------------------------------
+
+_ROW = '{"timestamp": 0, "input_length": 8, "output_length": 2}\n'
+_HEADER = "arrival,prompt_tokens,output_tokens\n"
+
+
+def test_a_csv_field_over_the_csv_limit_is_a_workload_error_at_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "big.csv"
+    p.write_text(_HEADER + "0,8,2\n" + '0,"' + "x" * 200_000 + '",2\n')
+    with pytest.raises(WorkloadError, match=(
+        rf"^{re.escape(str(p))}:3: not a readable CSV row: field larger"
+    )):
+        Workload.from_csv(p)
+
+
+def test_deeply_nested_json_is_a_workload_error_at_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "nested.jsonl"
+    p.write_text(_ROW + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(WorkloadError, match=rf"^{re.escape(str(p))}:2: JSON nested too deeply"):
+        Workload.from_jsonl(p)
+
+
+def test_a_5000_digit_json_number_is_a_workload_error_at_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "digits.jsonl"
+    digits = "1" * 5000
+    p.write_text(_ROW + f'{{"timestamp": 0, "input_length": {digits}, "output_length": 1}}\n')
+    with pytest.raises(WorkloadError, match=(
+        rf"^{re.escape(str(p))}:2: a number is too long to read: .*5000 digits"
+    )):
+        Workload.from_jsonl(p)
+
+
+def test_a_5000_digit_csv_number_is_named_and_shortened(tmp_path: Path) -> None:
+    p = tmp_path / "digits.csv"
+    p.write_text(_HEADER + "0," + "1" * 5000 + ",1\n")
+    with pytest.raises(WorkloadError, match=(
+        rf"^{re.escape(str(p))}:2: field 'prompt_tokens' = '1+\.\.\.\(5002 characters\): must be "
+        rf"an integer"
+    )) as e:
+        Workload.from_csv(p)
+    assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_trace_that_is_not_utf8_names_the_file_and_line(tmp_path: Path, suffix: str) -> None:
+    p = tmp_path / f"latin1.{suffix}"
+    first = _ROW if suffix == "jsonl" else _HEADER
+    p.write_bytes(first.encode() + b"0,8,2 caf\xe9\n")
+    read = Workload.from_jsonl if suffix == "jsonl" else Workload.from_csv
+    with pytest.raises(WorkloadError, match=(
+        rf"^{re.escape(str(p))}:2: not a UTF-8 text file: byte 0xe9"
+    )):
+        read(p)
+
+
+def test_a_directory_given_as_a_trace_names_it(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadError, match=(
+        rf"^{re.escape(str(tmp_path))}: cannot read trace file: .*directory"
+    )):
+        Workload.from_jsonl(tmp_path)
