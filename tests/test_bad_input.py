@@ -14,16 +14,20 @@ from pathlib import Path
 import pytest
 
 from tuner import (
+    SLO,
     ConfigError,
     Request,
     SearchSpace,
     ServingConfig,
+    SLOError,
     Trial,
     Workload,
     WorkloadError,
 )
 from tuner.core._space import MAX_CONFIGS
 from tuner.core._trial import TrialStatus
+from tuner.objectives import MetricRef, parse_slos
+from tuner.objectives._metrics import DISTRIBUTIONS, SCALARS
 
 # --- probe 4: a bool is not an integer; a fraction is not a token count -----------------------
 
@@ -298,3 +302,53 @@ def test_a_directory_given_as_a_trace_names_it(tmp_path: Path) -> None:
         rf"^{re.escape(str(tmp_path))}: cannot read trace file: .*directory"
     )):
         Workload.from_jsonl(tmp_path)
+
+
+# --- probe 10: negative limits on metrics that are never negative ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "noun"),
+    [
+        ("ttft.p99 <= -1s", "a latency"),
+        ("e2e.mean <= -200ms", "a latency"),
+        ("preemptions <= -1", "a count"),
+        ("ttft_steps.max <= -2", "a number of steps"),
+        ("max_step_tokens <= -64", "a number of tokens"),
+        ("output_throughput <= -5", "a throughput"),
+        ("goodput(ttft:1s) <= -1", "a throughput"),
+    ],
+)
+def test_a_negative_limit_on_a_nonnegative_metric_is_refused_at_parse_time(
+    text: str, noun: str
+) -> None:
+    with pytest.raises(SLOError, match=(
+        rf"'{re.escape(text)}': the limit is negative, but .* is {noun}, never negative, "
+        r"so this SLO can never be met"
+    )):
+        SLO.parse(text)
+
+
+def test_a_negative_floor_is_refused_as_constraining_nothing() -> None:
+    with pytest.raises(SLOError, match=(
+        r"'output_throughput >= -5': the limit is negative.*always holds and constrains nothing"
+    )):
+        SLO.parse("output_throughput >= -5")
+
+
+def test_strictly_below_zero_is_refused_and_at_most_zero_is_kept() -> None:
+    with pytest.raises(SLOError, match=r"'preemptions < 0': .*never < 0.*'<= 0'"):
+        SLO.parse("preemptions < 0")
+    assert SLO.parse("preemptions <= 0").limit == 0
+
+
+def test_a_negative_limit_is_refused_in_an_slo_list_and_when_built_directly() -> None:
+    with pytest.raises(SLOError, match=r"slos\[1\]: .*'preemptions <= -1': the limit is negative"):
+        parse_slos(["ttft.p99 <= 1s", "preemptions <= -1"])
+    with pytest.raises(SLOError, match=r"'e2e\.max <= -3': the limit is negative"):
+        SLO(metric="e2e.max", limit=-3)
+
+
+def test_every_metric_is_declared_nonnegative() -> None:
+    names = [f"{n}.p50" for n in DISTRIBUTIONS] + list(SCALARS) + ["goodput(ttft:1s)"]
+    assert all(MetricRef.parse(n).nonnegative for n in names)
