@@ -181,6 +181,8 @@ class Loop:
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:
+            if log is not None:
+                log.close()
             self.backend.close()
         trials = record.trials
         best = best_trial(trials, self.objective)
