@@ -98,6 +98,12 @@ def test_from_arrays_refuses_a_fractional_token_count() -> None:
         Workload.from_arrays([0.0, 1.0], [2.0, 2.5], [1, 1])
 
 
+def test_head_refuses_a_bool_fraction() -> None:
+    w = Workload.from_arrays([0.0, 1.0], [4, 4], [1, 1])
+    with pytest.raises(WorkloadError, match=r"head\(fraction=True\): fraction must be in \(0, 1\]"):
+        w.head(True)
+
+
 # --- probe 5: values that repeat once converted ------------------------------------------------
 
 

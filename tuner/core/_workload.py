@@ -424,7 +424,9 @@ class Workload:
         Raises:
             WorkloadError: if ``fraction`` is not in (0, 1].
         """
-        if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        if isinstance(fraction, (bool, np.bool_)) or not (
+            isinstance(fraction, (int, float)) and 0 < fraction <= 1
+        ):
             raise WorkloadError(f"head(fraction={fraction!r}): fraction must be in (0, 1]")
         n = max(1, math.ceil(len(self) * fraction - 1e-9))
         keep = np.sort(self._order[:n])
