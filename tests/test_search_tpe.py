@@ -279,7 +279,7 @@ def test_tpe_infeasible_everywhere_is_reported_by_the_loop() -> None:
         ({"study_name": ""}, r"TPESearch\.study_name = ''"),
         ({"storage": "sqlite:///x.db"}, r"TPESearch: a study_name is required with a storage"),
         ({"n_trails": 3}, r"TPESearch: unknown key 'n_trails' \(did you mean 'n_trials'\?\)"),
-        ({"seed": True}, r"TPESearch\.seed = True: Input should be a valid integer"),
+        ({"seed": True}, r"TPESearch\.seed = True: must be an integer, not a bool"),
     ],
 )
 def test_tpe_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:

@@ -264,7 +264,7 @@ def test_poisson_errors_name_poisson() -> None:
         (lambda: Uniform(100, -0.1), r"Uniform\.range_ratio = -0\.1: .*greater than or equal to 0"),
         (lambda: Uniform(0), r"Uniform\.mean = 0: Input should be greater than or equal to 1"),
         (lambda: Fixed(0), r"Fixed\.n = 0: Input should be greater than or equal to 1"),
-        (lambda: Fixed(True), r"Fixed\.n = True: Input should be a valid integer"),
+        (lambda: Fixed(True), r"Fixed\.n = True: must be an integer, not a bool"),
         (lambda: LogNormal(100, -1), r"LogNormal\.sigma = -1: .*greater than or equal to 0"),
         (lambda: LogNormal(100, 1, max_len=0), r"LogNormal\.max_len = 0: .*greater than or eq"),
         (lambda: LogNormal(math.nan, 1), r"LogNormal\.mean = nan: Input should be a finite"),

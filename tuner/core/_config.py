@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import Field, model_validator
 
+from tuner.core._errors import ConfigError
 from tuner.core._model import FrozenModel
 
 VLLM_VERSION = "0.32"
 """The vLLM release whose scheduler semantics and defaults this package mirrors."""
+
+_FIELDS_ONLY: ContextVar[bool] = ContextVar("tuner_config_fields_only", default=False)
+"""Set by :meth:`ServingConfig.convert`: check each field, skip the cross-field rules."""
 
 
 class ServingConfig(FrozenModel):
@@ -47,10 +52,32 @@ class ServingConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _check_like_vllm(self) -> ServingConfig:
+        if _FIELDS_ONLY.get():
+            return self
         problems = self.problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def convert(self, knob: str, value: Any) -> Any:
+        """``value`` as this knob holds it (``8.0`` -> ``8``), checked on its own: the field's
+        type and bounds, not the cross-field rules of :meth:`problems`.
+
+        Raises:
+            ConfigError: naming the knob, the value and what is allowed.
+
+        Example:
+            >>> ServingConfig().convert("max_num_seqs", 8.0)
+            8
+        """
+        if knob not in type(self).model_fields:
+            raise ConfigError(f"ServingConfig: unknown knob {knob!r}; allowed: {', '.join(KNOBS)}")
+        token = _FIELDS_ONLY.set(True)
+        try:
+            checked = type(self)(**{**self.model_dump(), knob: value})
+        finally:
+            _FIELDS_ONLY.reset(token)
+        return getattr(checked, knob)
 
     def problems(self) -> list[str]:
         """Cross-field problems vLLM would refuse at start-up (empty when the config is valid)."""
@@ -80,10 +107,6 @@ class ServingConfig(FrozenModel):
                     f"({self.max_model_len}): one full-length request could never run"
                 )
         return out
-
-    def replace(self, **changes: Any) -> ServingConfig:
-        """A copy with some knobs changed, validated (raises :class:`ConfigError`)."""
-        return type(self)(**{**self.model_dump(), **changes})
 
     @property
     def kv_capacity_tokens(self) -> int | None:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tuner.core._config import KNOBS, ServingConfig
 from tuner.core._errors import ConfigError
 
+MAX_CONFIGS = 1_000_000
+"""The most configurations a :class:`SearchSpace` may hold (it builds and checks each one)."""
+
 
 class SearchSpace:
     """Every combination of the given knob values, applied over a base ``ServingConfig``.
+
+    Values are converted to the knob's type (``8.0`` -> ``8``) and must not repeat once
+    converted. A space holds at most :data:`MAX_CONFIGS` configurations.
 
     Combinations vLLM would refuse (for example ``enable_chunked_prefill=False`` with a budget
     below ``max_model_len``) raise :class:`ConfigError` listing them, unless
@@ -54,20 +61,33 @@ class SearchSpace:
             vals = tuple(values)
             if not vals:
                 raise ConfigError(f"SearchSpace[{knob!r}]: needs at least one value, got []")
-            if len(set(map(repr, vals))) != len(vals):
-                raise ConfigError(f"SearchSpace[{knob!r}] = {list(vals)!r}: values repeat")
+            converted = []
             for v in vals:  # each value on its own, so the error names the knob and value
                 try:
-                    base.replace(**{knob: v})
+                    converted.append(base.convert(knob, v))
                 except ConfigError as e:
                     prefix = f"ServingConfig.{knob} = "
                     clauses = [c for c in str(e).split("; ") if c.startswith(prefix)]
-                    if clauses:
-                        raise ConfigError(
-                            f"SearchSpace[{knob!r}]: value {v!r} is not allowed: "
-                            f"{clauses[0].split(': ', 1)[1]}"
-                        ) from None
-            dims[knob] = vals
+                    why = clauses[0].split(": ", 1)[1] if clauses else str(e)
+                    raise ConfigError(
+                        f"SearchSpace[{knob!r}]: value {v!r} is not allowed: {why}"
+                    ) from None
+            # Compare what the config holds: 8 and 8.0, or True and 1, are one point, not two.
+            if len(set(converted)) != len(converted):
+                raise ConfigError(
+                    f"SearchSpace[{knob!r}] = {list(vals)!r}: values repeat once converted to "
+                    f"the knob's type ({converted!r}); give each value once"
+                )
+            dims[knob] = tuple(converted)
+        size = math.prod(len(v) for v in dims.values())
+        if size > MAX_CONFIGS:
+            shape = " x ".join(f"{len(v)} {k}" for k, v in dims.items())
+            raise ConfigError(
+                f"SearchSpace: {shape} values make {size:,} configurations, more than the "
+                f"{MAX_CONFIGS:,} a space may hold (every one is built and checked up front); "
+                "give fewer values per knob (e.g. powers of two) and let TPESearch or "
+                "RandomSearch sample them rather than a grid"
+            )
         self._base = base
         self._dims = dims
         configs: list[ServingConfig] = []

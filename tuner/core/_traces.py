@@ -10,6 +10,7 @@ vLLM where vLLM would fail later or silently (blank lines, wrong types, values b
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -39,30 +40,45 @@ def _at(path: PathLike, lineno: int) -> str:
 
 def _read_lines(path: PathLike, encoding: str) -> list[str]:
     try:
-        with open(path, encoding=encoding, newline="") as f:
-            return f.readlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise WorkloadError(f"{os.fspath(path)}: cannot read trace file: {e}") from e
+    try:
+        text = data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise WorkloadError(f"{os.fspath(path)}: not a UTF-8 text file: {e}") from e
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise WorkloadError(
+            f"{_at(path, lineno)}: not a UTF-8 text file: byte {data[e.start]:#04x} "
+            f"({e.reason})"
+        ) from None
+    return io.StringIO(text, newline="").readlines()
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened so that a megabyte-long field does not flood the message."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
 def _arrival(value: Any, where: str, field: str, scale: float = 1.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WorkloadError(f"{where}: field {field!r} = {value!r}: must be a number (seconds)")
+        raise WorkloadError(
+            f"{where}: field {field!r} = {_show(value)}: must be a number (seconds)"
+        )
     try:
         seconds = float(value) * scale
     except OverflowError:  # an integer too large for a float
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
-        raise WorkloadError(f"{where}: field {field!r} = {value!r}: must be finite and >= 0")
+        raise WorkloadError(f"{where}: field {field!r} = {_show(value)}: must be finite and >= 0")
     return seconds
 
 
 def _tokens(value: Any, where: str, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
         raise WorkloadError(
-            f"{where}: field {field!r} = {value!r}: must be an integer in [1, {MAX_TOKENS}]"
+            f"{where}: field {field!r} = {_show(value)}: must be an integer in [1, {MAX_TOKENS}]"
         )
     return value
 
@@ -122,6 +138,13 @@ def read_jsonl(
             entry = json.loads(line)
         except json.JSONDecodeError as e:
             raise WorkloadError(f"{where}: not valid JSON: {e.msg} (column {e.colno})") from None
+        except ValueError as e:  # an integer longer than Python converts (4300 digits)
+            why = str(e).split(";")[0]
+            raise WorkloadError(f"{where}: a number is too long to read: {why}") from None
+        except RecursionError:
+            raise WorkloadError(
+                f"{where}: JSON nested too deeply to read (expected one flat object)"
+            ) from None
         if not isinstance(entry, dict):
             raise WorkloadError(f"{where}: expected a JSON object, got {type(entry).__name__}")
         for key in (label_timestamp, label_input_length, label_output_length):
@@ -190,12 +213,20 @@ def read_csv(path: PathLike) -> Arrays:
     o: list[int] = []
     reader = csv.reader(_read_lines(path, "utf-8-sig"))
     header_seen = False
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field over the csv module's limit (128 kB), a bad quote
+            where = _at(path, reader.line_num)
+            raise WorkloadError(f"{where}: not a readable CSV row: {e}") from None
         where = _at(path, reader.line_num)
         if not header_seen:
             if tuple(c.strip() for c in row) != CSV_HEADER:
                 raise WorkloadError(
-                    f"{where}: field 'header' = {','.join(row)!r}: must be {','.join(CSV_HEADER)!r}"
+                    f"{where}: field 'header' = {_show(','.join(row))}: "
+                    f"must be {','.join(CSV_HEADER)!r}"
                 )
             header_seen = True
             continue

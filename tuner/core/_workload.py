@@ -9,7 +9,7 @@ from typing import Any, ClassVar, overload
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tuner.core import _traces
 from tuner.core._arrivals import LengthSpec, sample_workload_arrays
@@ -33,10 +33,74 @@ class Request(FrozenModel):
     arrival: float = Field(ge=0.0, allow_inf_nan=False)
     """When the request reaches the server, in the workload's time unit (seconds, or steps on
     the unit step clock), relative to the start of the run."""
-    prompt_tokens: int = Field(ge=1, le=10_000_000)
+    prompt_tokens: int = Field(ge=1, le=_traces.MAX_TOKENS)
     """Prompt length in tokens."""
-    output_tokens: int = Field(ge=1, le=10_000_000)
+    output_tokens: int = Field(ge=1, le=_traces.MAX_TOKENS)
     """Exact number of tokens to generate (served with ``ignore_eos``)."""
+
+    @field_validator("prompt_tokens", "output_tokens", mode="before")
+    @classmethod
+    def _whole_float_as_int(cls, value: Any) -> Any:
+        # So that 1e20 is reported against the bound, not as an integer too long to parse.
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        return value
+
+
+_FINE_ROW = {"arrival": 0.0, "prompt_tokens": 1, "output_tokens": 1}
+
+
+def _column(name: str, values: npt.ArrayLike) -> npt.NDArray[Any]:
+    """``values`` as an array, kept as objects where numpy would hide a bool among numbers."""
+    try:
+        if isinstance(values, (list, tuple)) and any(
+            isinstance(v, (bool, np.bool_)) for v in values
+        ):
+            return np.array(values, dtype=object)
+        return np.asarray(values)
+    except (ValueError, TypeError) as e:  # ragged or otherwise not an array
+        raise WorkloadError(f"workload.{name}: not a 1-D array of numbers: {e}") from None
+
+
+def _checked(name: str, col: npt.NDArray[Any], raw: dict[str, npt.NDArray[Any]]) -> Any:
+    """The column as float64 (arrival) or int64 (lengths), or the first bad element's error."""
+    tokens = name != "arrival"
+    kind = col.dtype.kind
+    if kind in "iuf":
+        with np.errstate(invalid="ignore", over="ignore"):
+            if tokens:
+                ok = (col >= 1) & (col <= _traces.MAX_TOKENS)
+                if kind == "f":
+                    ok &= np.isfinite(col) & (col % 1 == 0)
+            else:
+                ok = np.isfinite(col) & (col >= 0)
+            bad = np.flatnonzero(~ok)
+        if not len(bad):
+            return col.astype(np.int64 if tokens else np.float64)
+        raise _row_error(int(bad[0]), name, raw)
+    # Anything else (bools, strings, objects, complex): each element as Request takes it.
+    out = np.empty(len(col), dtype=np.int64 if tokens else np.float64)
+    for i, v in enumerate(col.tolist()):
+        try:
+            out[i] = getattr(Request(**{**_FINE_ROW, name: v}), name)
+        except WorkloadError:
+            raise _row_error(i, name, raw) from None
+    return out
+
+
+def _row_error(i: int, name: str, raw: dict[str, npt.NDArray[Any]]) -> WorkloadError:
+    """Request's own message for element ``i`` of column ``name``."""
+    value = raw[name][i]
+    value = value.item() if isinstance(value, np.generic) else value
+    why = "not a valid value"
+    try:
+        Request(**{**_FINE_ROW, name: value})
+    except WorkloadError as e:
+        prefix = f"Request.{name} = "
+        clauses = [c for c in str(e).split("; ") if c.startswith(prefix)]
+        if clauses:
+            why = clauses[0].split(": ", 1)[1]
+    return WorkloadError(f"requests[{i}].{name} = {value!r}: {why}")
 
 
 def _readonly(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -87,37 +151,29 @@ class Workload:
         prompt_tokens: npt.ArrayLike,
         output_tokens: npt.ArrayLike,
     ) -> Workload:
-        """Build a workload from three equal-length arrays (fast path for large workloads)."""
-        a = np.asarray(arrival, dtype=np.float64).copy()
-        p = np.asarray(prompt_tokens)
-        o = np.asarray(output_tokens)
+        """Build a workload from three equal-length arrays (fast path for large workloads).
+
+        The bounds and the messages are :class:`Request`'s: a bad element is reported as
+        ``requests[i].field = value: what is allowed`` (bools, fractions, NaN, values out of
+        range or not numbers at all).
+
+        Raises:
+            WorkloadError: for arrays of different shapes or a bad element.
+        """
+        raw = {
+            "arrival": _column("arrival", arrival),
+            "prompt_tokens": _column("prompt_tokens", prompt_tokens),
+            "output_tokens": _column("output_tokens", output_tokens),
+        }
+        a, p, o = raw.values()
         if not (a.ndim == p.ndim == o.ndim == 1) or not (len(a) == len(p) == len(o)):
             raise WorkloadError(
                 "workload arrays: arrival, prompt_tokens and output_tokens must be 1-D and of "
                 f"equal length, got shapes {a.shape}, {p.shape}, {o.shape}"
             )
-        for name, arr in (("prompt_tokens", p), ("output_tokens", o)):
-            if (
-                len(arr)
-                and not np.issubdtype(arr.dtype, np.integer)
-                and not np.all(np.asarray(arr, dtype=np.float64) % 1 == 0)
-            ):
-                    raise WorkloadError(f"workload.{name}: must be whole numbers of tokens")
-        p = p.astype(np.int64)
-        o = o.astype(np.int64)
-        bad = np.flatnonzero(~np.isfinite(a) | (a < 0))
-        if len(bad):
-            raise WorkloadError(
-                f"requests[{bad[0]}].arrival = {a[bad[0]]!r}: must be a finite number >= 0"
-            )
-        for name, arr in (("prompt_tokens", p), ("output_tokens", o)):
-            bad = np.flatnonzero(arr < 1)
-            if len(bad):
-                raise WorkloadError(
-                    f"requests[{bad[0]}].{name} = {arr[bad[0]]}: must be an integer >= 1"
-                )
+        checked = {name: _checked(name, col, raw) for name, col in raw.items()}
         w = cls.__new__(cls)
-        w._init(a, p, o)
+        w._init(checked["arrival"], checked["prompt_tokens"], checked["output_tokens"])
         return w
 
     @classmethod
@@ -368,7 +424,9 @@ class Workload:
         Raises:
             WorkloadError: if ``fraction`` is not in (0, 1].
         """
-        if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        if isinstance(fraction, (bool, np.bool_)) or not (
+            isinstance(fraction, (int, float)) and 0 < fraction <= 1
+        ):
             raise WorkloadError(f"head(fraction={fraction!r}): fraction must be in (0, 1]")
         n = max(1, math.ceil(len(self) * fraction - 1e-9))
         keep = np.sort(self._order[:n])

@@ -20,6 +20,12 @@ from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 
 Kind = Literal["time", "steps", "tokens", "count", "rate"]
 
+KIND_NOUNS: dict[str, str] = {
+    "time": "a latency", "steps": "a number of steps", "tokens": "a number of tokens",
+    "count": "a count", "rate": "a throughput",
+}  # fmt: skip
+"""How error messages name a metric of each kind."""
+
 
 @dataclass(frozen=True)
 class _Distribution:
@@ -27,6 +33,7 @@ class _Distribution:
     doc: str
     samples: Callable[[Measurement], tuple[np.ndarray, np.ndarray | None]]
     needs_steps: bool = False
+    nonnegative: bool = True
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class _Scalar:
     doc: str
     value: Callable[[Measurement], float]
     needs_steps: bool = False
+    nonnegative: bool = True
 
 
 def _steps_field(m: Measurement) -> np.ndarray:
@@ -179,6 +187,15 @@ class MetricRef:
             return False
         spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
         return spec.needs_steps
+
+    @property
+    def nonnegative(self) -> bool:
+        """Whether the metric can never be below 0 (every latency, count and throughput, and
+        every statistic of them), so a negative limit on it is a mistake."""
+        if self.name == "goodput":
+            return True
+        spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
+        return spec.nonnegative
 
     @property
     def time_units(self) -> tuple[str, ...]:

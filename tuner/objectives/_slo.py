@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from tuner.core._errors import SLOError, TunerError
 from tuner.core._measurement import Measurement
 from tuner.core._model import FrozenModel
-from tuner.objectives._metrics import TIME_UNITS, MetricRef
+from tuner.objectives._metrics import KIND_NOUNS, TIME_UNITS, MetricRef
 
 Op = Literal["<=", "<", ">=", ">"]
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -27,6 +27,9 @@ _SLO_RE = re.compile(
 
 class SLO(FrozenModel):
     """A hard constraint on one metric: ``metric op limit``.
+
+    The limit of a metric that is never negative (every latency, count and throughput) must
+    not be negative: such an SLO could never be met, or would constrain nothing.
 
     Time limits may carry a unit (``us``, ``ms``, ``s``) and are stored in seconds; without a
     unit a time limit is in the measurement's own time unit (steps on the unit step clock).
@@ -59,6 +62,21 @@ class SLO(FrozenModel):
             raise ValueError(
                 f"{self.metric} is not a time metric; its limit takes no unit "
                 f"(got {self.unit!r})"
+            )
+        if ref.nonnegative and self.limit < 0:
+            outcome = (
+                "can never be met" if self.op in ("<=", "<")
+                else "always holds and constrains nothing"
+            )  # fmt: skip
+            raise ValueError(
+                f"'{self.text}': the limit is negative, but {self.metric} is "
+                f"{KIND_NOUNS[ref.kind]}, never negative, so this SLO {outcome}; "
+                "give a limit >= 0"
+            )
+        if ref.nonnegative and self.limit == 0 and self.op == "<":
+            raise ValueError(
+                f"'{self.text}': {self.metric} is {KIND_NOUNS[ref.kind]}, never negative, so it "
+                "is never < 0 and this SLO can never be met; write '<= 0' for none at all"
             )
         return self
 

@@ -140,8 +140,8 @@ class Loop:
         stop_reason = "search exhausted"
         t0 = time.monotonic()
         answered = 0
-        self.search.start(space, self.objective, record)
         try:
+            self.search.start(space, self.objective, record)
             while True:
                 if self.max_trials is not None and len(record) >= self.max_trials:
                     stop_reason = f"max_trials ({self.max_trials}) reached"
@@ -174,6 +174,8 @@ class Loop:
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:
+            if log is not None:
+                log.close()
             self.backend.close()
         trials = record.trials
         best = best_trial(trials, self.objective)
