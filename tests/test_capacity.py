@@ -9,7 +9,8 @@ import pytest
 from tuner import ConfigError, InfeasibleError, ServingConfig, Workload
 from tuner.backends import CostModel, SimulatorBackend
 from tuner.cli import main
-from tuner.studies import find_capacity, load_sweep, plot_load_curves
+from tuner.report import plot_load_curves
+from tuner.studies import find_capacity, load_sweep
 
 SIM = SimulatorBackend(CostModel(fixed=0.01, per_prefill_token=1e-4, per_decode_token=1e-4,
                                  time_unit="s"))  # fmt: skip

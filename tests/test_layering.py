@@ -93,6 +93,20 @@ def test_imports_only_run_down_the_layers(module: str) -> None:
     assert not bad, f"{module} imports upwards or sideways:\n  " + "\n  ".join(bad)
 
 
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_other_packages_are_imported_through_their_public_names(module: str) -> None:
+    own = package_of(module)
+    bad = []
+    for target, line in imports(module, MODULES[module]):
+        other = package_of(target)
+        private = any(p.startswith("_") for p in target.split(".")[2:])
+        if other is not None and other != own and private:
+            bad.append(f"line {line}: {target}")
+    assert not bad, f"{module} reaches into another package's private modules:\n  " + (
+        "\n  ".join(bad)
+    )
+
+
 def test_there_are_no_import_cycles() -> None:
     graph = {m: {t for t, _ in imports(m, p) if t in MODULES and t != m}
              for m, p in MODULES.items()}  # fmt: skip

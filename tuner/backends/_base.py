@@ -7,10 +7,7 @@ from types import TracebackType
 
 import numpy as np
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigRefused
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import ConfigRefused, Measurement, ServingConfig, Workload
 
 
 class Backend(ABC):

@@ -11,8 +11,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from tuner.backends._cost import CostModel
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import Measurement, Workload
 
 
 class Timeline:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from tuner.cli import _capacity, _demo, _fidelity, _live, _run
-from tuner.core._errors import TunerError
+from tuner.core import TunerError
 
 
 def build_parser() -> argparse.ArgumentParser:

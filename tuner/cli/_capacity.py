@@ -10,7 +10,8 @@ from tuner.cli._args import add_workload_args, cost_model, serving_config
 from tuner.cli._table import format_table
 from tuner.core import ConfigError, InfeasibleError, ServingConfig, Workload
 from tuner.objectives import SLO
-from tuner.studies import find_capacity, load_sweep, plot_load_curves
+from tuner.report import plot_load_curves
+from tuner.studies import find_capacity, load_sweep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -13,8 +13,7 @@ from tuner.backends.live import ServerSettings, build_tiny_model
 from tuner.cli._fields import add_fields, values
 from tuner.cli._study import run_and_report
 from tuner.core import ServingConfig
-from tuner.studies import StudySpec, build_spec
-from tuner.studies._spec import Arrivals
+from tuner.studies import Arrivals, StudySpec, build_spec
 
 METRICS = ["ttft.p99", "itl.p99", "e2e.p99", "output_throughput", "max_step_tokens",
            "total_steps"]  # fmt: skip

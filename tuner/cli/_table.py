@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchSpace, Trial
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

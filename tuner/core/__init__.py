@@ -25,6 +25,8 @@ from tuner.core._errors import (
     WorkloadError,
 )
 from tuner.core._measurement import Measurement
+from tuner.core._model import FrozenModel
+from tuner.core._settings import Settings, unknown_key_message
 from tuner.core._space import SearchSpace
 from tuner.core._trial import SLOResult, Trial, TrialStatus
 from tuner.core._workload import Request, Workload
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigRefused",
     "Empirical",
     "Fixed",
+    "FrozenModel",
     "InfeasibleError",
     "LengthDistribution",
     "LengthSpec",
@@ -50,6 +53,7 @@ __all__ = [
     "SearchSpace",
     "ServerStartError",
     "ServingConfig",
+    "Settings",
     "Trial",
     "TrialStatus",
     "TrialTimeout",
@@ -58,4 +62,5 @@ __all__ = [
     "Workload",
     "WorkloadError",
     "parse_length",
+    "unknown_key_message",
 ]

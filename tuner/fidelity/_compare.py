@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tuner.backends import Backend
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import ConfigError, Measurement, ServingConfig, Workload
 
 CASE_KINDS = ("burst", "poisson", "long_short", "single", "kv_pressure", "no_chunking")
 """The kinds of random case, each aimed at a scheduler path."""

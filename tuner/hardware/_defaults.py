@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tuner.core._errors import ConfigError
+from tuner.core import ConfigError
 from tuner.hardware._gpu import GPU, GiB
 
 UsageContext = Literal["openai_server", "llm_class"]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tuner.core._model import FrozenModel
+from tuner.core import FrozenModel
 from tuner.hardware._names import lookup, normalize
 
 GiB = 1 << 30

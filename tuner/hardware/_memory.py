@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from tuner.core._errors import ConfigError
+from tuner.core import ConfigError
 from tuner.hardware._defaults import UsageContext, vllm_default_scheduler_limits
 from tuner.hardware._gpu import GPU, GiB
 from tuner.hardware._model_spec import DTYPE_BYTES, ModelSpec

@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from tuner.core._errors import ConfigError
-from tuner.core._model import FrozenModel
+from tuner.core import ConfigError, FrozenModel
 from tuner.hardware._names import lookup, normalize
 
 Dtype = Literal["bfloat16", "float16", "float32"]

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from tuner.core._errors import ConfigError
+from tuner.core import ConfigError
 
 T = TypeVar("T")
 

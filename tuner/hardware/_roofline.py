@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict, Field
 
-from tuner.core._model import FrozenModel
+from tuner.core import FrozenModel
 from tuner.hardware._gpu import GPU
 from tuner.hardware._memory import (
     KVCacheDtype,

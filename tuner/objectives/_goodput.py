@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from tuner.core._measurement import Measurement
+from tuner.core import Measurement
 
 CRITERIA = ("ttft", "tpot", "e2e")
 """The per-request latencies goodput can limit (vllm bench's ``ttft``, ``tpot``, ``e2el``)."""

@@ -13,8 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from tuner.core._errors import BackendError, SLOError
-from tuner.core._measurement import Measurement
+from tuner.core import BackendError, Measurement, SLOError
 from tuner.objectives._goodput import CRITERIA, request_goodput
 from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 

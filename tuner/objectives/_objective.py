@@ -8,8 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tuner.core._errors import SLOError
-from tuner.core._model import FrozenModel
+from tuner.core import FrozenModel, SLOError
 from tuner.objectives._metrics import MetricRef
 
 Direction = Literal["maximize", "minimize"]

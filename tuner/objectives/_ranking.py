@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tuner.core._errors import InfeasibleError, SLOShortfall
-from tuner.core._measurement import Measurement
-from tuner.core._trial import SLOResult, Trial
+from tuner.core import InfeasibleError, Measurement, SLOResult, SLOShortfall, Trial
 from tuner.objectives._objective import Objective
 from tuner.objectives._slo import SLO
 

@@ -10,9 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tuner.core._errors import SLOError, TunerError
-from tuner.core._measurement import Measurement
-from tuner.core._model import FrozenModel
+from tuner.core import FrozenModel, Measurement, SLOError, TunerError
 from tuner.objectives._metrics import KIND_NOUNS, TIME_UNITS, MetricRef
 
 Op = Literal["<=", "<", ">=", ">"]

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from tuner.core._errors import SLOError
+from tuner.core import SLOError
 
 STATISTICS = ("mean", "median", "min", "max", "std", "pNN (e.g. p50, p90, p99, p99.9)")
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")

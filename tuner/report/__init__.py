@@ -1,5 +1,6 @@
 """The one-page tuning report: report.md and a self-contained report.html, with plots."""
 
+from tuner.report._plots import plot_load_curves
 from tuner.report._write import study_yaml, write_report
 
-__all__ = ["study_yaml", "write_report"]
+__all__ = ["plot_load_curves", "study_yaml", "write_report"]

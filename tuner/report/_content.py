@@ -7,8 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tuner.core._config import ServingConfig
-from tuner.core._trial import Trial
+from tuner.core import ServingConfig, Trial
 from tuner.objectives import SLO, binding_slo, relative_margin
 from tuner.report import _figures
 from tuner.report._document import Block, Code, Heading, Image, Para, Table

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tuner.core._measurement import Measurement
-from tuner.core._trial import Trial
+from tuner.core import Measurement, Trial
 from tuner.objectives import SLO, Objective
 from tuner.report._pareto import pareto_front
-from tuner.studies._plots import _pyplot
+from tuner.report._plots import pyplot
 
 
 def tradeoff(
@@ -26,7 +25,7 @@ def tradeoff(
     pts = [(t, x, y) for t, x, y in pts if math.isfinite(x) and math.isfinite(y)]
     if not pts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     feas = [(x, y) for t, x, y in pts if t.feasible]
     infeas = [(x, y) for t, x, y in pts if not t.feasible]
@@ -63,7 +62,7 @@ def step_timeline(
     usable = {k: m for k, m in timelines.items() if m.step_tokens is not None}
     if not usable:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(usable), 1, figsize=(8, 2.2 * len(usable) + 0.6), dpi=120,
                              sharex=True, sharey=True, squeeze=False)  # fmt: skip
     first = next(iter(usable.values()))

@@ -6,10 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import SearchError
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchError, SearchSpace, ServingConfig, Trial
 from tuner.objectives import DEFAULT_OBJECTIVE, Objective
 
 

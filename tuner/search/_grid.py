@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchSpace, Trial
 from tuner.search._base import Proposal, Search
 
 

@@ -7,11 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import SearchError
-from tuner.core._settings import Settings
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchError, SearchSpace, ServingConfig, Settings, Trial
 from tuner.objectives import rank, relative_shortfall
 from tuner.search._base import Proposal, Search
 from tuner.search._random import SEED_FIELD, RandomSearch

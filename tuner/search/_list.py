@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import SearchError
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchError, SearchSpace, ServingConfig, Trial
 from tuner.search._base import Proposal, Search
 
 

@@ -7,10 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tuner.core._errors import SearchError
-from tuner.core._settings import Settings
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import SearchError, SearchSpace, Settings, Trial
 from tuner.search._base import Proposal, Search
 
 #: The seeds every seeded search accepts.

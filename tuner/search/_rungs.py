@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tuner.core._errors import SearchError
+from tuner.core import SearchError
 
 #: Slack for float round-off when checking ``eta ** k * min_fidelity <= 1``.
 _EPS = 1e-9

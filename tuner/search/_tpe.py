@@ -11,11 +11,7 @@ from typing import Any, ClassVar
 import optuna
 from pydantic import Field, model_validator
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, SearchError
-from tuner.core._settings import Settings
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
+from tuner.core import ConfigError, SearchError, SearchSpace, ServingConfig, Settings, Trial
 from tuner.search._base import Proposal, Search
 from tuner.search._random import SEED_FIELD
 

@@ -7,12 +7,12 @@ from tuner.studies._capacity import (
     find_capacity,
     load_sweep,
 )
-from tuner.studies._plots import plot_load_curves
 from tuner.studies._run import StudyOutcome, run_study
-from tuner.studies._spec import StudySpec, build_spec, load_study
+from tuner.studies._spec import Arrivals, StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
 
 __all__ = [
+    "Arrivals",
     "CapacityResult",
     "Comparison",
     "LoadPoint",
@@ -23,7 +23,6 @@ __all__ = [
     "find_capacity",
     "load_study",
     "load_sweep",
-    "plot_load_curves",
     "run_study",
     "shortlist",
     "two_tier",

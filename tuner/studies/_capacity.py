@@ -7,11 +7,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tuner.backends._base import Backend
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, InfeasibleError, SLOShortfall
-from tuner.core._trial import SLOResult
-from tuner.core._workload import Workload
+from tuner.backends import Backend
+from tuner.core import (
+    ConfigError,
+    InfeasibleError,
+    ServingConfig,
+    SLOResult,
+    SLOShortfall,
+    Workload,
+)
 from tuner.objectives import SLO, MetricRef, binding_slo, judge, parse_slos
 
 WorkloadAt = Callable[[float], Workload]

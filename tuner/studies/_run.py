@@ -7,16 +7,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.backends._base import Backend
-from tuner.backends._cost import CostModel
+from tuner.backends import Backend, CostModel
 from tuner.backends.simulator import Calibration, SimulatorBackend
-from tuner.core import parse_length
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, InfeasibleError
-from tuner.core._measurement import Measurement
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
-from tuner.core._workload import Workload
+from tuner.core import (
+    ConfigError,
+    InfeasibleError,
+    Measurement,
+    SearchSpace,
+    ServingConfig,
+    Trial,
+    Workload,
+    parse_length,
+)
 from tuner.objectives import SLO, Objective, parse_slos
 from tuner.search import (
     GridSearch,

@@ -26,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuner.backends import CostModel
 from tuner.backends.live import AttachedSettings, ServerSettings
-from tuner.core import KNOBS, ConfigError, Request, ServingConfig
-from tuner.core._settings import unknown_key_message
+from tuner.core import KNOBS, ConfigError, Request, ServingConfig, unknown_key_message
 from tuner.objectives import DEFAULT_OBJECTIVE
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings

@@ -15,14 +15,17 @@ from typing import Any
 
 from pydantic import Field
 
-from tuner.backends._base import Backend
+from tuner.backends import Backend
 from tuner.backends.simulator import Calibration, SimulatorBackend, fit_cost_model
-from tuner.core._config import ServingConfig
-from tuner.core._errors import InfeasibleError, TunerError
-from tuner.core._settings import Settings
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
-from tuner.core._workload import Workload
+from tuner.core import (
+    InfeasibleError,
+    SearchSpace,
+    ServingConfig,
+    Settings,
+    Trial,
+    TunerError,
+    Workload,
+)
 from tuner.objectives import (
     DEFAULT_OBJECTIVE,
     SLO,

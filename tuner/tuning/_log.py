@@ -27,10 +27,7 @@ from typing import Any
 
 import filelock
 
-from tuner.core._errors import ConfigError, TunerError
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial
-from tuner.core._workload import Workload
+from tuner.core import ConfigError, SearchSpace, Trial, TunerError, Workload
 
 FORMAT = "tuner-trial-log/1"
 

@@ -16,13 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from tuner.backends import Backend
-from tuner.core._errors import BackendError, ConfigError, SLOError, TunerError
-from tuner.core._measurement import Measurement
-from tuner.core._space import SearchSpace
-from tuner.core._trial import Trial, TrialStatus
-from tuner.core._workload import Workload
-from tuner.objectives import DEFAULT_OBJECTIVE, SLO, MetricRef, Objective, parse_slos
-from tuner.objectives._ranking import best_trial, infeasible_error, judge
+from tuner.core import (
+    BackendError,
+    ConfigError,
+    Measurement,
+    SearchSpace,
+    SLOError,
+    Trial,
+    TrialStatus,
+    TunerError,
+    Workload,
+)
+from tuner.objectives import (
+    DEFAULT_OBJECTIVE,
+    SLO,
+    MetricRef,
+    Objective,
+    best_trial,
+    infeasible_error,
+    judge,
+    parse_slos,
+)
 from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
 from tuner.tuning._log import TrialLog, fingerprint

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from tuner.core._config import ServingConfig
-from tuner.core._trial import Trial
+from tuner.core import ServingConfig, Trial
 
 
 class TrialRecord:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import InfeasibleError
-from tuner.core._model import FrozenModel
-from tuner.core._trial import Trial
+from tuner.core import FrozenModel, InfeasibleError, ServingConfig, Trial
 
 
 class TuningResult(FrozenModel):

@@ -12,10 +12,7 @@ from typing import Any
 
 from tuner.backends.live._measure import LiveBackend
 from tuner.backends.live._settings import AttachedSettings
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import ConfigError, Measurement, ServingConfig, Workload
 
 
 class AttachedServerBackend(LiveBackend):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tuner.core._errors import BackendError, ServerStartError, TrialTimeout
+from tuner.core import BackendError, ServerStartError, TrialTimeout
 
 #: Starting a process: the command is missing, not executable, or the system refuses.
 START_ERRORS: tuple[type[Exception], ...] = (OSError,)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tuner.core._errors import BackendError
+from tuner.core import BackendError
 
 _MAX_HEADER = 64 * 1024
 _MAX_ERROR_BODY = 4096

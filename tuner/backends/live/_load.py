@@ -35,8 +35,7 @@ from tuner.backends.live._http import (
     events,
     post_stream,
 )
-from tuner.core._errors import BackendError
-from tuner.core._workload import Workload
+from tuner.core import BackendError, Workload
 
 #: Prompt token ids are drawn from [low, high): ids that every real vocabulary has and that are
 #: not special tokens in common tokenizers (and the tiny model's 2048-token vocabulary).

@@ -38,10 +38,7 @@ from tuner.backends.live._process import (
 )
 from tuner.backends.live._settings import LoadSettings
 from tuner.backends.live._steplog import StepLog, parse_step_log
-from tuner.core._config import ServingConfig
-from tuner.core._errors import BackendError, ConfigError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import BackendError, ConfigError, Measurement, ServingConfig, Workload
 
 _WARMUP = Workload.from_arrays([0.0], [16], [4])
 _WARMUP_SALT = 999_983

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tuner.backends.live._errors import START_ERRORS, start_error
-from tuner.core._errors import BackendError
+from tuner.core import BackendError
 
 LOG_TAIL_LINES = 30
 

@@ -30,10 +30,7 @@ from tuner.backends.live._errors import HTTP_ERRORS
 from tuner.backends.live._measure import LiveBackend
 from tuner.backends.live._process import ServerProcess, find_vllm, free_port, http_get
 from tuner.backends.live._settings import ServerSettings
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError, ServerStartError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import ConfigError, Measurement, ServerStartError, ServingConfig, Workload
 
 _KNOB_FLAGS = frozenset(
     {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from tuner.core._settings import Settings
+from tuner.core import Settings
 
 
 class LoadSettings(Settings):

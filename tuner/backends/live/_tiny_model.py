@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner.core._errors import BackendError
+from tuner.core import BackendError
 
 #: Bump when the recipe changes, so that an older build is rebuilt rather than reused.
 RECIPE_VERSION = 1

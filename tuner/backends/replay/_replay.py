@@ -17,10 +17,15 @@ import numpy as np
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
-from tuner.core._config import VLLM_VERSION, ServingConfig
-from tuner.core._errors import BackendError, ConfigRefused, TunerError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import (
+    VLLM_VERSION,
+    BackendError,
+    ConfigRefused,
+    Measurement,
+    ServingConfig,
+    TunerError,
+    Workload,
+)
 
 INSTALL_HINT = (
     "SchedulerReplayBackend needs vLLM 0.32: pip install vllm (GPU) "

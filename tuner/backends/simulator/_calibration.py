@@ -12,9 +12,7 @@ import numpy.typing as npt
 from pydantic import Field
 
 from tuner.backends._cost import CostModel
-from tuner.core._errors import BackendError, ConfigError
-from tuner.core._measurement import Measurement
-from tuner.core._model import FrozenModel
+from tuner.core import BackendError, ConfigError, FrozenModel, Measurement
 
 TERMS = ("fixed", "per_prefill_token", "per_decode_token", "per_sequence")
 

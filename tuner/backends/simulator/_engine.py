@@ -30,9 +30,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from tuner.backends._timeline import Timeline
-from tuner.core._config import ServingConfig
-from tuner.core._errors import BackendError
-from tuner.core._workload import Workload
+from tuner.core import BackendError, ServingConfig, Workload
 
 
 class Req:

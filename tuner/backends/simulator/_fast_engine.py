@@ -32,9 +32,7 @@ from itertools import accumulate, repeat
 
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._engine import Engine, Req
-from tuner.core._config import ServingConfig
-from tuner.core._errors import BackendError
-from tuner.core._workload import Workload
+from tuner.core import BackendError, ServingConfig, Workload
 
 
 class FastEngine(Engine):

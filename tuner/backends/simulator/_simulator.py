@@ -14,10 +14,7 @@ from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._engine import Engine
 from tuner.backends.simulator._fast_engine import FastEngine
-from tuner.core._config import VLLM_VERSION, ServingConfig
-from tuner.core._errors import ConfigError
-from tuner.core._measurement import Measurement
-from tuner.core._workload import Workload
+from tuner.core import VLLM_VERSION, ConfigError, Measurement, ServingConfig, Workload
 
 SUPPORTED_VLLM_VERSIONS = ("0.32",)
 

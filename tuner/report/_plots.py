@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.core._config import ServingConfig
-from tuner.core._errors import ConfigError
+from tuner.core import ConfigError, ServingConfig
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend."""
     try:
         import matplotlib
 
@@ -33,7 +33,7 @@ def plot_load_curves(
 ) -> Path:
     """A latency metric against offered load, one line per configuration (the hockey stick);
     ``limit`` draws the SLO as a horizontal line. Returns the PNG's path."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for cfg, pts in curves.items():
         xs, ys = zip(*pts, strict=True) if pts else ((), ())
