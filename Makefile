@@ -1,5 +1,5 @@
 # Every target sets itself up (a virtualenv in .venv, or the cached vLLM CPU venv for vLLM tests).
-.PHONY: demo test test-vllm lint bench clean
+.PHONY: demo test test-vllm lint format bench clean
 
 demo:
 	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/tuner demo
@@ -10,6 +10,13 @@ test:
 # The suite with vLLM installed (real scheduler replay and live server); a skip becomes a failure.
 test-vllm:
 	@TUNER_REQUIRE_VLLM=1 bash scripts/test.sh
+
+# Lint, format and type checks only (the first steps of `make test`); `make format` rewrites.
+lint:
+	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/ruff check . && $$VENV/bin/ruff format --check . && $$VENV/bin/mypy tuner
+
+format:
+	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/ruff format . && $$VENV/bin/ruff check --fix .
 
 bench:
 	@VENV=$$(bash scripts/venv.sh | tail -n 1) && for b in benchmarks/bench_*.py; do $$VENV/bin/python $$b; done

@@ -333,7 +333,11 @@ def halving(
         name,
         settings,
         lambda s: SuccessiveHalving(
-            n_configs=k, min_fidelity=min_fidelity, eta=eta, seed=s, promote_margin=margin,
+            n_configs=k,
+            min_fidelity=min_fidelity,
+            eta=eta,
+            seed=s,
+            promote_margin=margin,
             brackets=brackets,
         ),
     )
@@ -369,7 +373,10 @@ def strategies(problem: Problem, budget_evals: float, variants: bool) -> list[St
             "min_fidelity=1/3, eta=3, brackets until the budget is spent",
             lambda s: SuccessiveHalving(
                 inner=TPESearch(seed=s, n_trials=n, n_startup_trials=10),
-                n_configs=round(0.4 * budget_evals), min_fidelity=1 / 3, eta=3, seed=s,
+                n_configs=round(0.4 * budget_evals),
+                min_fidelity=1 / 3,
+                eta=3,
+                seed=s,
                 brackets=None,
             ),
         ),
@@ -467,8 +474,16 @@ def report_low_fidelity(runs: Sequence[Run], grid: Run, objective: Objective) ->
         "\nsuccessive halving: its low-fidelity trials against the same configurations on the "
         "full workload (every seed and setting):"
     )
-    headers = ["fidelity", "configs", "feasible at f", "feasible at 1", "feasible only at f",
-               "feasible only at 1", "rank corr. of throughput", "cost vs full"]  # fmt: skip
+    headers = [
+        "fidelity",
+        "configs",
+        "feasible at f",
+        "feasible at 1",
+        "feasible only at f",
+        "feasible only at 1",
+        "rank corr. of throughput",
+        "cost vs full",
+    ]
     print(format_table(headers, rows))
 
 
@@ -566,8 +581,18 @@ def main() -> None:
                 ]
             )
         print(f"\n{strat.name}: {strat.settings}; {seeds} seeds")
-        headers = ["seed", "trials", "full fidelity", "feasible", "cost", "evals to 99%",
-                   "cost to 99%", "final gap", "stopped", "notes"]  # fmt: skip
+        headers = [
+            "seed",
+            "trials",
+            "full fidelity",
+            "feasible",
+            "cost",
+            "evals to 99%",
+            "cost to 99%",
+            "final gap",
+            "stopped",
+            "notes",
+        ]
         print(format_table(headers, rows))
         ev_med, ev_worst = median_worst([o.evals_to_target for o in outs])
         c_med, c_worst = median_worst(
@@ -595,8 +620,17 @@ def main() -> None:
 
     # 3. Side by side.
     print(f"\nsummary over {seeds} seeds (median and worst; '-' = not reached):")
-    headers = ["strategy", "success", "evals to 99%", "worst", "cost to 99%", "worst",
-               "final gap", "worst", "wall s"]  # fmt: skip
+    headers = [
+        "strategy",
+        "success",
+        "evals to 99%",
+        "worst",
+        "cost to 99%",
+        "worst",
+        "final gap",
+        "worst",
+        "wall s",
+    ]
     print(format_table(headers, summary))
     print(
         "\nmedian gap to the optimum after a share of the grid's cost ('-' = no feasible "

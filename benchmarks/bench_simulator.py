@@ -37,9 +37,12 @@ def chat_trace(n: int, seed: int = 0, rate: float = 0.08) -> Workload:
     and chat-like lognormal lengths: prompts averaging 500 tokens (at most 3000), outputs
     averaging 200 (at most 1000)."""
     return Workload.poisson(
-        rate, n, LogNormal(mean=500, sigma=0.8, max_len=3000),
-        LogNormal(mean=200, sigma=0.9, max_len=1000), seed=seed,
-    )  # fmt: skip
+        rate,
+        n,
+        LogNormal(mean=500, sigma=0.8, max_len=3000),
+        LogNormal(mean=200, sigma=0.9, max_len=1000),
+        seed=seed,
+    )
 
 
 def timed(backend: Backend, workload: Workload, repeats: int = 1) -> tuple[float, Measurement]:
@@ -70,13 +73,29 @@ def main() -> None:
         with SchedulerReplayBackend() as replay:
             rep_s, rep_m = timed(replay, w)  # one run: it takes a minute, noise averages out
         same = schedule_differences(sim_m, rep_m) == []
-        print(format_table(
-            ["backend", "requests", "steps", "wall s", "steps/s", "identical schedule"],
-            [[f"SimulatorBackend (median of {args.repeats})", len(w), sim_m.total_steps,
-              round(sim_s, 2), round(sim_m.total_steps / sim_s), same],
-             ["SchedulerReplayBackend", len(w), rep_m.total_steps, round(rep_s, 2),
-              round(rep_m.total_steps / rep_s), same]],
-        ))  # fmt: skip
+        print(
+            format_table(
+                ["backend", "requests", "steps", "wall s", "steps/s", "identical schedule"],
+                [
+                    [
+                        f"SimulatorBackend (median of {args.repeats})",
+                        len(w),
+                        sim_m.total_steps,
+                        round(sim_s, 2),
+                        round(sim_m.total_steps / sim_s),
+                        same,
+                    ],
+                    [
+                        "SchedulerReplayBackend",
+                        len(w),
+                        rep_m.total_steps,
+                        round(rep_s, 2),
+                        round(rep_m.total_steps / rep_s),
+                        same,
+                    ],
+                ],
+            )
+        )
         print(f"\nsimulator is {rep_s / sim_s:.0f}x faster than vLLM's scheduler on this trace\n")
     else:
         print("(vLLM not installed or --no-replay: skipping the replay comparison)\n")

@@ -68,8 +68,11 @@ def main() -> None:
     slos = ["tpot.p99 <= 60ms", "max_step_tokens <= 256"]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="tuner-bench-"))
     model = str(build_tiny_model(root / "tiny-model"))
-    print(f"workload: {len(workload)} requests at {rate} req/s; space: {len(space)} configs; "
-          f"SLOs: {', '.join(slos)}", file=sys.stderr)  # fmt: skip
+    print(
+        f"workload: {len(workload)} requests at {rate} req/s; space: {len(space)} configs; "
+        f"SLOs: {', '.join(slos)}",
+        file=sys.stderr,
+    )
 
     def live(name: str) -> VLLMServerBackend:
         return VLLMServerBackend(model, server_args=SERVER_ARGS, env=ENV, workdir=root / name)
@@ -96,10 +99,9 @@ def main() -> None:
     # configurations' throughput by ~40%).
     middle = space.configs()[len(space) // 2]
     widest = max(
-        (c for c in space.configs()
-         if c.max_num_batched_tokens == middle.max_num_batched_tokens),
+        (c for c in space.configs() if c.max_num_batched_tokens == middle.max_num_batched_tokens),
         key=lambda c: c.max_num_seqs,
-    )  # fmt: skip
+    )
     probes = list(dict.fromkeys([middle, widest]))
     probe_trials = [
         t for c in probes for t in _measure(live("probe"), c, space, workload, objective, slos)
@@ -107,8 +109,17 @@ def main() -> None:
     calibration = fit_cost_model([t.measurement for t in probe_trials if t.measurement])
     cheap = SimulatorBackend(calibration.cost_model)
     try:
-        tt = two_tier(cheap, live("confirm"), GridSearch(), space, workload, objective, slos,
-                      top_k=2, margin=0.2)  # fmt: skip
+        tt = two_tier(
+            cheap,
+            live("confirm"),
+            GridSearch(),
+            space,
+            workload,
+            objective,
+            slos,
+            top_k=2,
+            margin=0.2,
+        )
         tt_best: ServingConfig | None = tt.best.config
         tt_live = len(probes) + len(tt.expensive)
         errors = tt.mean_abs_error()
@@ -120,46 +131,74 @@ def main() -> None:
     def show(c: ServingConfig | None) -> str:
         return "infeasible" if c is None else c.describe(BASE).removeprefix("ServingConfig")
 
-    print(format_table(
-        ["method", "live trials", "wall s", "best config"],
-        [["exhaustive live grid", grid_trials, round(grid_s), show(grid_best)],
-         ["two-tier (probe + sim + shortlist)", tt_live, round(tt_s), show(tt_best)]],
-    ))  # fmt: skip
-    print(f"\nsame best config: {'yes' if grid_best == tt_best else 'no'}; "
-          f"live trials {tt_live}/{grid_trials}; wall time {tt_s / grid_s:.0%} of the grid's")
+    print(
+        format_table(
+            ["method", "live trials", "wall s", "best config"],
+            [
+                ["exhaustive live grid", grid_trials, round(grid_s), show(grid_best)],
+                ["two-tier (probe + sim + shortlist)", tt_live, round(tt_s), show(tt_best)],
+            ],
+        )
+    )
+    print(
+        f"\nsame best config: {'yes' if grid_best == tt_best else 'no'}; "
+        f"live trials {tt_live}/{grid_trials}; wall time {tt_s / grid_s:.0%} of the grid's"
+    )
     metrics = [objective.metric, "ttft.p99", "max_step_tokens"]
     print("\nthe exhaustive grid, live:")
-    print(format_table(
-        [*space.dimensions, *metrics, "feasible"],
-        [[*(getattr(t.config, k) for k in space.dimensions),
-          *(round(t.values.get(m, float("nan")), 4) for m in metrics),
-          "FAILED" if not t.ok else ("yes" if t.feasible else "no")] for t in grid_all],
-    ))  # fmt: skip
+    print(
+        format_table(
+            [*space.dimensions, *metrics, "feasible"],
+            [
+                [
+                    *(getattr(t.config, k) for k in space.dimensions),
+                    *(round(t.values.get(m, float("nan")), 4) for m in metrics),
+                    "FAILED" if not t.ok else ("yes" if t.feasible else "no"),
+                ]
+                for t in grid_all
+            ],
+        )
+    )
     print("\nthe two-tier shortlist, live:")
-    print(format_table(
-        [*space.dimensions, *metrics, "feasible"],
-        [[*(getattr(t.config, k) for k in space.dimensions),
-          *(round(t.values.get(m, float("nan")), 4) for m in metrics),
-          "FAILED" if not t.ok else ("yes" if t.feasible else "no")] for t in confirmed],
-    ))  # fmt: skip
+    print(
+        format_table(
+            [*space.dimensions, *metrics, "feasible"],
+            [
+                [
+                    *(getattr(t.config, k) for k in space.dimensions),
+                    *(round(t.values.get(m, float("nan")), 4) for m in metrics),
+                    "FAILED" if not t.ok else ("yes" if t.feasible else "no"),
+                ]
+                for t in confirmed
+            ],
+        )
+    )
     by_config = {t.config: t for t in grid_all if t.ok}
     if grid_best is not None and tt_best is not None and tt_best in by_config:
         a, b = by_config[grid_best].values, by_config[tt_best].values
         gap = 1 - b[objective.metric] / a[objective.metric]
-        print(f"two-tier's choice, as the grid measured it: {objective.metric} "
-              f"{b[objective.metric]:.4g} vs the grid's best {a[objective.metric]:.4g} "
-              f"({100 * gap:+.1f}% gap); ttft.p99 {b['ttft.p99']:.3f}s vs {a['ttft.p99']:.3f}s; "
-              f"feasible in the grid: {'yes' if by_config[tt_best].feasible else 'no'}")
-    print(f"calibrated from {calibration.steps} live steps of up to {calibration.max_seqs} "
-          f"sequences (R^2 {calibration.r2:.2f}): "
-          f"{calibration.cost_model!r}")
+        print(
+            f"two-tier's choice, as the grid measured it: {objective.metric} "
+            f"{b[objective.metric]:.4g} vs the grid's best {a[objective.metric]:.4g} "
+            f"({100 * gap:+.1f}% gap); ttft.p99 {b['ttft.p99']:.3f}s vs {a['ttft.p99']:.3f}s; "
+            f"feasible in the grid: {'yes' if by_config[tt_best].feasible else 'no'}"
+        )
+    print(
+        f"calibrated from {calibration.steps} live steps of up to {calibration.max_seqs} "
+        f"sequences (R^2 {calibration.r2:.2f}): "
+        f"{calibration.cost_model!r}"
+    )
     for metric, err in errors.items():
         print(f"simulator error on the shortlist, {metric}: {100 * err:.1f}%")
 
 
 def _measure(
-    backend: VLLMServerBackend, config: ServingConfig, space: SearchSpace, workload: Workload,
-    objective: Objective, slos: list[str],
+    backend: VLLMServerBackend,
+    config: ServingConfig,
+    space: SearchSpace,
+    workload: Workload,
+    objective: Objective,
+    slos: list[str],
 ) -> tuple[Trial, ...]:
     """Every trial of measuring one configuration (feasible or not)."""
     try:

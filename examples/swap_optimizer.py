@@ -18,10 +18,13 @@ SEARCHES = {
 
 workload = Workload.poisson(10, 1500, Uniform(900, 0.5), Uniform(180, 0.5), seed=0)
 space = SearchSpace(
-    {"max_num_batched_tokens": [256, 512, 1024, 2048, 4096],
-     "max_num_seqs": [32, 64, 128], "long_prefill_token_threshold": [0, 256, 1024]},
+    {
+        "max_num_batched_tokens": [256, 512, 1024, 2048, 4096],
+        "max_num_seqs": [32, 64, 128],
+        "long_prefill_token_threshold": [0, 256, 1024],
+    },
     base=ServingConfig(max_model_len=4096),
-)  # fmt: skip
+)
 loop = Loop(
     SimulatorBackend(
         CostModel(fixed=0.006, per_prefill_token=3e-5, per_decode_token=1.5e-4, time_unit="s")
@@ -33,5 +36,7 @@ loop = Loop(
 result = loop.run(space, workload)
 best, cost = result.best, sum(t.cost for t in result.trials)
 print(f"{len(result.trials)} trials ({result.stop_reason}); cost {cost:.0f} steps")
-print(f"best: {best.config.describe(space.base)}: {best.values['output_throughput']:.0f} tok/s, "
-      f"p99 TTFT {best.values['ttft.p99']:.3f}s")
+print(
+    f"best: {best.config.describe(space.base)}: {best.values['output_throughput']:.0f} tok/s, "
+    f"p99 TTFT {best.values['ttft.p99']:.3f}s"
+)

@@ -37,9 +37,13 @@ SMALL = Workload(
     ]
 )
 CONFIG = ServingConfig(
-    max_num_batched_tokens=64, max_num_seqs=4, max_model_len=256,
-    long_prefill_token_threshold=16, num_kv_blocks=40, block_size=16,
-)  # fmt: skip
+    max_num_batched_tokens=64,
+    max_num_seqs=4,
+    max_model_len=256,
+    long_prefill_token_threshold=16,
+    num_kv_blocks=40,
+    block_size=16,
+)
 
 
 class BackendContract:
@@ -109,8 +113,9 @@ class SearchContract:
 
     def test_the_loop_never_returns_an_infeasible_trial(self) -> None:
         slo = "ttft_steps.max <= 2"
-        loop = Loop(SimulatorBackend(), self.make_search(), Objective.minimize("total_steps"),
-                    [slo])  # fmt: skip
+        loop = Loop(
+            SimulatorBackend(), self.make_search(), Objective.minimize("total_steps"), [slo]
+        )
         try:
             result = loop.run(self.space, SMALL)
         except InfeasibleError:

@@ -81,4 +81,3 @@ def test_no_module_level_import_cycle_in_backends_or_fidelity() -> None:
 
     for start in graph:
         visit(start, [start])
-

@@ -33,51 +33,53 @@ from tuner.objectives._metrics import DISTRIBUTIONS, SCALARS
 
 
 def test_serving_config_refuses_a_bool_for_an_integer_knob() -> None:
-    with pytest.raises(ConfigError, match=(
-        r"ServingConfig\.max_num_seqs = True: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        ConfigError, match=(r"ServingConfig\.max_num_seqs = True: must be an integer, not a bool")
+    ):
         ServingConfig(max_num_seqs=True)
 
 
 def test_request_refuses_a_bool_for_a_token_count() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"Request\.prompt_tokens = True: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(r"Request\.prompt_tokens = True: must be an integer, not a bool")
+    ):
         Request(arrival=0, prompt_tokens=True, output_tokens=1)
 
 
 def test_request_refuses_a_bool_for_its_arrival() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"Request\.arrival = False: must be a number, not a bool"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(r"Request\.arrival = False: must be a number, not a bool")
+    ):
         Request(arrival=False, prompt_tokens=1, output_tokens=1)
 
 
 def test_a_nested_config_refuses_a_bool_too() -> None:
-    with pytest.raises(ConfigError, match=(
-        r"Trial\.config\.max_num_seqs = True: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        ConfigError, match=(r"Trial\.config\.max_num_seqs = True: must be an integer, not a bool")
+    ):
         Trial(number=0, config={"max_num_seqs": True}, status=TrialStatus.FAILED, error="x")
 
 
 def test_from_arrays_refuses_bool_arrays() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[0\]\.prompt_tokens = True: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        WorkloadError,
+        match=(r"requests\[0\]\.prompt_tokens = True: must be an integer, not a bool"),
+    ):
         Workload.from_arrays([0.0, 1.0], [True, False], [1, 1])
 
 
 def test_from_arrays_refuses_a_bool_among_integers_in_a_list() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[1\]\.output_tokens = True: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        WorkloadError,
+        match=(r"requests\[1\]\.output_tokens = True: must be an integer, not a bool"),
+    ):
         Workload.from_arrays([0.0, 1.0], [4, 4], [1, True])
 
 
 def test_from_arrays_refuses_a_bool_arrival_array() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[0\]\.arrival = True: must be a number, not a bool"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(r"requests\[0\]\.arrival = True: must be a number, not a bool")
+    ):
         Workload.from_arrays([True], [4], [1])
 
 
@@ -92,9 +94,9 @@ def test_a_whole_float_is_taken_as_its_integer() -> None:
 
 
 def test_from_arrays_refuses_a_fractional_token_count() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[1\]\.prompt_tokens = 2\.5: .*fractional part"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(r"requests\[1\]\.prompt_tokens = 2\.5: .*fractional part")
+    ):
         Workload.from_arrays([0.0, 1.0], [2.0, 2.5], [1, 1])
 
 
@@ -108,23 +110,28 @@ def test_head_refuses_a_bool_fraction() -> None:
 
 
 def test_search_space_refuses_values_equal_after_conversion() -> None:
-    with pytest.raises(ConfigError, match=(
-        r"SearchSpace\['max_num_seqs'\] = \[8, 8\.0\]: values repeat once converted"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=(r"SearchSpace\['max_num_seqs'\] = \[8, 8\.0\]: values repeat once converted"),
+    ):
         SearchSpace({"max_num_seqs": [8, 8.0]})
 
 
 def test_search_space_refuses_true_and_1_for_a_bool_knob() -> None:
-    with pytest.raises(ConfigError, match=(
-        r"SearchSpace\['enable_chunked_prefill'\] = \[True, 1\]: values repeat"
-    )):
+    with pytest.raises(
+        ConfigError, match=(r"SearchSpace\['enable_chunked_prefill'\] = \[True, 1\]: values repeat")
+    ):
         SearchSpace({"enable_chunked_prefill": [True, 1]})
 
 
 def test_search_space_refuses_a_bool_for_an_integer_knob() -> None:
-    with pytest.raises(ConfigError, match=(
-        r"SearchSpace\['max_num_seqs'\]: value True is not allowed: must be an integer, not a bool"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"SearchSpace\['max_num_seqs'\]: value True is not allowed: "
+            r"must be an integer, not a bool"
+        ),
+    ):
         SearchSpace({"max_num_seqs": [True, 1]})
 
 
@@ -136,8 +143,9 @@ def test_search_space_holds_the_converted_values() -> None:
 
 def test_search_space_checks_each_value_without_the_cross_field_rules() -> None:
     # 16 < max_num_seqs=128 alone, but 16 with max_num_seqs=8 is valid: judged per combination.
-    space = SearchSpace({"max_num_batched_tokens": [16, 256], "max_num_seqs": [8, 128]},
-                        skip_invalid=True)  # fmt: skip
+    space = SearchSpace(
+        {"max_num_batched_tokens": [16, 256], "max_num_seqs": [8, 128]}, skip_invalid=True
+    )
     assert len(space) == 3
 
 
@@ -145,8 +153,11 @@ def test_search_space_checks_each_value_without_the_cross_field_rules() -> None:
 
 
 def test_search_space_too_large_is_refused_before_it_is_built() -> None:
-    dims = {"max_num_batched_tokens": list(range(1000, 1100)), "max_num_seqs": list(range(1, 101)),
-            "block_size": list(range(1, 1001))}  # fmt: skip
+    dims = {
+        "max_num_batched_tokens": list(range(1000, 1100)),
+        "max_num_seqs": list(range(1, 101)),
+        "block_size": list(range(1, 1001)),
+    }
     with pytest.raises(ConfigError, match=r"(?s)10,000,000 configurations.*1,000,000.*TPESearch"):
         SearchSpace(dims)
     assert MAX_CONFIGS == 1_000_000
@@ -157,24 +168,25 @@ def test_search_space_too_large_is_refused_before_it_is_built() -> None:
 
 def test_assigning_to_a_frozen_config_is_a_config_error_pointing_to_replace() -> None:
     cfg = ServingConfig()
-    with pytest.raises(ConfigError, match=(
-        r"ServingConfig\.max_num_seqs = 3: .*frozen.*\.replace\(max_num_seqs=\.\.\.\)"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=(r"ServingConfig\.max_num_seqs = 3: .*frozen.*\.replace\(max_num_seqs=\.\.\.\)"),
+    ):
         cfg.max_num_seqs = 3  # type: ignore[misc]
     assert cfg.max_num_seqs == 128
 
 
 def test_every_model_is_frozen_with_the_same_error() -> None:
     r = Request(arrival=0, prompt_tokens=4, output_tokens=1)
-    with pytest.raises(ConfigError, match=(
-        r"Request\.arrival = 2: .*frozen.*\.replace\(arrival=\.\.\.\)"
-    )):
+    with pytest.raises(
+        ConfigError, match=(r"Request\.arrival = 2: .*frozen.*\.replace\(arrival=\.\.\.\)")
+    ):
         r.arrival = 2  # type: ignore[misc]
     with pytest.raises(ConfigError, match=r"Request\.prompt_tokens: .*frozen"):
         del r.prompt_tokens
-    with pytest.raises(ConfigError, match=(
-        r"Request\.colour = 'red': .*frozen and has no such field"
-    )):
+    with pytest.raises(
+        ConfigError, match=(r"Request\.colour = 'red': .*frozen and has no such field")
+    ):
         r.colour = "red"  # type: ignore[attr-defined]
 
 
@@ -196,27 +208,30 @@ def test_from_arrays_names_a_string_element() -> None:
 def test_from_arrays_refuses_a_huge_float_length_without_a_numpy_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(WorkloadError, match=(
-            r"requests\[0\]\.prompt_tokens = 1e\+20: .*less than or equal to 10000000"
-        )):
+        with pytest.raises(
+            WorkloadError,
+            match=(r"requests\[0\]\.prompt_tokens = 1e\+20: .*less than or equal to 10000000"),
+        ):
             Workload.from_arrays([0.0], [1e20], [1])
 
 
 def test_from_arrays_caps_lengths_like_request_and_traces() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[0\]\.output_tokens = 1000000000000: .*less than or equal to 10000000"
-    )):
+    with pytest.raises(
+        WorkloadError,
+        match=(r"requests\[0\]\.output_tokens = 1000000000000: .*less than or equal to 10000000"),
+    ):
         Workload.from_arrays([0.0], [1], [10**12])
-    with pytest.raises(WorkloadError, match=(
-        r"Request\.output_tokens = 1000000000000: .*less than or equal to 10000000"
-    )):
+    with pytest.raises(
+        WorkloadError,
+        match=(r"Request\.output_tokens = 1000000000000: .*less than or equal to 10000000"),
+    ):
         Request(arrival=0, prompt_tokens=1, output_tokens=10**12)
 
 
 def test_from_arrays_names_an_integer_too_large_for_int64() -> None:
-    with pytest.raises(WorkloadError, match=(
-        r"requests\[1\]\.prompt_tokens = 10{30}: .*less than or equal"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(r"requests\[1\]\.prompt_tokens = 10{30}: .*less than or equal")
+    ):
         Workload.from_arrays([0.0, 0.0], [1, 10**30], [1, 1])
 
 
@@ -240,8 +255,11 @@ def test_request_refuses_nan_and_inf(field: str, value: float) -> None:
 @pytest.mark.parametrize("field", ["arrival", "prompt_tokens", "output_tokens"])
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_from_arrays_refuses_nan_and_inf(field: str, value: float) -> None:
-    cols: dict[str, list[float]] = {"arrival": [0.0, 1.0], "prompt_tokens": [4, 4],
-                                    "output_tokens": [1, 1]}  # fmt: skip
+    cols: dict[str, list[float]] = {
+        "arrival": [0.0, 1.0],
+        "prompt_tokens": [4, 4],
+        "output_tokens": [1, 1],
+    }
     cols[field][1] = value
     pattern = rf"requests\[1\]\.{field} = {re.escape(repr(value))}: Input should be a finite number"
     with pytest.raises(WorkloadError, match=pattern):
@@ -257,9 +275,9 @@ _HEADER = "arrival,prompt_tokens,output_tokens\n"
 def test_a_csv_field_over_the_csv_limit_is_a_workload_error_at_its_line(tmp_path: Path) -> None:
     p = tmp_path / "big.csv"
     p.write_text(_HEADER + "0,8,2\n" + '0,"' + "x" * 200_000 + '",2\n')
-    with pytest.raises(WorkloadError, match=(
-        rf"^{re.escape(str(p))}:3: not a readable CSV row: field larger"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(rf"^{re.escape(str(p))}:3: not a readable CSV row: field larger")
+    ):
         Workload.from_csv(p)
 
 
@@ -274,19 +292,23 @@ def test_a_5000_digit_json_number_is_a_workload_error_at_its_line(tmp_path: Path
     p = tmp_path / "digits.jsonl"
     digits = "1" * 5000
     p.write_text(_ROW + f'{{"timestamp": 0, "input_length": {digits}, "output_length": 1}}\n')
-    with pytest.raises(WorkloadError, match=(
-        rf"^{re.escape(str(p))}:2: a number is too long to read: .*5000 digits"
-    )):
+    with pytest.raises(
+        WorkloadError,
+        match=(rf"^{re.escape(str(p))}:2: a number is too long to read: .*5000 digits"),
+    ):
         Workload.from_jsonl(p)
 
 
 def test_a_5000_digit_csv_number_is_named_and_shortened(tmp_path: Path) -> None:
     p = tmp_path / "digits.csv"
     p.write_text(_HEADER + "0," + "1" * 5000 + ",1\n")
-    with pytest.raises(WorkloadError, match=(
-        rf"^{re.escape(str(p))}:2: field 'prompt_tokens' = '1+\.\.\.\(5002 characters\): must be "
-        rf"an integer"
-    )) as e:
+    with pytest.raises(
+        WorkloadError,
+        match=(
+            rf"^{re.escape(str(p))}:2: field 'prompt_tokens' = "
+            rf"'1+\.\.\.\(5002 characters\): must be an integer"
+        ),
+    ) as e:
         Workload.from_csv(p)
     assert len(str(e.value)) < 300
 
@@ -297,16 +319,16 @@ def test_a_trace_that_is_not_utf8_names_the_file_and_line(tmp_path: Path, suffix
     first = _ROW if suffix == "jsonl" else _HEADER
     p.write_bytes(first.encode() + b"0,8,2 caf\xe9\n")
     read = Workload.from_jsonl if suffix == "jsonl" else Workload.from_csv
-    with pytest.raises(WorkloadError, match=(
-        rf"^{re.escape(str(p))}:2: not a UTF-8 text file: byte 0xe9"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(rf"^{re.escape(str(p))}:2: not a UTF-8 text file: byte 0xe9")
+    ):
         read(p)
 
 
 def test_a_directory_given_as_a_trace_names_it(tmp_path: Path) -> None:
-    with pytest.raises(WorkloadError, match=(
-        rf"^{re.escape(str(tmp_path))}: cannot read trace file: .*directory"
-    )):
+    with pytest.raises(
+        WorkloadError, match=(rf"^{re.escape(str(tmp_path))}: cannot read trace file: .*directory")
+    ):
         Workload.from_jsonl(tmp_path)
 
 
@@ -328,17 +350,23 @@ def test_a_directory_given_as_a_trace_names_it(tmp_path: Path) -> None:
 def test_a_negative_limit_on_a_nonnegative_metric_is_refused_at_parse_time(
     text: str, noun: str
 ) -> None:
-    with pytest.raises(SLOError, match=(
-        rf"'{re.escape(text)}': the limit is negative, but .* is {noun}, never negative, "
-        r"so this SLO can never be met"
-    )):
+    with pytest.raises(
+        SLOError,
+        match=(
+            rf"'{re.escape(text)}': the limit is negative, but .* is {noun}, never negative, "
+            r"so this SLO can never be met"
+        ),
+    ):
         SLO.parse(text)
 
 
 def test_a_negative_floor_is_refused_as_constraining_nothing() -> None:
-    with pytest.raises(SLOError, match=(
-        r"'output_throughput >= -5': the limit is negative.*always holds and constrains nothing"
-    )):
+    with pytest.raises(
+        SLOError,
+        match=(
+            r"'output_throughput >= -5': the limit is negative.*always holds and constrains nothing"
+        ),
+    ):
         SLO.parse("output_throughput >= -5")
 
 

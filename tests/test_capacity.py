@@ -12,8 +12,9 @@ from tuner.cli import main
 from tuner.report import plot_load_curves
 from tuner.studies import find_capacity, load_sweep
 
-SIM = SimulatorBackend(CostModel(fixed=0.01, per_prefill_token=1e-4, per_decode_token=1e-4,
-                                 time_unit="s"))  # fmt: skip
+SIM = SimulatorBackend(
+    CostModel(fixed=0.01, per_prefill_token=1e-4, per_decode_token=1e-4, time_unit="s")
+)
 CFG = ServingConfig(max_num_batched_tokens=512, max_num_seqs=16)
 SLOS = ["ttft.p99 <= 500ms"]
 
@@ -80,13 +81,31 @@ def test_capacity_command_prints_a_table_and_writes_the_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = tmp_path / "cap.png"
-    code = main([
-        "capacity", "--config", "max_num_batched_tokens=256,max_num_seqs=16",
-        "--config", "max_num_batched_tokens=1024,max_num_seqs=16",
-        "--slo", "ttft.p99 <= 500ms", "--requests", "200", "--prompt-len", "256",
-        "--output-len", "uniform:32:0.5", "--step-cost", "fixed=0.01,prefill=1e-4,decode=1e-4",
-        "--low", "1", "--high", "8", "--plot", str(png),
-    ])  # fmt: skip
+    code = main(
+        [
+            "capacity",
+            "--config",
+            "max_num_batched_tokens=256,max_num_seqs=16",
+            "--config",
+            "max_num_batched_tokens=1024,max_num_seqs=16",
+            "--slo",
+            "ttft.p99 <= 500ms",
+            "--requests",
+            "200",
+            "--prompt-len",
+            "256",
+            "--output-len",
+            "uniform:32:0.5",
+            "--step-cost",
+            "fixed=0.01,prefill=1e-4,decode=1e-4",
+            "--low",
+            "1",
+            "--high",
+            "8",
+            "--plot",
+            str(png),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "capacity (req/s)" in out and "binding SLO" in out

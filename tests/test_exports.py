@@ -7,12 +7,29 @@ import importlib
 import pytest
 
 CONTRACT = {
-    "tuner": ["Request", "Workload", "ServingConfig", "SearchSpace", "SLO", "Objective", "Loop",
-              "Trial", "TuningResult", "Measurement", "TunerError", "InfeasibleError"],
-    "tuner.backends": ["Backend", "SimulatorBackend", "CostModel", "SchedulerReplayBackend",
-                       "VLLMServerBackend"],
+    "tuner": [
+        "Request",
+        "Workload",
+        "ServingConfig",
+        "SearchSpace",
+        "SLO",
+        "Objective",
+        "Loop",
+        "Trial",
+        "TuningResult",
+        "Measurement",
+        "TunerError",
+        "InfeasibleError",
+    ],
+    "tuner.backends": [
+        "Backend",
+        "SimulatorBackend",
+        "CostModel",
+        "SchedulerReplayBackend",
+        "VLLMServerBackend",
+    ],
     "tuner.search": ["Search", "GridSearch", "RandomSearch", "TPESearch", "SuccessiveHalving"],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("module", sorted(CONTRACT))
@@ -33,8 +50,16 @@ def test_all_lists_only_real_names(module: str) -> None:
 def test_every_error_is_a_tuner_error() -> None:
     import tuner
 
-    for name in ("ConfigError", "WorkloadError", "SLOError", "BackendError", "SearchError",
-                 "ServerStartError", "TrialTimeout", "InfeasibleError"):  # fmt: skip
+    for name in (
+        "ConfigError",
+        "WorkloadError",
+        "SLOError",
+        "BackendError",
+        "SearchError",
+        "ServerStartError",
+        "TrialTimeout",
+        "InfeasibleError",
+    ):
         assert issubclass(getattr(tuner, name), tuner.TunerError), name
 
 

@@ -38,8 +38,9 @@ from tuner.tuning import TrialLog
 
 OBJECTIVE = Objective.minimize("total_steps")
 WORKLOAD = Workload([Request(arrival=0, prompt_tokens=64, output_tokens=8)])
-SPACE = SearchSpace({"max_num_batched_tokens": [16, 24, 32, 40, 48, 56]},
-                    base=ServingConfig(max_num_seqs=4))  # fmt: skip
+SPACE = SearchSpace(
+    {"max_num_batched_tokens": [16, 24, 32, 40, 48, 56]}, base=ServingConfig(max_num_seqs=4)
+)
 
 
 class Counting(SimulatorBackend):
@@ -80,8 +81,11 @@ def test_a_half_written_last_line_is_cut_before_the_next_record_is_appended(
     with log.open("ab") as f:
         f.write(torn)  # killed mid-write
     backend = Counting()
-    with pytest.warns(UserWarning, match=rf"{at(log, 4)}: ignoring a truncated last line .*"
-                      r"kept in .*trials\.jsonl\.corrupt-tail"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=rf"{at(log, 4)}: ignoring a truncated last line .*"
+        r"kept in .*trials\.jsonl\.corrupt-tail",
+    ):
         trials = run(log, backend)
     assert len(backend.evaluated) == len(SPACE) - 2 and len(trials) == len(SPACE)
     rows = records(log)  # every line is whole: nothing was glued onto the torn bytes
@@ -124,9 +128,9 @@ def test_an_unreadable_line_before_the_last_is_refused_with_its_line(tmp_path: P
     lines[2] = lines[2][:30]
     log.write_bytes(b"\n".join(lines))
     before = log.read_bytes()
-    with pytest.raises(ConfigError, match=(
-        rf"^{at(log, 3)}: unreadable trial record: not valid JSON"
-    )):
+    with pytest.raises(
+        ConfigError, match=(rf"^{at(log, 3)}: unreadable trial record: not valid JSON")
+    ):
         run(log)
     assert log.read_bytes() == before  # nothing is cut from the middle of a log
 
@@ -139,10 +143,13 @@ def test_a_second_trial_log_on_the_same_file_is_refused_at_once(tmp_path: Path) 
     first, second = TrialLog(log, {"format": "tuner-trial-log/1"}), TrialLog(log, {})
     first.load()
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=(
-        rf"^{at(log)}: trial log is in use by another run \(pid {os.getpid()} on "
-        rf"{re.escape(socket.gethostname())}, since .*\)"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            rf"^{at(log)}: trial log is in use by another run \(pid {os.getpid()} on "
+            rf"{re.escape(socket.gethostname())}, since .*\)"
+        ),
+    ):
         second.load()
     assert time.monotonic() - t0 < 5  # refused, not waiting
     first.close()
@@ -158,8 +165,7 @@ def test_the_trial_log_is_a_context_manager_that_releases_its_lock(tmp_path: Pat
         assert held.locked
         with pytest.raises(ConfigError, match=rf"^{at(log)}: trial log is in use"):
             TrialLog(log, study).open()
-        held.append(Trial(number=0, config=ServingConfig(), status=TrialStatus.FAILED,
-                          error="x"))  # fmt: skip
+        held.append(Trial(number=0, config=ServingConfig(), status=TrialStatus.FAILED, error="x"))
     assert not held.locked
     with TrialLog(log, study) as again:
         assert [t.number for t in again.load()] == [0]
@@ -182,11 +188,21 @@ def test_the_lock_is_released_on_every_exit_path_of_the_loop(tmp_path: Path) -> 
     interrupted = Loop(Boom(KeyboardInterrupt()), GridSearch(), OBJECTIVE, trial_log=log)
     assert interrupted.explore(SPACE, WORKLOAD).stop_reason == "interrupted"
     with pytest.raises(InfeasibleError):
-        Loop(SimulatorBackend(), GridSearch(), OBJECTIVE, ["max_step_tokens <= 1"],
-             trial_log=tmp_path / "other.jsonl").run(SPACE, WORKLOAD)  # fmt: skip
+        Loop(
+            SimulatorBackend(),
+            GridSearch(),
+            OBJECTIVE,
+            ["max_step_tokens <= 1"],
+            trial_log=tmp_path / "other.jsonl",
+        ).run(SPACE, WORKLOAD)
     with pytest.raises(ConfigError, match="another study"):
-        Loop(SimulatorBackend(), GridSearch(), OBJECTIVE, ["max_step_tokens <= 2"],
-             trial_log=tmp_path / "other.jsonl").run(SPACE, WORKLOAD)  # fmt: skip
+        Loop(
+            SimulatorBackend(),
+            GridSearch(),
+            OBJECTIVE,
+            ["max_step_tokens <= 2"],
+            trial_log=tmp_path / "other.jsonl",
+        ).run(SPACE, WORKLOAD)
     for path in (log, tmp_path / "other.jsonl"):  # nothing is still held
         TrialLog(path, {}).open().close()
     assert len(run(log)) == len(SPACE)
@@ -291,18 +307,18 @@ def test_a_text_file_that_is_not_a_log_is_refused_and_left_alone(tmp_path: Path)
 
 
 def test_a_directory_as_trial_log_is_refused_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=(
-        rf"^{at(tmp_path)}: is a directory, not a trial log file"
-    )):
+    with pytest.raises(
+        ConfigError, match=(rf"^{at(tmp_path)}: is a directory, not a trial log file")
+    ):
         run(tmp_path)
 
 
 def test_a_non_utf8_header_is_refused_naming_the_file(tmp_path: Path) -> None:
     log = tmp_path / "trials.jsonl"
     log.write_bytes(b"\xff\xfe{}\n")
-    with pytest.raises(ConfigError, match=(
-        rf"^{at(log, 1)}: not a tuner trial log \(not UTF-8 text\)"
-    )):
+    with pytest.raises(
+        ConfigError, match=(rf"^{at(log, 1)}: not a tuner trial log \(not UTF-8 text\)")
+    ):
         run(log)
 
 
@@ -312,9 +328,9 @@ def test_a_non_utf8_record_is_refused_naming_its_line(tmp_path: Path) -> None:
     lines = log.read_bytes().split(b"\n")
     lines[2] = b'{"number": "caf\xe9"}'
     log.write_bytes(b"\n".join(lines))
-    with pytest.raises(ConfigError, match=(
-        rf"^{at(log, 3)}: unreadable trial record: not UTF-8 text"
-    )):
+    with pytest.raises(
+        ConfigError, match=(rf"^{at(log, 3)}: unreadable trial record: not UTF-8 text")
+    ):
         run(log)
 
 

@@ -59,9 +59,13 @@ def test_fast_forward_on_long_decodes_matches_vllm(replay: Backend) -> None:
         np.sort(rng.uniform(0, 200, n)), rng.integers(1, 200, n), rng.integers(100, 300, n)
     )
     cfg = ServingConfig(
-        max_num_batched_tokens=256, max_num_seqs=12, max_model_len=512,
-        long_prefill_token_threshold=32, num_kv_blocks=200, block_size=16,
-    )  # fmt: skip
+        max_num_batched_tokens=256,
+        max_num_seqs=12,
+        max_model_len=512,
+        long_prefill_token_threshold=32,
+        num_kv_blocks=200,
+        block_size=16,
+    )
     assert schedule_differences(SimulatorBackend().evaluate(cfg, w), replay.evaluate(cfg, w)) == []
 
 

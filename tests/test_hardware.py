@@ -71,8 +71,9 @@ def test_llama_8b_on_h100_term_by_term() -> None:
     assert b.kv_cache_tokens == kv_cache_tokens(LLAMA8, H100, gpu_memory_utilization=0.9)
 
 
-@pytest.mark.parametrize("point", [p for p in _bench().points() if p.comparable],
-                         ids=lambda p: p.label)  # fmt: skip
+@pytest.mark.parametrize(
+    "point", [p for p in _bench().points() if p.comparable], ids=lambda p: p.label
+)
 def test_cited_vllm_log_points_within_ten_percent(point: Any) -> None:
     text, value = _bench().predict(point)
     if point.printed == "refused":
@@ -87,8 +88,11 @@ def test_kv_heads_are_replicated_when_tp_exceeds_them() -> None:
     qwen = ModelSpec.named("Qwen2.5-7B")  # 4 KV heads, 28 query heads
     b4 = memory_breakdown(qwen, H100, tensor_parallel_size=4, gpu_memory_utilization=0.9)
     assert b4.kv_bytes_per_token == 28 * 1 * 128 * 2 * 2
-    with pytest.raises(ConfigError, match=r"Total number of attention heads \(28\) must be "
-                       r"divisible by tensor parallel size \(8\)\."):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"Total number of attention heads \(28\) must be "
+        r"divisible by tensor parallel size \(8\)\.",
+    ):
         memory_breakdown(qwen, H100, tensor_parallel_size=8)
 
 
@@ -113,8 +117,11 @@ def test_no_memory_left_uses_vllm_wording() -> None:
 
 
 def test_one_full_length_request_must_fit_with_vllm_wording() -> None:
-    with pytest.raises(ConfigError, match=r"To serve at least one request with the model's max "
-                       r"seq len \(131072\).*estimated maximum model length is \d+"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"To serve at least one request with the model's max "
+        r"seq len \(131072\).*estimated maximum model length is \d+",
+    ):
         kv_cache_tokens(LLAMA8, GPU.named("l4"), gpu_memory_utilization=0.95)
 
 
@@ -149,20 +156,40 @@ def test_sliding_window_layers_hold_at_most_the_window() -> None:
 
 
 def test_mla_stores_one_latent_per_layer() -> None:
-    cfg = {"num_hidden_layers": 4, "hidden_size": 1024, "num_attention_heads": 16,
-           "intermediate_size": 2048, "vocab_size": 1000, "kv_lora_rank": 512,
-           "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128}  # fmt: skip
+    cfg = {
+        "num_hidden_layers": 4,
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "intermediate_size": 2048,
+        "vocab_size": 1000,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+    }
     m = ModelSpec.from_hf_config(cfg)
     b = memory_breakdown(m, H100, tensor_parallel_size=4, max_model_len=4096)
     assert b.kv_bytes_per_token == 4 * (512 + 64) * 2
 
 
 def test_from_hf_config_reads_a_dict_a_file_and_a_folder(tmp_path: Path) -> None:
-    cfg = {"model_type": "gemma3", "torch_dtype": "bfloat16", "text_config": {
-        "model_type": "gemma3_text", "num_hidden_layers": 12, "hidden_size": 256,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
-        "intermediate_size": 512, "vocab_size": 1000, "sliding_window": 512,
-        "sliding_window_pattern": 6, "max_position_embeddings": 8192}}  # fmt: skip
+    cfg = {
+        "model_type": "gemma3",
+        "torch_dtype": "bfloat16",
+        "text_config": {
+            "model_type": "gemma3_text",
+            "num_hidden_layers": 12,
+            "hidden_size": 256,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "intermediate_size": 512,
+            "vocab_size": 1000,
+            "sliding_window": 512,
+            "sliding_window_pattern": 6,
+            "max_position_embeddings": 8192,
+        },
+    }
     from_dict = ModelSpec.from_hf_config(cfg, name="tiny")
     assert from_dict.num_layers == 12 and from_dict.num_kv_heads == 2
     assert from_dict.sliding_layers == (0, 1, 2, 3, 4, 6, 7, 8, 9, 10)
@@ -172,9 +199,15 @@ def test_from_hf_config_reads_a_dict_a_file_and_a_folder(tmp_path: Path) -> None
 
 
 def test_from_hf_config_derives_head_dim_and_params() -> None:
-    m = ModelSpec.from_hf_config({"num_hidden_layers": 2, "hidden_size": 64,
-                                  "num_attention_heads": 4, "intermediate_size": 128,
-                                  "vocab_size": 100})  # fmt: skip
+    m = ModelSpec.from_hf_config(
+        {
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "vocab_size": 100,
+        }
+    )
     assert m.head_dim == 16 and m.num_kv_heads == 4
     assert m.total_params == 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 2 * 100 * 64 + 64
 
@@ -189,21 +222,27 @@ def test_every_shipped_model_loads_and_fits_somewhere(name: str) -> None:
     m = ModelSpec.named(name)
     assert m.total_params >= m.active_params > 0
     b200 = GPU.named("b200")
-    tp = next(t for t in (1, 2, 4, 8) if m.num_attention_heads % t == 0 and (
-        memory_breakdown(m, b200, tensor_parallel_size=t, check=False).available_kv
-        > 8 * GiB))  # fmt: skip
+    tp = next(
+        t
+        for t in (1, 2, 4, 8)
+        if m.num_attention_heads % t == 0
+        and (memory_breakdown(m, b200, tensor_parallel_size=t, check=False).available_kv > 8 * GiB)
+    )
     assert memory_breakdown(m, b200, tensor_parallel_size=tp, check=False).kv_cache_tokens > 0
 
 
-@pytest.mark.parametrize(("alias", "hf_id"), [
-    ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),
-    ("llama-3.1-8b", "meta-llama/Llama-3.1-8B-Instruct"),
-    ("LLAMA-3.3-70B-INSTRUCT", "meta-llama/Llama-3.3-70B-Instruct"),
-    ("qwen2.5-72b", "Qwen/Qwen2.5-72B-Instruct"),
-    ("gemma-3-27b", "google/gemma-3-27b-it"),
-    ("gpt-oss-20b", "openai/gpt-oss-20b"),
-    ("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("alias", "hf_id"),
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),
+        ("llama-3.1-8b", "meta-llama/Llama-3.1-8B-Instruct"),
+        ("LLAMA-3.3-70B-INSTRUCT", "meta-llama/Llama-3.3-70B-Instruct"),
+        ("qwen2.5-72b", "Qwen/Qwen2.5-72B-Instruct"),
+        ("gemma-3-27b", "google/gemma-3-27b-it"),
+        ("gpt-oss-20b", "openai/gpt-oss-20b"),
+        ("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct"),
+    ],
+)
 def test_model_names_are_case_and_org_insensitive(alias: str, hf_id: str) -> None:
     assert ModelSpec.named(alias).name == hf_id
 
@@ -215,11 +254,25 @@ def test_unknown_model_lists_closest_names() -> None:
         ModelSpec.named("llama-3.1-9b")
 
 
-@pytest.mark.parametrize("name", [
-    "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "NVIDIA L4", "NVIDIA H200", "NVIDIA A10G",
-    "NVIDIA GeForce RTX 4090", "NVIDIA L40S", "NVIDIA B200", "NVIDIA H100 PCIe",
-    "NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe", "AMD Instinct MI300X", "h100", "a100-40gb",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA L4",
+        "NVIDIA H200",
+        "NVIDIA A10G",
+        "NVIDIA GeForce RTX 4090",
+        "NVIDIA L40S",
+        "NVIDIA B200",
+        "NVIDIA H100 PCIe",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA A100 80GB PCIe",
+        "AMD Instinct MI300X",
+        "h100",
+        "a100-40gb",
+    ],
+)
 def test_every_nvidia_smi_name_loads(name: str) -> None:
     gpu = GPU.named(name)
     assert gpu.usable_memory_bytes <= gpu.memory_bytes * 1.08
@@ -231,15 +284,18 @@ def test_unknown_gpu_lists_closest_names() -> None:
         GPU.named("h1000")
 
 
-@pytest.mark.parametrize(("gpu", "server", "offline"), [
-    ("b200", (16384, 1024), (16384, 1024)),        # >= 160 GiB
-    ("mi300x", (16384, 1024), (16384, 1024)),      # >= 160 GiB
-    ("h100", (8192, 1024), (16384, 1024)),         # >= 70 GiB, not an A100
-    ("h200", (8192, 1024), (16384, 1024)),
-    ("a100-80gb", (2048, 256), (8192, 256)),       # 80 GB but excluded by name
-    ("l40s", (2048, 256), (8192, 256)),            # the rest
-    ("l4", (2048, 256), (8192, 256)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("gpu", "server", "offline"),
+    [
+        ("b200", (16384, 1024), (16384, 1024)),  # >= 160 GiB
+        ("mi300x", (16384, 1024), (16384, 1024)),  # >= 160 GiB
+        ("h100", (8192, 1024), (16384, 1024)),  # >= 70 GiB, not an A100
+        ("h200", (8192, 1024), (16384, 1024)),
+        ("a100-80gb", (2048, 256), (8192, 256)),  # 80 GB but excluded by name
+        ("l40s", (2048, 256), (8192, 256)),  # the rest
+        ("l4", (2048, 256), (8192, 256)),
+    ],
+)
 def test_vllm_defaults_per_memory_class(
     gpu: str, server: tuple[int, int], offline: tuple[int, int]
 ) -> None:
@@ -254,7 +310,11 @@ def test_vllm_defaults_on_cpu_scale_with_world_size() -> None:
     one = vllm_default_scheduler_limits("cpu")
     two = vllm_default_scheduler_limits("cpu", "llm_class", world_size=2)
     assert (one.max_num_batched_tokens, one.max_num_seqs, one.async_scheduling, one.block_size) == (
-        2048, 128, False, 128)  # fmt: skip
+        2048,
+        128,
+        False,
+        128,
+    )
     assert (two.max_num_batched_tokens, two.max_num_seqs) == (8192, 512)
 
 
@@ -269,14 +329,20 @@ def test_vllm_defaults_are_capped_by_max_model_len() -> None:
 
 def test_roofline_grows_with_tokens_and_context() -> None:
     r = RooflineModel(model=LLAMA8, gpu=H100)
-    times = [r.step_time(decode_tokens=n, num_seqs=n, decode_context_tokens=n * 1000)
-             for n in (1, 8, 64, 512)]  # fmt: skip
+    times = [
+        r.step_time(decode_tokens=n, num_seqs=n, decode_context_tokens=n * 1000)
+        for n in (1, 8, 64, 512)
+    ]
     assert times == sorted(times)
-    ctx = [r.step_time(decode_tokens=16, num_seqs=16, decode_context_tokens=c)
-           for c in (0, 10_000, 1_000_000)]  # fmt: skip
+    ctx = [
+        r.step_time(decode_tokens=16, num_seqs=16, decode_context_tokens=c)
+        for c in (0, 10_000, 1_000_000)
+    ]
     assert ctx == sorted(ctx) and ctx[0] < ctx[-1]
-    prefill = [r.step_time(prefill_tokens=p, num_seqs=1, prefill_context_pairs=p * p // 2)
-               for p in (16, 512, 8192)]  # fmt: skip
+    prefill = [
+        r.step_time(prefill_tokens=p, num_seqs=1, prefill_context_pairs=p * p // 2)
+        for p in (16, 512, 8192)
+    ]
     assert prefill == sorted(prefill)
     assert r.step_time() == 0.0
 
@@ -305,15 +371,30 @@ def test_more_memory_never_fewer_kv_tokens(util: float, extra: float) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.sampled_from(["qwen2.5-32b", "llama-3.1-70b", "qwen3-14b", "gemma-2-27b"]),
-       st.sampled_from([1, 2, 4]), st.floats(0.8, 0.95))  # fmt: skip
+@given(
+    st.sampled_from(["qwen2.5-32b", "llama-3.1-70b", "qwen3-14b", "gemma-2-27b"]),
+    st.sampled_from([1, 2, 4]),
+    st.floats(0.8, 0.95),
+)
 def test_larger_tp_never_fewer_kv_tokens_per_gpu(name: str, tp: int, util: float) -> None:
     m = ModelSpec.named(name)
     gpu = GPU.named("h200")
-    small = memory_breakdown(m, gpu, tensor_parallel_size=tp, gpu_memory_utilization=util,
-                             max_model_len=4096, check=False)  # fmt: skip
+    small = memory_breakdown(
+        m,
+        gpu,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=util,
+        max_model_len=4096,
+        check=False,
+    )
     if small.available_kv <= 0:
         return
-    large = memory_breakdown(m, gpu, tensor_parallel_size=2 * tp, gpu_memory_utilization=util,
-                             max_model_len=4096, check=False)  # fmt: skip
+    large = memory_breakdown(
+        m,
+        gpu,
+        tensor_parallel_size=2 * tp,
+        gpu_memory_utilization=util,
+        max_model_len=4096,
+        check=False,
+    )
     assert large.kv_cache_tokens >= small.kv_cache_tokens

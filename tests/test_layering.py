@@ -108,8 +108,9 @@ def test_other_packages_are_imported_through_their_public_names(module: str) -> 
 
 
 def test_there_are_no_import_cycles() -> None:
-    graph = {m: {t for t, _ in imports(m, p) if t in MODULES and t != m}
-             for m, p in MODULES.items()}  # fmt: skip
+    graph = {
+        m: {t for t, _ in imports(m, p) if t in MODULES and t != m} for m, p in MODULES.items()
+    }
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     cycles: list[list[str]] = []
 
@@ -117,7 +118,7 @@ def test_there_are_no_import_cycles() -> None:
         state[m] = 1
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycles.append([*path[path.index(t):], t])
+                cycles.append([*path[path.index(t) :], t])
             elif t not in state:
                 visit(t, [*path, t])
         state[m] = 2

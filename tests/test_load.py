@@ -82,9 +82,14 @@ class FakeEngine:
             elapsed = (time.monotonic() - t0) * 1000
             running = self._running
             self.log.info(
-                _STEP_LINE, self.steps, len(new), sum(r.prompt for r in new), len(running),
-                len(running), elapsed,
-            )  # fmt: skip
+                _STEP_LINE,
+                self.steps,
+                len(new),
+                sum(r.prompt for r in new),
+                len(running),
+                len(running),
+                elapsed,
+            )
             self.steps += 1
             still = []
             for r in running + new:
@@ -166,8 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "text": " x" * pending, "finish_reason": None}
             if got == max_tokens:
                 choice["finish_reason"] = "length"
-            self._chunk(b"data: " + json.dumps({"choices": [choice], "usage": usage}).encode()
-                        + b"\n\n")  # fmt: skip
+            self._chunk(
+                b"data: " + json.dumps({"choices": [choice], "usage": usage}).encode() + b"\n\n"
+            )
             pending = 0
         final = {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": got}}
         self._chunk(b"data: " + json.dumps(final).encode() + b"\n\n")
@@ -252,8 +258,15 @@ def main(argv: list[str]) -> int:
     if not log.handlers and not config_path:
         logging.basicConfig(stream=sys.stdout, level=logging.INFO)
     print(f"fake vllm {mode}: serving {model} on port {port}", flush=True)
-    for name in ("TMPDIR", "VLLM_RPC_BASE_PATH", "VLLM_CACHE_ROOT", "HF_HUB_OFFLINE",
-                 "VLLM_NO_USAGE_STATS", "VLLM_HOST_IP", "VLLM_CPU_KVCACHE_SPACE"):  # fmt: skip
+    for name in (
+        "TMPDIR",
+        "VLLM_RPC_BASE_PATH",
+        "VLLM_CACHE_ROOT",
+        "HF_HUB_OFFLINE",
+        "VLLM_NO_USAGE_STATS",
+        "VLLM_HOST_IP",
+        "VLLM_CPU_KVCACHE_SPACE",
+    ):
         print(f"fake vllm env {name}={os.environ.get(name)}", flush=True)
     if mode == "crash":
         print('Traceback (most recent call last):\n  File "fake.py", line 1, in <module>')
@@ -263,8 +276,9 @@ def main(argv: list[str]) -> int:
         subprocess.Popen(["sleep", "3600"])  # a child in our process group, to be killed too
         time.sleep(3600)
         return 0
-    fake = FakeVLLM(model, port=port, step_s=0.05 if mode == "slow" else 0.002,
-                    max_model_len=max_len, log=log)  # fmt: skip
+    fake = FakeVLLM(
+        model, port=port, step_s=0.05 if mode == "slow" else 0.002, max_model_len=max_len, log=log
+    )
     if mode == "die":
         seen = []
 
@@ -392,8 +406,7 @@ def test_a_refused_connection_fails_every_request_without_raising() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = replay(url, "m", Workload.from_arrays([0.0, 0.01], [4, 4], [2, 2]))
     assert len(result.failed) == 2
-    assert all("Connection" in (r.error or "") or "Errno" in (r.error or "")
-               for r in result.failed)  # fmt: skip
+    assert all("Connection" in (r.error or "") or "Errno" in (r.error or "") for r in result.failed)
 
 
 def test_a_bad_url_is_a_backend_error() -> None:

@@ -77,8 +77,12 @@ def test_ties_break_toward_lower_worst_ttft() -> None:
 
 
 def test_unsatisfiable_slo_is_loud() -> None:
-    loop = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE,
-                ["max_step_tokens <= 16", "ttft_steps.max <= 5"])  # fmt: skip
+    loop = Loop(
+        SimulatorBackend(),
+        GridSearch(),
+        SEED_OBJECTIVE,
+        ["max_step_tokens <= 16", "ttft_steps.max <= 5"],
+    )
     with pytest.raises(InfeasibleError) as e:
         loop.run(SPACE, SEED)
     err = e.value
@@ -119,8 +123,9 @@ def test_only_backend_errors_and_listed_types_fail_a_trial() -> None:
     backend = FlakyBackend({512: RuntimeError("segfault")})
     with pytest.raises(RuntimeError):
         Loop(backend, GridSearch(), SEED_OBJECTIVE).run(SPACE, SEED)
-    result = Loop(FlakyBackend({512: RuntimeError("x")}), GridSearch(), SEED_OBJECTIVE,
-                  catch=[RuntimeError]).run(SPACE, SEED)  # fmt: skip
+    result = Loop(
+        FlakyBackend({512: RuntimeError("x")}), GridSearch(), SEED_OBJECTIVE, catch=[RuntimeError]
+    ).run(SPACE, SEED)
     assert len(result.failed) == 2
     with pytest.raises(ConfigError, match=r"Loop\.catch"):
         Loop(SimulatorBackend(), GridSearch(), catch=["RuntimeError"])  # type: ignore[list-item]
@@ -174,8 +179,14 @@ def test_every_trial_is_written_as_it_finishes(tmp_path: Path) -> None:
     def count_lines(_: object) -> None:
         seen_lines.append(len(log.read_text().splitlines()))
 
-    loop = Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
-                trial_log=log, on_trial=count_lines)  # fmt: skip
+    loop = Loop(
+        SimulatorBackend(),
+        GridSearch(),
+        SEED_OBJECTIVE,
+        ["max_step_tokens <= 64"],
+        trial_log=log,
+        on_trial=count_lines,
+    )
     loop.run(SPACE, SEED)
     # A header line naming the study, then one line per trial, written before the next starts.
     assert seen_lines == list(range(2, len(SPACE) + 2))
@@ -236,11 +247,13 @@ class CountingBackend(SimulatorBackend):
 def test_a_rerun_continues_from_the_trial_log_without_re_evaluating(tmp_path: Path) -> None:
     log = tmp_path / "trials.jsonl"
     first = CountingBackend()
-    Loop(first, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], max_trials=4,
-         trial_log=log).run(SPACE, SEED)  # fmt: skip
+    Loop(
+        first, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], max_trials=4, trial_log=log
+    ).run(SPACE, SEED)
     second = CountingBackend()
-    result = Loop(second, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
-                  trial_log=log).run(SPACE, SEED)  # fmt: skip
+    result = Loop(
+        second, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], trial_log=log
+    ).run(SPACE, SEED)
     assert len(first.evaluated) == 4
     assert len(second.evaluated) == len(SPACE) - 4
     assert not set(first.evaluated) & set(second.evaluated)
@@ -251,21 +264,33 @@ def test_a_rerun_continues_from_the_trial_log_without_re_evaluating(tmp_path: Pa
     )
     assert result.best.config == fresh.best.config
     third = CountingBackend()  # everything measured: nothing runs, the answer is the same
-    again = Loop(third, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
-                 trial_log=log).run(SPACE, SEED)  # fmt: skip
+    again = Loop(third, GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], trial_log=log).run(
+        SPACE, SEED
+    )
     assert third.evaluated == [] and again.best.config == fresh.best.config
 
 
 def test_a_trial_log_of_another_study_is_refused(tmp_path: Path) -> None:
     log = tmp_path / "trials.jsonl"
-    Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
-         trial_log=log).run(SPACE, SEED)  # fmt: skip
+    Loop(
+        SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"], trial_log=log
+    ).run(SPACE, SEED)
     with pytest.raises(ConfigError, match=r"another study.*slos"):
-        Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 40"],
-             trial_log=log).run(SPACE, SEED)  # fmt: skip
+        Loop(
+            SimulatorBackend(),
+            GridSearch(),
+            SEED_OBJECTIVE,
+            ["max_step_tokens <= 40"],
+            trial_log=log,
+        ).run(SPACE, SEED)
     with pytest.raises(ConfigError, match=r"another study.*workload"):
-        Loop(SimulatorBackend(), GridSearch(), SEED_OBJECTIVE, ["max_step_tokens <= 64"],
-             trial_log=log).run(SPACE, SEED.head(0.5))  # fmt: skip
+        Loop(
+            SimulatorBackend(),
+            GridSearch(),
+            SEED_OBJECTIVE,
+            ["max_step_tokens <= 64"],
+            trial_log=log,
+        ).run(SPACE, SEED.head(0.5))
 
 
 def test_a_truncated_last_line_is_ignored(tmp_path: Path) -> None:
@@ -326,7 +351,7 @@ def test_killing_a_study_midway_loses_nothing_and_the_rerun_skips_finished_confi
     assert 4 <= len(finished) < 12
     before = evaluated.read_text().split()
     subprocess.run([sys.executable, str(script), str(log), str(evaluated), "0"], check=True)
-    rerun = evaluated.read_text().split()[len(before):]
+    rerun = evaluated.read_text().split()[len(before) :]
     assert not finished & {int(b) for b in rerun}  # finished configs are not evaluated again
     rows = [json.loads(line) for line in log.read_text().splitlines()[1:]]
     assert sorted(r["config"]["max_num_batched_tokens"] for r in rows) == list(range(16, 112, 8))

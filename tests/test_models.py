@@ -21,7 +21,9 @@ from tuner import (
 def test_serving_config_has_vllm_names_and_defaults() -> None:
     c = ServingConfig()
     assert (c.max_num_batched_tokens, c.max_num_seqs, c.long_prefill_token_threshold) == (
-        2048, 128, 0,
+        2048,
+        128,
+        0,
     )
     assert c.enable_chunked_prefill is True and c.async_scheduling is False
     assert c.num_kv_blocks is None and c.block_size == 16
@@ -45,14 +47,18 @@ def test_bad_value_error_names_field_value_and_bound() -> None:
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"enable_chunked_prefill": False, "max_num_batched_tokens": 512, "max_model_len": 1024},
-         "enable_chunked_prefill=False needs max_num_batched_tokens"),
+        (
+            {"enable_chunked_prefill": False, "max_num_batched_tokens": 512, "max_model_len": 1024},
+            "enable_chunked_prefill=False needs max_num_batched_tokens",
+        ),
         ({"max_num_batched_tokens": 32, "max_num_seqs": 64}, r"must be >= max_num_seqs \(64\)"),
-        ({"long_prefill_token_threshold": 5000, "max_model_len": 4096},
-         "long_prefill_token_threshold"),
+        (
+            {"long_prefill_token_threshold": 5000, "max_model_len": 4096},
+            "long_prefill_token_threshold",
+        ),
         ({"num_kv_blocks": 4, "block_size": 16, "max_model_len": 1024}, "one full-length request"),
     ],
-)  # fmt: skip
+)
 def test_combinations_vllm_refuses_are_refused(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ServingConfig(**kw)  # type: ignore[arg-type]
@@ -60,9 +66,14 @@ def test_combinations_vllm_refuses_are_refused(kw: dict[str, object], match: str
 
 def test_to_vllm_args_gives_the_serve_flags() -> None:
     c = ServingConfig(
-        max_num_batched_tokens=512, max_num_seqs=16, long_prefill_token_threshold=64,
-        enable_chunked_prefill=True, num_kv_blocks=1000, block_size=32, max_model_len=4096,
-    )  # fmt: skip
+        max_num_batched_tokens=512,
+        max_num_seqs=16,
+        long_prefill_token_threshold=64,
+        enable_chunked_prefill=True,
+        num_kv_blocks=1000,
+        block_size=32,
+        max_model_len=4096,
+    )
     args = c.to_vllm_args()
     pairs = dict(itertools.pairwise(args))
     assert pairs["--max-num-batched-tokens"] == "512"
@@ -154,16 +165,26 @@ def test_measurement_arrays_are_read_only_and_shapes_checked() -> None:
     from tuner import BackendError, Measurement
 
     m = Measurement(
-        source="t", arrival=[0.0], prompt_tokens=[1], output_tokens=[2], ttft=[1.0], e2e=[2.0],
+        source="t",
+        arrival=[0.0],
+        prompt_tokens=[1],
+        output_tokens=[2],
+        ttft=[1.0],
+        e2e=[2.0],
         duration=2.0,
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError):
         m.ttft[0] = 3
     assert np.isclose(m.tpot[0], 1.0)
     with pytest.raises(BackendError, match="one per request"):
         Measurement(
-            source="t", arrival=[0.0, 1.0], prompt_tokens=[1], output_tokens=[2], ttft=[1.0],
-            e2e=[2.0], duration=2.0,
-        )  # fmt: skip
+            source="t",
+            arrival=[0.0, 1.0],
+            prompt_tokens=[1],
+            output_tokens=[2],
+            ttft=[1.0],
+            e2e=[2.0],
+            duration=2.0,
+        )
     with pytest.raises(BackendError, match="did not record the engine's steps"):
         _ = m.max_step_tokens

@@ -15,11 +15,21 @@ from tuner.objectives import metric_value, percentile_of_runs, statistic
 
 def meas(**kw: object) -> Measurement:
     base: dict[str, object] = dict(
-        source="test", time_unit="s", arrival=[0.0, 1.0, 2.0], prompt_tokens=[10, 10, 10],
-        output_tokens=[5, 1, 3], ttft=[0.1, 0.2, 0.4], e2e=[0.5, 0.2, 1.0],
-        itl_values=[0.1, 0.3], itl_counts=[4, 2], step_tokens=[30, 3, 2], duration=3.0,
-        step_start=[0, 1, 2], step_end=[1, 2, 3], ttft_steps=[0, 1, 2],
-    )  # fmt: skip
+        source="test",
+        time_unit="s",
+        arrival=[0.0, 1.0, 2.0],
+        prompt_tokens=[10, 10, 10],
+        output_tokens=[5, 1, 3],
+        ttft=[0.1, 0.2, 0.4],
+        e2e=[0.5, 0.2, 1.0],
+        itl_values=[0.1, 0.3],
+        itl_counts=[4, 2],
+        step_tokens=[30, 3, 2],
+        duration=3.0,
+        step_start=[0, 1, 2],
+        step_end=[1, 2, 3],
+        ttft_steps=[0, 1, 2],
+    )
     base.update(kw)
     return Measurement(**base)  # type: ignore[arg-type]
 
@@ -122,10 +132,15 @@ def test_goodput_counts_requests_meeting_every_limit_per_second_like_vllm_bench(
     # Request 2: ttft 0.4, tpot (1.0-0.4)/2 = 0.3, e2e 1.0.
     # Request 3: failed (NaN): never good.
     m = meas(
-        arrival=[0.0, 1.0, 2.0, 3.0], prompt_tokens=[10] * 4, output_tokens=[5, 1, 3, 2],
-        ttft=[0.1, 0.2, 0.4, float("nan")], e2e=[0.5, 0.2, 1.0, float("nan")],
-        ttft_steps=[0, 1, 2, 3], duration=4.0, failed_requests=1,
-    )  # fmt: skip
+        arrival=[0.0, 1.0, 2.0, 3.0],
+        prompt_tokens=[10] * 4,
+        output_tokens=[5, 1, 3, 2],
+        ttft=[0.1, 0.2, 0.4, float("nan")],
+        e2e=[0.5, 0.2, 1.0, float("nan")],
+        ttft_steps=[0, 1, 2, 3],
+        duration=4.0,
+        failed_requests=1,
+    )
     assert metric_value(m, "goodput(ttft:300ms)") == pytest.approx(2 / 4.0)
     assert metric_value(m, "goodput(tpot:100ms)") == pytest.approx(2 / 4.0)
     assert metric_value(m, "goodput(tpot:0.05)") == pytest.approx(1 / 4.0)  # only 1-token one

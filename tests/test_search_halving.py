@@ -104,16 +104,32 @@ def test_rung_arithmetic_rejects_bad_input(call: Callable[[], object], match: st
 BASE = ServingConfig(max_num_batched_tokens=64, max_num_seqs=1, max_model_len=256)
 
 
-def trial(number: int, steps: float, margin: float | None = None, *, ok: bool = True,
-          seqs: int = 1, fidelity: float = 1.0, limit: float = 100.0) -> Trial:  # fmt: skip
+def trial(
+    number: int,
+    steps: float,
+    margin: float | None = None,
+    *,
+    ok: bool = True,
+    seqs: int = 1,
+    fidelity: float = 1.0,
+    limit: float = 100.0,
+) -> Trial:
     config = BASE.replace(max_num_seqs=seqs)
     if not ok:
-        return Trial(number=number, config=config, fidelity=fidelity,
-                     status=TrialStatus.FAILED, error="boom")  # fmt: skip
+        return Trial(
+            number=number, config=config, fidelity=fidelity, status=TrialStatus.FAILED, error="boom"
+        )
     results: tuple[SLOResult, ...] = ()
     if margin is not None:
-        results = (SLOResult(slo=f"ttft_steps.max <= {limit:g}", value=limit - margin,
-                             limit=limit, ok=margin >= 0, margin=margin),)  # fmt: skip
+        results = (
+            SLOResult(
+                slo=f"ttft_steps.max <= {limit:g}",
+                value=limit - margin,
+                limit=limit,
+                ok=margin >= 0,
+                margin=margin,
+            ),
+        )
     return Trial(
         number=number,
         config=config,
@@ -278,8 +294,7 @@ def test_an_exhausted_inner_search_ends_the_first_rung_early() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(n_configs=st.integers(1, 12), eta=st.integers(2, 4), seed=st.integers(0, 100))
-def test_every_rung_proposes_configs_of_the_space_once(n_configs: int, eta: int,
-                                                       seed: int) -> None:  # fmt: skip
+def test_every_rung_proposes_configs_of_the_space_once(n_configs: int, eta: int, seed: int) -> None:
     sh = SuccessiveHalving(n_configs=n_configs, min_fidelity=1 / eta**2, eta=eta, seed=seed)
     drive(sh, easy_at_low_fidelity)
     for rung in sh.rung_trials:
@@ -318,8 +333,9 @@ def test_more_brackets_draw_fresh_candidates_until_the_budget_stops_the_run() ->
     )
     w = Workload([Request(arrival=i, prompt_tokens=100, output_tokens=10) for i in range(9)])
     obj = Objective.minimize("total_steps")
-    one = Loop(SimulatorBackend(), SuccessiveHalving(n_configs=4, min_fidelity=1 / 3),
-               obj).run(space, w)  # fmt: skip
+    one = Loop(SimulatorBackend(), SuccessiveHalving(n_configs=4, min_fidelity=1 / 3), obj).run(
+        space, w
+    )
     sh = SuccessiveHalving(n_configs=4, min_fidelity=1 / 3, brackets=None)
     many = Loop(SimulatorBackend(), sh, obj, max_trials=30).run(space, w)
     first_rungs = {t.config for t in many.trials if t.fidelity < 1}

@@ -48,8 +48,9 @@ def test_random_search_restarts_from_the_beginning_on_start() -> None:
 
 
 def test_random_search_through_the_loop_records_each_config_once() -> None:
-    loop = Loop(SimulatorBackend(), RandomSearch(seed=2, max_trials=5),
-                Objective.minimize("total_steps"))  # fmt: skip
+    loop = Loop(
+        SimulatorBackend(), RandomSearch(seed=2, max_trials=5), Objective.minimize("total_steps")
+    )
     result = loop.run(SPACE, SMALL)
     configs = [t.config for t in result.trials]
     assert len(configs) == 5 == len(set(configs))

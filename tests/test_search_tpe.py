@@ -47,8 +47,12 @@ OBJECTIVE = Objective.minimize("total_steps", tie_break="ttft_steps.max")
 SLO = "max_step_tokens <= 64"
 
 
-def run(search: Search, space: SearchSpace = SPACE, slos: tuple[str, ...] = (SLO,),
-        workload: Workload = WORKLOAD) -> TuningResult:  # fmt: skip
+def run(
+    search: Search,
+    space: SearchSpace = SPACE,
+    slos: tuple[str, ...] = (SLO,),
+    workload: Workload = WORKLOAD,
+) -> TuningResult:
     return Loop(SimulatorBackend(), search, OBJECTIVE, slos).run(space, workload)
 
 
@@ -74,8 +78,10 @@ def test_tpe_never_returns_a_repeat_and_respects_n_trials() -> None:
 
 
 def test_tpe_stops_when_every_config_is_measured() -> None:
-    small = SearchSpace({"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2]},
-                        base=ServingConfig(max_model_len=256))  # fmt: skip
+    small = SearchSpace(
+        {"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2]},
+        base=ServingConfig(max_model_len=256),
+    )
     search = tpe(n_trials=100, n_startup_trials=2)
     result = run(search, small, slos=())
     assert sorted(t.config.model_dump_json() for t in result.trials) == sorted(
@@ -92,9 +98,9 @@ def test_tpe_answers_repeats_from_the_cache_and_stops_after_max_repeats() -> Non
     cached = [t for t in search.study.trials if t.user_attrs.get("tuner_cached")]
     assert len(cached) >= 3
     for ot in cached:  # Optuna is told exactly what the first measurement gave
-        config = SPACE.base.replace(**{
-            k: SPACE.dimensions[k][ot.params[k]] for k in SPACE.dimensions
-        })  # fmt: skip
+        config = SPACE.base.replace(
+            **{k: SPACE.dimensions[k][ot.params[k]] for k in SPACE.dimensions}
+        )
         first = measured[config]
         assert ot.value == first.values["total_steps"]
         assert ot.constraints[f"0: {SLO}"] == -first.slo_results[0].margin
@@ -145,10 +151,14 @@ def test_tpe_without_constraints_would_waste_more_trials(monkeypatch: pytest.Mon
 
 def test_tpe_never_proposes_a_combination_outside_the_space() -> None:
     space = SearchSpace(
-        {"enable_chunked_prefill": [False, True], "max_num_batched_tokens": [16, 32, 64, 256],
-         "num_kv_blocks": [None, 20]},
-        base=ServingConfig(max_num_seqs=4, max_model_len=256), skip_invalid=True,
-    )  # fmt: skip
+        {
+            "enable_chunked_prefill": [False, True],
+            "max_num_batched_tokens": [16, 32, 64, 256],
+            "num_kv_blocks": [None, 20],
+        },
+        base=ServingConfig(max_num_seqs=4, max_model_len=256),
+        skip_invalid=True,
+    )
     assert space.excluded
     search = tpe(n_trials=50, n_startup_trials=4)
     result = run(search, space, slos=())
@@ -179,8 +189,10 @@ def test_a_nan_objective_is_reported_as_worst() -> None:
 
 def test_tpe_resumes_from_sqlite_without_reproposing_measured_configs(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space = SearchSpace({"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2, 4]},
-                        base=ServingConfig(max_model_len=256))  # fmt: skip
+    space = SearchSpace(
+        {"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2, 4]},
+        base=ServingConfig(max_model_len=256),
+    )
 
     def resume(n_trials: int) -> set[ServingConfig]:
         search = tpe(n_trials=n_trials, n_startup_trials=2, storage=storage, study_name="s")
@@ -198,8 +210,10 @@ def test_tpe_resumes_from_sqlite_without_reproposing_measured_configs(tmp_path: 
 
 def test_workers_sharing_a_storage_object_never_measure_a_config_twice() -> None:
     storage = optuna.storages.InMemoryStorage()
-    space = SearchSpace({"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2, 4]},
-                        base=ServingConfig(max_model_len=256))  # fmt: skip
+    space = SearchSpace(
+        {"max_num_batched_tokens": [16, 32, 64], "max_num_seqs": [1, 2, 4]},
+        base=ServingConfig(max_model_len=256),
+    )
     workers = [tpe(seed=s, n_trials=100, storage=storage, study_name="shared") for s in (1, 2)]
     for w in workers:
         w.start(space, OBJECTIVE)
@@ -212,8 +226,14 @@ def test_workers_sharing_a_storage_object_never_measure_a_config_twice() -> None
             progressed = True
             measured.append(p.config)
             values = {"total_steps": float(p.config.max_num_batched_tokens), "ttft_steps.max": 0}
-            w.tell(Trial(number=len(measured) - 1, config=p.config, status=TrialStatus.COMPLETE,
-                         values=values))  # fmt: skip
+            w.tell(
+                Trial(
+                    number=len(measured) - 1,
+                    config=p.config,
+                    status=TrialStatus.COMPLETE,
+                    values=values,
+                )
+            )
         if not progressed:
             break
     assert sorted(c.model_dump_json() for c in measured) == sorted(
@@ -295,5 +315,6 @@ def test_ask_before_start_is_a_search_error() -> None:
 
 
 def test_contract_space_smoke() -> None:
-    assert run(tpe(n_trials=3), SearchSpace({"max_num_seqs": [1, 2]}), slos=(),
-               workload=SMALL).best.ok  # fmt: skip
+    assert run(
+        tpe(n_trials=3), SearchSpace({"max_num_seqs": [1, 2]}), slos=(), workload=SMALL
+    ).best.ok

@@ -38,8 +38,9 @@ from tuner.backends.live._process import _group_members, find_vllm
 from tuner.search import GridSearch
 
 FAKE_SCRIPT = Path(__file__).with_name("test_load.py")
-CONFIG = ServingConfig(max_num_batched_tokens=256, max_num_seqs=8, max_model_len=1024,
-                       block_size=128)  # fmt: skip
+CONFIG = ServingConfig(
+    max_num_batched_tokens=256, max_num_seqs=8, max_model_len=1024, block_size=128
+)
 SMALL = Workload.from_arrays([0.0, 0.0, 0.05, 0.1, 0.1], [40, 7, 90, 12, 30], [5, 1, 12, 4, 6])
 _GROUP = re.compile(r"^# tuner: server pid (\d+), process group (\d+),", re.MULTILINE)
 
@@ -70,12 +71,17 @@ def fake_exe(tmp_path: Path) -> str:
     return str(exe)
 
 
-def fake_backend(fake_exe: str, workdir: Path | None, mode: str = "ok",
-                 **kwargs: object) -> VLLMServerBackend:  # fmt: skip
+def fake_backend(
+    fake_exe: str, workdir: Path | None, mode: str = "ok", **kwargs: object
+) -> VLLMServerBackend:
     return VLLMServerBackend(
-        "fake-model", vllm_executable=fake_exe, workdir=workdir, startup_timeout=30,
-        env={"FAKE_VLLM_MODE": mode}, **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
+        "fake-model",
+        vllm_executable=fake_exe,
+        workdir=workdir,
+        startup_timeout=30,
+        env={"FAKE_VLLM_MODE": mode},
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 # --- lifecycle on the fake ---------------------------------------------------------------------
@@ -138,10 +144,20 @@ def test_the_server_gets_loopback_a_free_port_and_folders_inside_the_workdir(
 def test_describe_names_the_model_arguments_and_environment_not_the_workdir(
     fake_exe: str, tmp_path: Path
 ) -> None:
-    a = VLLMServerBackend("m", vllm_executable=fake_exe, server_args=["--enforce-eager"],
-                          env={"VLLM_CPU_KVCACHE_SPACE": "1"}, workdir=tmp_path / "a")  # fmt: skip
-    b = VLLMServerBackend("m", vllm_executable=fake_exe, server_args=["--enforce-eager"],
-                          env={"VLLM_CPU_KVCACHE_SPACE": "1"}, workdir=tmp_path / "b")  # fmt: skip
+    a = VLLMServerBackend(
+        "m",
+        vllm_executable=fake_exe,
+        server_args=["--enforce-eager"],
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        workdir=tmp_path / "a",
+    )
+    b = VLLMServerBackend(
+        "m",
+        vllm_executable=fake_exe,
+        server_args=["--enforce-eager"],
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        workdir=tmp_path / "b",
+    )
     assert a.describe() == b.describe() == "vllm-server(m --enforce-eager VLLM_CPU_KVCACHE_SPACE=1)"
 
 
@@ -158,9 +174,14 @@ def test_user_server_args_come_first_and_their_prefix_caching_choice_is_kept(
 
 @pytest.mark.parametrize(
     ("arg", "match"),
-    [("--max-num-seqs=4", "ServingConfig knob"), ("--max_num_batched_tokens", "ServingConfig"),
-     ("--block-size", "ServingConfig"), ("--port", "free port"), ("--host", "127.0.0.1")],
-)  # fmt: skip
+    [
+        ("--max-num-seqs=4", "ServingConfig knob"),
+        ("--max_num_batched_tokens", "ServingConfig"),
+        ("--block-size", "ServingConfig"),
+        ("--port", "free port"),
+        ("--host", "127.0.0.1"),
+    ],
+)
 def test_server_args_that_set_a_knob_or_the_address_are_refused(
     fake_exe: str, arg: str, match: str
 ) -> None:
@@ -211,8 +232,13 @@ def test_a_server_that_exits_before_health_is_a_start_error_with_reason_and_log_
 def test_a_server_never_healthy_is_killed_with_its_children_after_startup_timeout(
     fake_exe: str, tmp_path: Path
 ) -> None:
-    backend = VLLMServerBackend("fake-model", vllm_executable=fake_exe, workdir=tmp_path,
-                                startup_timeout=2, env={"FAKE_VLLM_MODE": "hang"})  # fmt: skip
+    backend = VLLMServerBackend(
+        "fake-model",
+        vllm_executable=fake_exe,
+        workdir=tmp_path,
+        startup_timeout=2,
+        env={"FAKE_VLLM_MODE": "hang"},
+    )
     t0 = time.monotonic()
     with backend, pytest.raises(ServerStartError, match=r"not healthy after 2 s"):
         backend.evaluate(CONFIG, SMALL)
@@ -256,8 +282,7 @@ def test_failed_requests_up_to_max_failed_requests_are_recorded_with_nan_latency
 def test_the_loop_records_a_refused_config_as_failed_and_goes_on(
     fake_exe: str, tmp_path: Path
 ) -> None:
-    space = SearchSpace({"max_num_batched_tokens": [REFUSED_BUDGET, 64]},
-                        base=CONFIG)  # fmt: skip
+    space = SearchSpace({"max_num_batched_tokens": [REFUSED_BUDGET, 64]}, base=CONFIG)
     seen: list[Trial] = []
     backend = fake_backend(fake_exe, tmp_path)
     result = Loop(backend, GridSearch(), slos=["ttft.p99 <= 5s"], on_trial=seen.append).run(
@@ -295,11 +320,26 @@ def test_tuner_live_tunes_on_the_server_and_prints_the_trials_and_chosen_flags(
     parser = argparse.ArgumentParser(prog="tuner")
     _live.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["live", "--model", "fake-model", "--vllm-executable", fake_exe, "--budgets",
-         f"{REFUSED_BUDGET},64",
-         "--thresholds", "0", "--requests", "6", "--rate", "50", "--slo", "ttft.p99 <= 5s",
-         "--workdir", str(tmp_path / "study")]
-    )  # fmt: skip
+        [
+            "live",
+            "--model",
+            "fake-model",
+            "--vllm-executable",
+            fake_exe,
+            "--budgets",
+            f"{REFUSED_BUDGET},64",
+            "--thresholds",
+            "0",
+            "--requests",
+            "6",
+            "--rate",
+            "50",
+            "--slo",
+            "ttft.p99 <= 5s",
+            "--workdir",
+            str(tmp_path / "study"),
+        ]
+    )
     assert args.func(args) == 0
     captured = capsys.readouterr()
     out, progress = captured.out, captured.err
@@ -368,9 +408,7 @@ def test_attach_mode_measures_a_running_server_and_refuses_other_configs(tmp_pat
             with pytest.raises(ConfigError, match=r"attach mode.*max_num_batched_tokens"):
                 backend.evaluate(CONFIG.replace(max_num_batched_tokens=64), SMALL)
             with pytest.raises(ConfigError, match="serves max_model_len=1024"):
-                AttachedServerBackend(fake.url).evaluate(
-                    CONFIG.replace(max_model_len=2048), SMALL
-                )
+                AttachedServerBackend(fake.url).evaluate(CONFIG.replace(max_model_len=2048), SMALL)
             bodies = fake.bodies
     finally:
         log.removeHandler(handler)
@@ -431,8 +469,9 @@ def test_ctrl_c_mid_trial_stops_the_server_group(fake_exe: str, tmp_path: Path) 
     err = _interrupt_mid_trial(script, workdir / "trial-000.log", min_steps=10, timeout=60)
     assert "KeyboardInterrupt" in err
     assert_no_server_left([workdir / "trial-000.log"])
-    run_dir = re.search(r"^fake vllm env TMPDIR=(.*)$", (workdir / "trial-000.log").read_text(),
-                        re.MULTILINE)  # fmt: skip
+    run_dir = re.search(
+        r"^fake vllm env TMPDIR=(.*)$", (workdir / "trial-000.log").read_text(), re.MULTILINE
+    )
     assert run_dir is not None and not Path(run_dir.group(1)).exists()
 
 
@@ -455,18 +494,24 @@ def study(
     max_model_len=8192 exceeds the tiny model's 4096 positions and vLLM refuses it."""
     before = tmp_entries()
     backend = VLLMServerBackend(
-        tiny_model, server_args=LIVE_SERVER_ARGS, env=LIVE_ENV,
-        workdir=tmp_path_factory.mktemp("study"), startup_timeout=300, request_timeout=60,
-    )  # fmt: skip
-    space = SearchSpace({"max_model_len": [8192, 1024], "max_num_batched_tokens": [64, 256]},
-                        base=LIVE_BASE)  # fmt: skip
+        tiny_model,
+        server_args=LIVE_SERVER_ARGS,
+        env=LIVE_ENV,
+        workdir=tmp_path_factory.mktemp("study"),
+        startup_timeout=300,
+        request_timeout=60,
+    )
+    space = SearchSpace(
+        {"max_model_len": [8192, 1024], "max_num_batched_tokens": [64, 256]}, base=LIVE_BASE
+    )
     result = Loop(backend, GridSearch(), slos=LIVE_SLOS).run(space, LIVE_WORKLOAD)
     yield result, backend, before
 
 
 @pytest.mark.vllm
-def test_live_trials_measure_every_request_exactly(study: tuple[TuningResult, VLLMServerBackend,
-                                                                set[str]]) -> None:  # fmt: skip
+def test_live_trials_measure_every_request_exactly(
+    study: tuple[TuningResult, VLLMServerBackend, set[str]],
+) -> None:
     result, _, _ = study
     measured = [t for t in result.trials if t.ok]
     assert len(measured) == 2
@@ -493,8 +538,11 @@ def test_live_step_log_holds_every_prompt_token_and_every_output_token_but_the_l
         # vLLM schedules each prompt token once and feeds back every sampled token but the
         # last: sum(step_tokens) == prompt + output - n exactly (no preemption, no cache hit).
         assert m.preemptions == 0
-        expected = (LIVE_WORKLOAD.total_prompt_tokens + LIVE_WORKLOAD.total_output_tokens
-                    - len(LIVE_WORKLOAD))  # fmt: skip
+        expected = (
+            LIVE_WORKLOAD.total_prompt_tokens
+            + LIVE_WORKLOAD.total_output_tokens
+            - len(LIVE_WORKLOAD)
+        )
         assert int(m.step_tokens.sum()) == expected
         assert int(m.step_prefill_tokens.sum()) == LIVE_WORKLOAD.total_prompt_tokens
         assert m.max_step_tokens <= t.config.max_num_batched_tokens

@@ -34,8 +34,9 @@ def test_throughput_more_budget_never_more_steps() -> None:
     w = seed_workload()
     for thr in (0, 16, 32):
         steps = [
-            SIM.evaluate(cfg(max_num_batched_tokens=b, long_prefill_token_threshold=thr), w)
-            .total_steps
+            SIM.evaluate(
+                cfg(max_num_batched_tokens=b, long_prefill_token_threshold=thr), w
+            ).total_steps
             for b in (8, 16, 32, 40, 64, 128, 512)
         ]
         assert steps == sorted(steps, reverse=True), (thr, steps)

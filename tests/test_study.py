@@ -58,7 +58,7 @@ def test_run_writes_the_report_the_plots_and_the_trial_log(
     assert "![objective vs binding SLO metric](tradeoff.png)" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2  # self-contained
-    assert "<table>" in html and "src=\"tradeoff.png\"" not in html
+    assert "<table>" in html and 'src="tradeoff.png"' not in html
     for png in ("tradeoff.png", "timeline.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     lines = (out / "trials.jsonl").read_text().splitlines()
@@ -101,21 +101,26 @@ def test_errors_point_to_the_key_and_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_study(bad)
     msg = str(e.value)
-    assert f"{bad}:6: space.knobs.max_num_seq: unknown key 'max_num_seq' (did you mean " \
-           "'max_num_seqs'?)" in msg
+    assert (
+        f"{bad}:6: space.knobs.max_num_seq: unknown key 'max_num_seq' (did you mean "
+        "'max_num_seqs'?)" in msg
+    )
     assert f"{bad}:9: backend.simulator.step_cost.fixed: Input should be greater than" in msg
     assert f"{bad}:10: search: give exactly one of grid, random, tpe, halving" in msg
 
 
 def test_a_misspelt_search_setting_names_the_line_and_the_closest_name(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(SMALL.replace("SLOS", "").replace("OUT", "out")
-                   + "search:\n  tpe: {n_trails: 6, seed: 0}\n")  # fmt: skip
+    bad.write_text(
+        SMALL.replace("SLOS", "").replace("OUT", "out") + "search:\n  tpe: {n_trails: 6, seed: 0}\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_study(bad)
     line = bad.read_text().splitlines().index("  tpe: {n_trails: 6, seed: 0}") + 1
-    assert f"{bad}:{line}: search.tpe.n_trails: unknown key 'n_trails' (did you mean " \
-           "'n_trials'?)" in str(e.value)
+    assert (
+        f"{bad}:{line}: search.tpe.n_trails: unknown key 'n_trails' (did you mean "
+        "'n_trials'?)" in str(e.value)
+    )
 
 
 def test_bad_yaml_and_missing_files_are_clear(tmp_path: Path) -> None:
@@ -130,13 +135,16 @@ def test_bad_yaml_and_missing_files_are_clear(tmp_path: Path) -> None:
 def test_a_two_tier_study_reports_cheap_against_expensive(tmp_path: Path) -> None:
     p = tmp_path / "tt.yaml"
     p.write_text(
-        SMALL.replace("SLOS", '"ttft.p99 <= 500ms"').replace("OUT", str(tmp_path / "tt"))
-        .replace("backend:\n  simulator:\n    step_cost: {fixed: 0.005, per_prefill_token: "
-                 "3.0e-5, per_decode_token: 1.0e-4}",
-                 "two_tier:\n  top_k: 2\n  cheap: {simulator: {step_cost: {fixed: 0.01}}}\n"
-                 "  expensive:\n    simulator:\n      step_cost: {fixed: 0.005, "
-                 "per_prefill_token: 3.0e-5, per_decode_token: 1.0e-4}")
-    )  # fmt: skip
+        SMALL.replace("SLOS", '"ttft.p99 <= 500ms"')
+        .replace("OUT", str(tmp_path / "tt"))
+        .replace(
+            "backend:\n  simulator:\n    step_cost: {fixed: 0.005, per_prefill_token: "
+            "3.0e-5, per_decode_token: 1.0e-4}",
+            "two_tier:\n  top_k: 2\n  cheap: {simulator: {step_cost: {fixed: 0.01}}}\n"
+            "  expensive:\n    simulator:\n      step_cost: {fixed: 0.005, "
+            "per_prefill_token: 3.0e-5, per_decode_token: 1.0e-4}",
+        )
+    )
     assert main(["run", str(p)]) == 0
     md = (tmp_path / "tt" / "report.md").read_text()
     assert "## Cheap tier against live measurements" in md

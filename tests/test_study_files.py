@@ -71,10 +71,13 @@ def test_a_bad_base_value_names_its_line_and_key_path(tmp_path: Path) -> None:
 
 
 def test_a_bad_knob_value_names_its_line_and_index(tmp_path: Path) -> None:
-    p = write(tmp_path, GOOD.replace("max_num_seqs: [4, 16]", "max_num_seqs:\n      - 4\n"
-                                                                 "      - -16"))  # fmt: skip
-    assert f"{p}:9: space.knobs.max_num_seqs[1]: Input should be greater than or equal to 1 " \
-           "(got -16)" in error(p)  # fmt: skip
+    p = write(
+        tmp_path, GOOD.replace("max_num_seqs: [4, 16]", "max_num_seqs:\n      - 4\n      - -16")
+    )
+    assert (
+        f"{p}:9: space.knobs.max_num_seqs[1]: Input should be greater than or equal to 1 "
+        "(got -16)" in error(p)
+    )
 
 
 def test_a_misspelt_section_key_suggests_the_closest(tmp_path: Path) -> None:

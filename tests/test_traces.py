@@ -146,7 +146,7 @@ TAIL = '"input_length": 9, "output_length": 2}'
         ('{"timestamp": 1, "input_length": 9, "output_length": false}', r"'output_length' = Fal"),
         ('{"timestamp": 1, "input_length": 99999999, "output_length": 2}', r"'input_length' = 9"),
     ],
-)  # fmt: skip
+)
 def test_malformed_jsonl_line_names_file_line_and_field(
     tmp_path: Path, bad: str, pattern: str
 ) -> None:
@@ -246,9 +246,13 @@ def test_vllm_timed_trace_replays_our_jsonl_exactly(tmp_path: Path) -> None:
     w.to_jsonl(p)
     labels = {
         f"timed_trace_label_{k}": v
-        for k, v in [("timestamp", "timestamp"), ("input_length", "input_length"),
-                     ("output_length", "output_length"), ("hash_ids", "hash_ids")]
-    }  # fmt: skip
+        for k, v in [
+            ("timestamp", "timestamp"),
+            ("input_length", "input_length"),
+            ("output_length", "output_length"),
+            ("hash_ids", "hash_ids"),
+        ]
+    }
     samples = TimedTrace(dataset_path=str(p), random_seed=0, **labels).sample(
         tokenizer=_FakeTokenizer(), num_requests=len(w)
     )

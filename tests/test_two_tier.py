@@ -30,8 +30,9 @@ from tuner.backends.simulator._calibration import (
 from tuner.search import GridSearch, ListSearch
 from tuner.studies import shortlist, two_tier
 
-TRUE = CostModel(fixed=0.005, per_prefill_token=2e-5, per_decode_token=1e-4, per_sequence=3e-5,
-                 time_unit="s")  # fmt: skip
+TRUE = CostModel(
+    fixed=0.005, per_prefill_token=2e-5, per_decode_token=1e-4, per_sequence=3e-5, time_unit="s"
+)
 GUESS = CostModel(fixed=0.01, per_prefill_token=1e-5, per_decode_token=5e-5, time_unit="s")
 W = Workload.poisson(15, 240, Uniform(400, 0.5), Uniform(60, 0.5), seed=1)
 SPACE = SearchSpace({"max_num_batched_tokens": [128, 256, 512, 1024], "max_num_seqs": [8, 16, 32]})
@@ -52,8 +53,16 @@ class Recording(SimulatorBackend):
 
 def test_the_answer_comes_only_from_the_expensive_tier() -> None:
     live = Recording()
-    r = two_tier(SimulatorBackend(GUESS), live, GridSearch(), SPACE, W,
-                 Objective.maximize("output_throughput"), SLOS, top_k=2)  # fmt: skip
+    r = two_tier(
+        SimulatorBackend(GUESS),
+        live,
+        GridSearch(),
+        SPACE,
+        W,
+        Objective.maximize("output_throughput"),
+        SLOS,
+        top_k=2,
+    )
     assert r.best in r.expensive and r.best.feasible
     assert set(live.ran) == set(r.shortlist)  # only the shortlist was measured for real
     assert len(live.ran) < len(SPACE) and len(r.cheap) == len(SPACE)
@@ -72,19 +81,27 @@ def test_shortlist_takes_the_top_feasible_and_the_near_misses() -> None:
     assert all(r.value <= 0.06 * 1.5 for t in near for r in t.slo_results)
 
 
-def _all_trials(
-    backend: Backend, space: SearchSpace, w: Workload, slos: list[str]
-) -> list[Trial]:
+def _all_trials(backend: Backend, space: SearchSpace, w: Workload, slos: list[str]) -> list[Trial]:
     try:
-        return list(Loop(backend, GridSearch(), Objective.maximize("output_throughput"), slos)
-                    .run(space, w).trials)  # fmt: skip
+        return list(
+            Loop(backend, GridSearch(), Objective.maximize("output_throughput"), slos)
+            .run(space, w)
+            .trials
+        )
     except InfeasibleError as e:
         return list(e.trials)
 
 
 def test_calibration_recovers_the_true_cost_model_and_removes_the_error() -> None:
-    r = two_tier(SimulatorBackend(GUESS), SimulatorBackend(TRUE), GridSearch(), SPACE, W,
-                 Objective.maximize("output_throughput"), SLOS)  # fmt: skip
+    r = two_tier(
+        SimulatorBackend(GUESS),
+        SimulatorBackend(TRUE),
+        GridSearch(),
+        SPACE,
+        W,
+        Objective.maximize("output_throughput"),
+        SLOS,
+    )
     assert r.calibration is not None
     fitted = r.calibration.cost_model
     for term in ("fixed", "per_prefill_token", "per_decode_token", "per_sequence"):
@@ -98,8 +115,15 @@ def test_calibration_recovers_the_true_cost_model_and_removes_the_error() -> Non
 def test_nothing_feasible_when_measured_for_real_is_infeasible() -> None:
     optimistic = CostModel(fixed=0.0001, per_prefill_token=1e-7, time_unit="s")
     with pytest.raises(InfeasibleError, match=r"none of the .* shortlisted .* expensive backend"):
-        two_tier(SimulatorBackend(optimistic), SimulatorBackend(TRUE), GridSearch(), SPACE, W,
-                 Objective.maximize("output_throughput"), ["ttft.p99 <= 20ms"])  # fmt: skip
+        two_tier(
+            SimulatorBackend(optimistic),
+            SimulatorBackend(TRUE),
+            GridSearch(),
+            SPACE,
+            W,
+            Objective.maximize("output_throughput"),
+            ["ttft.p99 <= 20ms"],
+        )
 
 
 def test_calibration_saves_and_loads(tmp_path: Path) -> None:

@@ -90,11 +90,22 @@ def test_arrival_times_follow_vllm_get_request_for_its_gamma_draws() -> None:
     # Values of vllm.benchmarks.serve.get_request (0.32) after np.random.seed(3), captured from
     # its sleeps; fed the same legacy RandomState draws, arrival_times must agree exactly.
     vllm = {
-        (4.0, 6, 1.0): [0.1581332965709033, 0.4014753952476084, 0.4694023634121999,
-                        0.6106920914216811, 1.0522086314663108, 1.5],
-        (2.0, 5, 0.5): [0.37850172650135966, 0.4830286397712838, 2.477247508182059,
-                        2.496728193034542, 2.5],
-    }  # fmt: skip
+        (4.0, 6, 1.0): [
+            0.1581332965709033,
+            0.4014753952476084,
+            0.4694023634121999,
+            0.6106920914216811,
+            1.0522086314663108,
+            1.5,
+        ],
+        (2.0, 5, 0.5): [
+            0.37850172650135966,
+            0.4830286397712838,
+            2.477247508182059,
+            2.496728193034542,
+            2.5,
+        ],
+    }
     for (rate, n, b), expected in vllm.items():
         rng: Any = np.random.RandomState(3)
         assert arrival_times(rate, n, b, rng).tolist() == expected
@@ -243,8 +254,13 @@ def test_bad_generator_parameters_name_parameter_value_and_allowed(
     kwargs: dict[str, Any], pattern: str
 ) -> None:
     args: dict[str, Any] = {
-        "rate": 1.0, "n": 10, "prompt_len": 8, "output_len": 2, "burstiness": 0.5, "seed": 0,
-    }  # fmt: skip
+        "rate": 1.0,
+        "n": 10,
+        "prompt_len": 8,
+        "output_len": 2,
+        "burstiness": 0.5,
+        "seed": 0,
+    }
     args.update(kwargs)
     with pytest.raises(WorkloadError, match=pattern):
         Workload.gamma(**args)

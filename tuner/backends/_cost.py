@@ -77,8 +77,11 @@ class CostModel(FrozenModel):
         """:meth:`step_time` as a plain function, for loops that call it once per step (it
         reads no model attribute per call; same operations, same bits)."""
         fixed, prefill, decode, seq = (
-            self.fixed, self.per_prefill_token, self.per_decode_token, self.per_sequence,
-        )  # fmt: skip
+            self.fixed,
+            self.per_prefill_token,
+            self.per_decode_token,
+            self.per_sequence,
+        )
 
         def step_time(prefill_tokens: Any, decode_tokens: Any, num_seqs: Any) -> Any:
             return fixed + prefill * prefill_tokens + decode * decode_tokens + seq * num_seqs

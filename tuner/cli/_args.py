@@ -8,8 +8,12 @@ from typing import Any
 from tuner.backends import CostModel
 from tuner.core import KNOBS, ConfigError, ServingConfig, parse_length
 
-_COST_KEYS = {"fixed": "fixed", "prefill": "per_prefill_token", "decode": "per_decode_token",
-              "seq": "per_sequence"}  # fmt: skip
+_COST_KEYS = {
+    "fixed": "fixed",
+    "prefill": "per_prefill_token",
+    "decode": "per_decode_token",
+    "seq": "per_sequence",
+}
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:
@@ -68,15 +72,29 @@ def cost_model(text: str | None) -> CostModel:
 def add_workload_args(p: argparse.ArgumentParser, requests: int = 500) -> None:
     """The synthetic-workload flags (vllm bench serve's random dataset and arrivals)."""
     p.add_argument("--requests", type=int, default=requests, help=f"requests (default {requests})")
-    p.add_argument("--prompt-len", type=parse_length, default=parse_length("uniform:512:0.5"),
-                   help="N, uniform:MEAN:RATIO or lognormal:MEAN:SIGMA[:MAX] "
-                        "(default uniform:512:0.5)")  # fmt: skip
-    p.add_argument("--output-len", type=parse_length, default=parse_length("uniform:128:0.5"),
-                   help="as --prompt-len (default uniform:128:0.5)")
-    p.add_argument("--burstiness", type=float, default=1.0,
-                   help="1 = Poisson arrivals, < 1 burstier, > 1 more regular (default 1)")
+    p.add_argument(
+        "--prompt-len",
+        type=parse_length,
+        default=parse_length("uniform:512:0.5"),
+        help="N, uniform:MEAN:RATIO or lognormal:MEAN:SIGMA[:MAX] (default uniform:512:0.5)",
+    )
+    p.add_argument(
+        "--output-len",
+        type=parse_length,
+        default=parse_length("uniform:128:0.5"),
+        help="as --prompt-len (default uniform:128:0.5)",
+    )
+    p.add_argument(
+        "--burstiness",
+        type=float,
+        default=1.0,
+        help="1 = Poisson arrivals, < 1 burstier, > 1 more regular (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    p.add_argument("--step-cost", metavar="TERMS",
-                   help="seconds per step: fixed=..,prefill=..,decode=..,seq=.. "
-                        "(per prefill token, decode token, scheduled sequence); default: the "
-                        "unit step clock, times in steps")  # fmt: skip
+    p.add_argument(
+        "--step-cost",
+        metavar="TERMS",
+        help="seconds per step: fixed=..,prefill=..,decode=..,seq=.. "
+        "(per prefill token, decode token, scheduled sequence); default: the "
+        "unit step clock, times in steps",
+    )

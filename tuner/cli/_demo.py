@@ -41,11 +41,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         ),
     )
     p.add_argument(
-        "--slo", action="append", metavar="SLO",
+        "--slo",
+        action="append",
+        metavar="SLO",
         help=f"replace the SLOs (repeatable), e.g. 'max_step_tokens <= 64'; default: {DEMO_SLOS}",
-    )  # fmt: skip
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="write the studies' reports here (default: a temporary folder)")
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write the studies' reports here (default: a temporary folder)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,21 +74,31 @@ def run(args: argparse.Namespace) -> int:
     spec = demo_spec("demo", slos)
     print("workload (unit step clock):")
     for i, r in enumerate(DEMO_REQUESTS):
-        print(f"  request {i}: arrives at step {r['arrival']:g}, prompt {r['prompt_tokens']} "
-              f"tokens, output {r['output_tokens']} tokens")  # fmt: skip
+        print(
+            f"  request {i}: arrives at step {r['arrival']:g}, prompt {r['prompt_tokens']} "
+            f"tokens, output {r['output_tokens']} tokens"
+        )
     print(f"space: {DEMO_SPACE} over max_num_seqs=8")
-    print(f"objective: minimize total_steps (ties: minimize ttft_steps.max); SLOs: "
-          f"{', '.join(slos)}\n")  # fmt: skip
+    print(
+        f"objective: minimize total_steps (ties: minimize ttft_steps.max); SLOs: "
+        f"{', '.join(slos)}\n"
+    )
     with tempfile.TemporaryDirectory(prefix="tuner-demo-") as tmp:
         root = args.output or Path(tmp)
-        _, status = run_and_report(spec, Path.cwd(), root / "demo", metrics=METRICS,
-                                   report=args.output is not None)  # fmt: skip
+        _, status = run_and_report(
+            spec, Path.cwd(), root / "demo", metrics=METRICS, report=args.output is not None
+        )
         if status != _exit.OK or args.slo:
             return status
         print(f"\nNow an impossible SLO set: {', '.join(IMPOSSIBLE_SLOS)}")
         impossible = demo_spec("demo-impossible", IMPOSSIBLE_SLOS)
-        _, refused = run_and_report(impossible, Path.cwd(), root / "demo-impossible",
-                                    metrics=METRICS, report=args.output is not None)  # fmt: skip
+        _, refused = run_and_report(
+            impossible,
+            Path.cwd(),
+            root / "demo-impossible",
+            metrics=METRICS,
+            report=args.output is not None,
+        )
     if refused != _exit.INFEASIBLE:  # pragma: no cover - impossible by construction
         print("unexpected: the impossible SLOs were met")
         return _exit.FAILED

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append([kind, tot, ok, f"{100 * ok / tot:.1f}%"])
     rows.append(["all", report.total, report.agreed, f"{100 * report.agreed / report.total:.1f}%"])
     print(format_table(["case kind", "cases", "identical", "agreement"], rows))
-    print(f"({time.perf_counter() - t0:.1f}s; identical = same step_tokens, first_token_step, "
-          "finish_step and preemptions per request)")  # fmt: skip
+    print(
+        f"({time.perf_counter() - t0:.1f}s; identical = same step_tokens, first_token_step, "
+        "finish_step and preemptions per request)"
+    )
     return 0 if not report.disagreements else 1

@@ -15,8 +15,7 @@ from tuner.cli._study import run_and_report
 from tuner.core import ServingConfig
 from tuner.studies import Arrivals, StudySpec, build_spec
 
-METRICS = ["ttft.p99", "itl.p99", "e2e.p99", "output_throughput", "max_step_tokens",
-           "total_steps"]  # fmt: skip
+METRICS = ["ttft.p99", "itl.p99", "e2e.p99", "output_throughput", "max_step_tokens", "total_steps"]
 DEFAULT_SLOS = ["ttft.p99 <= 2s"]
 #: This command's defaults where they differ from the models' (a small CPU study).
 BASE_DEFAULTS = {"max_num_seqs": 8, "max_model_len": 1024, "block_size": 128}
@@ -51,30 +50,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR_OR_NAME", help="the model to serve")
     model.add_argument(
-        "--tiny-model", metavar="DIR",
+        "--tiny-model",
+        metavar="DIR",
         help="build (once) a tiny random Llama into DIR and serve it: a real server in seconds",
-    )  # fmt: skip
-    p.add_argument("--budgets", type=_ints, default=[64, 256], metavar="N,N",
-                   help="max_num_batched_tokens values (default: 64,256)")  # fmt: skip
-    p.add_argument("--thresholds", type=_ints, default=[0, 32], metavar="N,N",
-                   help="long_prefill_token_threshold values (default: 0,32)")  # fmt: skip
-    add_fields(p.add_argument_group("the configuration every trial shares"), ServingConfig,
-               ["max_num_seqs", "max_model_len", "block_size"], defaults=BASE_DEFAULTS)
-    add_fields(p.add_argument_group("workload (Poisson arrivals)"), Arrivals,
-               ["requests", "rate", "prompt_len", "output_len", "seed"],
-               defaults=WORKLOAD_DEFAULTS)  # fmt: skip
-    p.add_argument("--slo", action="append", metavar="SLO",
-                   help=f"a hard constraint (repeatable), e.g. 'ttft.p99 <= 2s'; default: "
-                        f"{DEFAULT_SLOS}")  # fmt: skip
+    )
+    p.add_argument(
+        "--budgets",
+        type=_ints,
+        default=[64, 256],
+        metavar="N,N",
+        help="max_num_batched_tokens values (default: 64,256)",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=_ints,
+        default=[0, 32],
+        metavar="N,N",
+        help="long_prefill_token_threshold values (default: 0,32)",
+    )
+    add_fields(
+        p.add_argument_group("the configuration every trial shares"),
+        ServingConfig,
+        ["max_num_seqs", "max_model_len", "block_size"],
+        defaults=BASE_DEFAULTS,
+    )
+    add_fields(
+        p.add_argument_group("workload (Poisson arrivals)"),
+        Arrivals,
+        ["requests", "rate", "prompt_len", "output_len", "seed"],
+        defaults=WORKLOAD_DEFAULTS,
+    )
+    p.add_argument(
+        "--slo",
+        action="append",
+        metavar="SLO",
+        help=f"a hard constraint (repeatable), e.g. 'ttft.p99 <= 2s'; default: {DEFAULT_SLOS}",
+    )
     server = p.add_argument_group("the server")
     add_fields(server, ServerSettings)
     server.add_argument(
-        "--no-eager", action="store_true",
+        "--no-eager",
+        action="store_true",
         help="let vLLM compile the model (slower start-up); by default --enforce-eager is added",
-    )  # fmt: skip
-    p.add_argument("--workdir", type=Path, metavar="DIR",
-                   help="the study's folder: report, trials.jsonl, server logs (default: a new "
-                        "temporary folder, kept)")  # fmt: skip
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="the study's folder: report, trials.jsonl, server logs (default: a new "
+        "temporary folder, kept)",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,19 +112,23 @@ def spec_from_args(args: argparse.Namespace, model: str) -> StudySpec:
     env = dict(server.get("env", {}))
     if "VLLM_CPU_KVCACHE_SPACE" not in env and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
         env["VLLM_CPU_KVCACHE_SPACE"] = "1"  # GiB of KV cache on CPU; ignored on GPU
-    return build_spec({
-        "name": "live",
-        "workload": {"poisson": values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)},
-        "space": {
-            "base": values(args, ServingConfig, defaults=BASE_DEFAULTS),
-            "knobs": {"max_num_batched_tokens": args.budgets,
-                      "long_prefill_token_threshold": args.thresholds},
-            "skip_invalid": True,
+    return build_spec(
+        {
+            "name": "live",
+            "workload": {"poisson": values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)},
+            "space": {
+                "base": values(args, ServingConfig, defaults=BASE_DEFAULTS),
+                "knobs": {
+                    "max_num_batched_tokens": args.budgets,
+                    "long_prefill_token_threshold": args.thresholds,
+                },
+                "skip_invalid": True,
+            },
+            "slos": args.slo or DEFAULT_SLOS,
+            "backend": {"live": {**server, "server_args": server_args, "env": env, "model": model}},
         },
-        "slos": args.slo or DEFAULT_SLOS,
-        "backend": {"live": {**server, "server_args": server_args, "env": env,
-                             "model": model}},
-    }, "tuner live")  # fmt: skip
+        "tuner live",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

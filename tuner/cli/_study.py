@@ -41,8 +41,9 @@ def run_and_report(
     the report; return the outcome and the exit status."""
     with sigterm_as_interrupt():
         outcome = run_study(spec, root, output)
-    shown = list(dict.fromkeys([*outcome.objective.metrics, *(s.metric for s in outcome.slos),
-                                *metrics]))  # fmt: skip
+    shown = list(
+        dict.fromkeys([*outcome.objective.metrics, *(s.metric for s in outcome.slos), *metrics])
+    )
     print(trial_table(list(outcome.trials), outcome.space, shown))
     status = verdict(outcome)
     if report:
@@ -57,14 +58,17 @@ def verdict(outcome: StudyOutcome) -> int:
     planned = outcome.planned
     if outcome.interrupted:
         of = f" of {planned}" if planned else ""
-        print(f"\nINTERRUPTED after {len(trials)}{of} trials: no recommendation from a partial run"
-              + (f" (best so far: {best.config.describe(outcome.space.base)})" if best else ""))
+        print(
+            f"\nINTERRUPTED after {len(trials)}{of} trials: no recommendation from a partial run"
+            + (f" (best so far: {best.config.describe(outcome.space.base)})" if best else "")
+        )
         print("rerun the same command to continue where it stopped")
         return _exit.INTERRUPTED
     if best is not None:
         print(f"\nchosen: {best.config.describe(outcome.space.base)}")
-        values = ", ".join(f"{m} = {best.values[m]:.4g}" for m in outcome.objective.metrics
-                           if m in best.values)  # fmt: skip
+        values = ", ".join(
+            f"{m} = {best.values[m]:.4g}" for m in outcome.objective.metrics if m in best.values
+        )
         print(f"  {values}")
         print("  vllm serve flags: " + " ".join(best.config.to_vllm_args()))
         return _exit.OK

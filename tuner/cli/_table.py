@@ -51,7 +51,11 @@ def trial_table(trials: Sequence[Trial], space: SearchSpace, metrics: Sequence[s
     for t in trials:
         point = space.point(t.config)
         rows.append(
-            [t.number, *(point[k] for k in knobs), *(t.values.get(m, math.nan) for m in metrics),
-             t.verdict(60)]
-        )  # fmt: skip
+            [
+                t.number,
+                *(point[k] for k in knobs),
+                *(t.values.get(m, math.nan) for m in metrics),
+                t.verdict(60),
+            ]
+        )
     return format_table(headers, rows)

@@ -118,15 +118,21 @@ class ServingConfig(FrozenModel):
     def to_vllm_args(self) -> list[str]:
         """The ``vllm serve`` flags that set this configuration."""
         args = [
-            "--max-num-batched-tokens", str(self.max_num_batched_tokens),
-            "--max-num-seqs", str(self.max_num_seqs),
-            "--long-prefill-token-threshold", str(self.long_prefill_token_threshold),
-            "--enable-chunked-prefill" if self.enable_chunked_prefill
+            "--max-num-batched-tokens",
+            str(self.max_num_batched_tokens),
+            "--max-num-seqs",
+            str(self.max_num_seqs),
+            "--long-prefill-token-threshold",
+            str(self.long_prefill_token_threshold),
+            "--enable-chunked-prefill"
+            if self.enable_chunked_prefill
             else "--no-enable-chunked-prefill",
-            "--block-size", str(self.block_size),
-            "--max-model-len", str(self.max_model_len),
+            "--block-size",
+            str(self.block_size),
+            "--max-model-len",
+            str(self.max_model_len),
             "--async-scheduling" if self.async_scheduling else "--no-async-scheduling",
-        ]  # fmt: skip
+        ]
         if self.num_kv_blocks is not None:
             args += ["--num-gpu-blocks-override", str(self.num_kv_blocks)]
         return args
@@ -134,11 +140,7 @@ class ServingConfig(FrozenModel):
     def describe(self, base: ServingConfig | None = None) -> str:
         """A short one-line description; with ``base``, only the knobs that differ from it."""
         ref = base.model_dump() if base is not None else None
-        parts = [
-            f"{k}={v}"
-            for k, v in self.model_dump().items()
-            if ref is None or ref[k] != v
-        ]
+        parts = [f"{k}={v}" for k, v in self.model_dump().items() if ref is None or ref[k] != v]
         return "ServingConfig(" + ", ".join(parts) + ")"
 
 

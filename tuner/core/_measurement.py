@@ -120,9 +120,12 @@ class Measurement(FrozenModel):
         if len(self.itl_values) != len(self.itl_counts):
             raise ValueError("itl_values and itl_counts must have the same length")
         step_arrays = (
-            self.step_tokens, self.step_prefill_tokens, self.step_seqs, self.step_start,
+            self.step_tokens,
+            self.step_prefill_tokens,
+            self.step_seqs,
+            self.step_start,
             self.step_end,
-        )  # fmt: skip
+        )
         steps = [a for a in step_arrays if a is not None]
         if steps and len({len(a) for a in steps}) != 1:
             raise ValueError(

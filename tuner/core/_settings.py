@@ -36,9 +36,12 @@ class Settings(FrozenModel):
     """
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_default=True, strict=True,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        strict=True,
         use_attribute_docstrings=True,
-    )  # fmt: skip
+    )
     _owner: ClassVar[str] = ""
 
     def __init__(self, /, **data: Any) -> None:

@@ -55,9 +55,7 @@ class SearchSpace:
                     f"SearchSpace: unknown knob {knob!r}; allowed: {', '.join(KNOBS)}"
                 )
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise ConfigError(
-                    f"SearchSpace[{knob!r}] = {values!r}: must be a list of values"
-                )
+                raise ConfigError(f"SearchSpace[{knob!r}] = {values!r}: must be a list of values")
             vals = tuple(values)
             if not vals:
                 raise ConfigError(f"SearchSpace[{knob!r}]: needs at least one value, got []")

@@ -49,8 +49,7 @@ def _read_lines(path: PathLike, encoding: str) -> list[str]:
     except UnicodeDecodeError as e:
         lineno = data.count(b"\n", 0, e.start) + 1
         raise WorkloadError(
-            f"{_at(path, lineno)}: not a UTF-8 text file: byte {data[e.start]:#04x} "
-            f"({e.reason})"
+            f"{_at(path, lineno)}: not a UTF-8 text file: byte {data[e.start]:#04x} ({e.reason})"
         ) from None
     return io.StringIO(text, newline="").readlines()
 

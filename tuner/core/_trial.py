@@ -88,4 +88,3 @@ class Trial(FrozenModel):
         out = self.model_dump(mode="json")
         out["feasible"] = self.feasible
         return out
-

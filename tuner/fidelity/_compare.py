@@ -64,9 +64,10 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     block_size = int(rng.choice([4, 16, 32]))
     chunked = kind != "no_chunking"
     budget = (
-        int(rng.integers(max(seqs, 8), 600)) if chunked
+        int(rng.integers(max(seqs, 8), 600))
+        if chunked
         else int(rng.integers(_MAX_MODEL_LEN, _MAX_MODEL_LEN + 400))
-    )  # fmt: skip
+    )
     min_blocks = -(-_MAX_MODEL_LEN // block_size) + 1
     kv: int | None
     if kind == "kv_pressure":
@@ -93,8 +94,13 @@ def cases(n: int, seed: int = 0) -> list[FidelityCase]:
 def schedule_differences(a: Measurement, b: Measurement) -> list[str]:
     """How two measurements' schedules differ (empty when they agree token for token)."""
     out: list[str] = []
-    names = ("step_tokens", "step_prefill_tokens", "first_token_step", "finish_step",
-             "preemptions_per_request")  # fmt: skip
+    names = (
+        "step_tokens",
+        "step_prefill_tokens",
+        "first_token_step",
+        "finish_step",
+        "preemptions_per_request",
+    )
     for name in names:
         x, y = getattr(a, name), getattr(b, name)
         if x is None or y is None:

@@ -110,13 +110,17 @@ class MemoryBreakdown:
         def g(b: int) -> str:
             return f"{b / GiB:.2f} GiB"
 
-        return "\n".join([
-            f"requested   {g(self.requested_memory)} of {g(self.total_memory)}",
-            f"weights     {g(self.weights)}", f"activations {g(self.activation_peak)}",
-            f"cuda graphs {g(self.cuda_graph)}", f"non-torch   {g(self.non_torch)}",
-            f"KV cache    {g(self.available_kv)} = {self.num_blocks} blocks "
-            f"x {self.bytes_per_block} B = {self.kv_cache_tokens:,} tokens",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"requested   {g(self.requested_memory)} of {g(self.total_memory)}",
+                f"weights     {g(self.weights)}",
+                f"activations {g(self.activation_peak)}",
+                f"cuda graphs {g(self.cuda_graph)}",
+                f"non-torch   {g(self.non_torch)}",
+                f"KV cache    {g(self.available_kv)} = {self.num_blocks} blocks "
+                f"x {self.bytes_per_block} B = {self.kv_cache_tokens:,} tokens",
+            ]
+        )
 
 
 def check_tensor_parallel(model: ModelSpec, tensor_parallel_size: int) -> None:
@@ -166,8 +170,10 @@ def weight_bytes_per_gpu(
         attn = model.attention_params_per_layer / tp
     else:
         kv_rank = kv_heads_per_gpu(model, tp)
-        attn = (h * (model.num_attention_heads // tp + 2 * kv_rank) * hd
-                + model.num_attention_heads // tp * hd * h)  # fmt: skip
+        attn = (
+            h * (model.num_attention_heads // tp + 2 * kv_rank) * hd
+            + model.num_attention_heads // tp * hd * h
+        )
     mlp = model.mlp_params_per_layer / tp
     attn_bytes = attn * (native if quant == "mxfp4" else qbytes)
     layers = model.num_layers * (attn_bytes + mlp * qbytes + 2 * h * native)
@@ -281,8 +287,11 @@ def memory_breakdown(
                 n_sliding_groups,
                 check_memory // bytes_per_block,
             )
-            est_msg = (f"Based on the available memory, the estimated maximum model length "
-                       f"is {est}. " if est > 0 else "")  # fmt: skip
+            est_msg = (
+                f"Based on the available memory, the estimated maximum model length is {est}. "
+                if est > 0
+                else ""
+            )
             raise ConfigError(
                 f"To serve at least one request with the model's max seq len ({mml}), "
                 f"({needed / GiB:.2f} GiB KV cache is needed, which is larger than the available "
@@ -293,14 +302,24 @@ def memory_breakdown(
     num_blocks = max(0, available) // bytes_per_block
     concurrency = num_blocks / blocks_per_request
     return MemoryBreakdown(
-        total_memory=total, requested_memory=requested, weights=weights, activation_peak=act,
-        cuda_graph=graphs, non_torch=non_torch, available_kv=available,
-        bytes_per_block=bytes_per_block, num_blocks=num_blocks,
-        blocks_per_request=blocks_per_request, kv_cache_tokens=int(concurrency * mml),
-        max_concurrency=concurrency, max_model_len=mml, max_num_batched_tokens=mbt,
-        max_num_seqs=seqs, block_size=bs,
+        total_memory=total,
+        requested_memory=requested,
+        weights=weights,
+        activation_peak=act,
+        cuda_graph=graphs,
+        non_torch=non_torch,
+        available_kv=available,
+        bytes_per_block=bytes_per_block,
+        num_blocks=num_blocks,
+        blocks_per_request=blocks_per_request,
+        kv_cache_tokens=int(concurrency * mml),
+        max_concurrency=concurrency,
+        max_model_len=mml,
+        max_num_batched_tokens=mbt,
+        max_num_seqs=seqs,
+        block_size=bs,
         kv_bytes_per_token=model.num_layers * per_layer_page // bs,
-    )  # fmt: skip
+    )
 
 
 def kv_cache_tokens(
@@ -324,10 +343,15 @@ def kv_cache_tokens(
         True
     """
     return memory_breakdown(
-        model, gpu, tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization, kv_cache_dtype=kv_cache_dtype,
-        quantization=quantization, max_model_len=max_model_len, enforce_eager=enforce_eager,
-    ).kv_cache_tokens  # fmt: skip
+        model,
+        gpu,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_dtype=kv_cache_dtype,
+        quantization=quantization,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+    ).kv_cache_tokens
 
 
 def activation_peak_bytes(
@@ -335,8 +359,11 @@ def activation_peak_bytes(
 ) -> int:
     """Transient peak of vLLM's profiling run (see :func:`memory_breakdown` for the model)."""
     act = DTYPE_BYTES[model.dtype]
-    width = (model.experts_per_token * model.expert_width if model.num_experts
-             else model.intermediate_size)  # fmt: skip
+    width = (
+        model.experts_per_token * model.expert_width
+        if model.num_experts
+        else model.intermediate_size
+    )
     forward = (
         max_num_batched_tokens * act * (3 * width / tensor_parallel_size + 3 * model.hidden_size)
     )

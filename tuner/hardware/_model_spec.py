@@ -141,8 +141,11 @@ class ModelSpec(FrozenModel):
         if self.attention == "mla":
             rope, lora = self.qk_rope_head_dim or 0, self.kv_lora_rank or 0
             nope, vd = self.qk_nope_head_dim or hd, self.v_head_dim or hd
-            q = (h * self.q_lora_rank + self.q_lora_rank * nq * (nope + rope)
-                 if self.q_lora_rank else h * nq * (nope + rope))  # fmt: skip
+            q = (
+                h * self.q_lora_rank + self.q_lora_rank * nq * (nope + rope)
+                if self.q_lora_rank
+                else h * nq * (nope + rope)
+            )
             return q + h * (lora + rope) + lora * nq * (nope + vd) + nq * vd * h
         qkv = h * (nq + 2 * self.num_kv_heads) * hd
         bias = (nq + 2 * self.num_kv_heads) * hd if self.attention_bias else 0
@@ -165,8 +168,13 @@ class ModelSpec(FrozenModel):
         if active and self.num_experts:
             mlp -= (self.num_experts - self.experts_per_token) * self.expert_params
         per_layer = self.attention_params_per_layer + mlp + 2 * self.hidden_size
-        return (self.num_layers * per_layer + self.embedding_params + self.lm_head_params
-                + self.hidden_size + (0 if active else self.extra_params))  # fmt: skip
+        return (
+            self.num_layers * per_layer
+            + self.embedding_params
+            + self.lm_head_params
+            + self.hidden_size
+            + (0 if active else self.extra_params)
+        )
 
     @property
     def matmul_params_per_token(self) -> int:
@@ -254,28 +262,40 @@ def _fields_from_hf(raw: dict[str, Any], name: str) -> dict[str, Any]:
         or 0
     )
     fields: dict[str, Any] = dict(
-        name=name, num_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-        num_kv_heads=kv_heads, head_dim=head_dim,
+        name=name,
+        num_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
         intermediate_size=int(req("intermediate_size", "ffn_dim", "n_inner")),
-        vocab_size=int(req("vocab_size")), num_experts=experts,
+        vocab_size=int(req("vocab_size")),
+        num_experts=experts,
         experts_per_token=int(text.get("num_experts_per_tok") or 0) if experts else 0,
         moe_intermediate_size=text.get("moe_intermediate_size") if experts else None,
-        dtype=dtype if dtype in DTYPE_BYTES else "bfloat16", quantization=quant,
+        dtype=dtype if dtype in DTYPE_BYTES else "bfloat16",
+        quantization=quant,
         tie_word_embeddings=bool(text.get("tie_word_embeddings", top.get("tie_word_embeddings"))),
         attention_bias=bool(text.get("attention_bias") or text.get("model_type") == "qwen2"),
         max_position_embeddings=int(text.get("max_position_embeddings") or 8192),
         extra_params=int(top.get("vision_params") or 0),
-    )  # fmt: skip
+    )
     if text.get("kv_lora_rank"):
         fields.update(
-            attention="mla", kv_lora_rank=text["kv_lora_rank"],
-            qk_rope_head_dim=text.get("qk_rope_head_dim", 64), q_lora_rank=text.get("q_lora_rank"),
-            qk_nope_head_dim=text.get("qk_nope_head_dim"), v_head_dim=text.get("v_head_dim"),
-        )  # fmt: skip
+            attention="mla",
+            kv_lora_rank=text["kv_lora_rank"],
+            qk_rope_head_dim=text.get("qk_rope_head_dim", 64),
+            q_lora_rank=text.get("q_lora_rank"),
+            qk_nope_head_dim=text.get("qk_nope_head_dim"),
+            v_head_dim=text.get("v_head_dim"),
+        )
     sliding = _sliding_layers(text, layers)
     if sliding:
-        fields.update(attention="sliding_window", sliding_window=int(text["sliding_window"]),
-                      sliding_layers=sliding)  # fmt: skip
+        fields.update(
+            attention="sliding_window",
+            sliding_window=int(text["sliding_window"]),
+            sliding_layers=sliding,
+        )
     return fields
 
 

@@ -150,8 +150,10 @@ class RooflineModel(FrozenModel):
         if tokens == 0:
             return 0.0
         pairs = decode_context_tokens + prefill_context_pairs
-        flops = (2.0 * self.model.matmul_params_per_token * tokens / self.tensor_parallel_size
-                 + self._attention_flops_per_pair() * pairs)  # fmt: skip
+        flops = (
+            2.0 * self.model.matmul_params_per_token * tokens / self.tensor_parallel_size
+            + self._attention_flops_per_pair() * pairs
+        )
         compute = flops / self._flops
         weights = weight_bytes_per_gpu(self.model, self.tensor_parallel_size, self.quantization)
         kv_read = self._kv_bytes_per_context_token * decode_context_tokens
@@ -171,8 +173,10 @@ class RooflineModel(FrozenModel):
         per_token = matmul + max(0.0, self._all_reduce_time(1) - latency)
         weights = weight_bytes_per_gpu(self.model, tp, self.quantization)
         fixed = weights / self._bandwidth + self.fixed_overhead_s + latency
-        per_context = (self._kv_bytes_per_context_token / self._bandwidth
-                       + self._attention_flops_per_pair() / self._flops)  # fmt: skip
+        per_context = (
+            self._kv_bytes_per_context_token / self._bandwidth
+            + self._attention_flops_per_pair() / self._flops
+        )
         return LinearStepCoefficients(fixed, per_token, per_token, per_context)
 
 
@@ -189,6 +193,9 @@ def roofline_step_time(
 ) -> float:
     """:meth:`RooflineModel.step_time` with the default efficiencies."""
     return RooflineModel(model=model, gpu=gpu, tensor_parallel_size=tensor_parallel_size).step_time(
-        prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, num_seqs=num_seqs,
-        decode_context_tokens=decode_context_tokens, prefill_context_pairs=prefill_context_pairs,
-    )  # fmt: skip
+        prefill_tokens=prefill_tokens,
+        decode_tokens=decode_tokens,
+        num_seqs=num_seqs,
+        decode_context_tokens=decode_context_tokens,
+        prefill_context_pairs=prefill_context_pairs,
+    )

@@ -20,9 +20,12 @@ from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 Kind = Literal["time", "steps", "tokens", "count", "rate"]
 
 KIND_NOUNS: dict[str, str] = {
-    "time": "a latency", "steps": "a number of steps", "tokens": "a number of tokens",
-    "count": "a count", "rate": "a throughput",
-}  # fmt: skip
+    "time": "a latency",
+    "steps": "a number of steps",
+    "tokens": "a number of tokens",
+    "count": "a count",
+    "rate": "a throughput",
+}
 """How error messages name a metric of each kind."""
 
 
@@ -57,32 +60,42 @@ def _steps_field(m: Measurement) -> np.ndarray:
 DISTRIBUTIONS: dict[str, _Distribution] = {
     "ttft": _Distribution("time", "time to first token, from arrival", lambda m: (m.ttft, None)),
     "tpot": _Distribution(
-        "time", "time per output token after the first (requests with > 1 token)",
+        "time",
+        "time per output token after the first (requests with > 1 token)",
         lambda m: (m.tpot, None),
     ),
     "itl": _Distribution(
-        "time", "inter-token latency samples of all requests",
+        "time",
+        "inter-token latency samples of all requests",
         lambda m: (m.itl_values, m.itl_counts),
     ),
     "e2e": _Distribution("time", "end-to-end latency, from arrival", lambda m: (m.e2e, None)),
     "ttft_steps": _Distribution(
-        "steps", "steps from the first step that could see a request to its first token",
-        lambda m: (_steps_field(m), None), needs_steps=True,
+        "steps",
+        "steps from the first step that could see a request to its first token",
+        lambda m: (_steps_field(m), None),
+        needs_steps=True,
     ),
-}  # fmt: skip
+}
 
 SCALARS: dict[str, _Scalar] = {
     "max_step_tokens": _Scalar(
-        "tokens", "most tokens scheduled in one step (the ITL-spike proxy)",
-        lambda m: float(m.max_step_tokens), needs_steps=True,
+        "tokens",
+        "most tokens scheduled in one step (the ITL-spike proxy)",
+        lambda m: float(m.max_step_tokens),
+        needs_steps=True,
     ),
     "total_steps": _Scalar(
-        "count", "steps that scheduled any token", lambda m: float(m.total_steps),
+        "count",
+        "steps that scheduled any token",
+        lambda m: float(m.total_steps),
         needs_steps=True,
     ),
     "mean_step_tokens": _Scalar(
-        "tokens", "mean tokens per executed step",
-        lambda m: float(np.mean(m._steps())) if m.total_steps else 0.0, needs_steps=True,
+        "tokens",
+        "mean tokens per executed step",
+        lambda m: float(np.mean(m._steps())) if m.total_steps else 0.0,
+        needs_steps=True,
     ),
     "duration": _Scalar("time", "first arrival to last token", lambda m: m.duration),
     "output_throughput": _Scalar(
@@ -98,7 +111,7 @@ SCALARS: dict[str, _Scalar] = {
     "failed_requests": _Scalar(
         "count", "requests that errored", lambda m: float(m.failed_requests)
     ),
-}  # fmt: skip
+}
 
 
 def metric_names() -> list[str]:
@@ -131,9 +144,7 @@ class MetricRef:
         name, _, stat = text.partition(".")
         if name in SCALARS:
             if stat:
-                raise SLOError(
-                    f"metric {text!r}: {name} is a single figure and takes no statistic"
-                )
+                raise SLOError(f"metric {text!r}: {name} is a single figure and takes no statistic")
             return cls(name)
         if name in DISTRIBUTIONS:
             if not stat:

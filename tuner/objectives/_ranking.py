@@ -21,9 +21,10 @@ def judge(slos: Sequence[SLO], m: Measurement) -> tuple[SLOResult, ...]:
     for slo in slos:
         v = slo.value(m)
         out.append(
-            SLOResult(slo=slo.text, value=v, limit=slo.limit, ok=slo.satisfied_by(v),
-                      margin=slo.margin(v))
-        )  # fmt: skip
+            SLOResult(
+                slo=slo.text, value=v, limit=slo.limit, ok=slo.satisfied_by(v), margin=slo.margin(v)
+            )
+        )
     return tuple(out)
 
 

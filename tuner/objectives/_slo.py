@@ -15,8 +15,11 @@ from tuner.objectives._metrics import KIND_NOUNS, TIME_UNITS, MetricRef
 
 Op = Literal["<=", "<", ">=", ">"]
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
-}  # fmt: skip
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
 _SLO_RE = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w.]*(?:\([^()]*\))?)\s*(?P<op><=|>=|<|>|==|=|!=)\s*"
     r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>[A-Za-z/]*)\s*$"
@@ -58,14 +61,14 @@ class SLO(FrozenModel):
             raise ValueError(str(e)) from None
         if self.unit is not None and ref.kind != "time":
             raise ValueError(
-                f"{self.metric} is not a time metric; its limit takes no unit "
-                f"(got {self.unit!r})"
+                f"{self.metric} is not a time metric; its limit takes no unit (got {self.unit!r})"
             )
         if ref.nonnegative and self.limit < 0:
             outcome = (
-                "can never be met" if self.op in ("<=", "<")
+                "can never be met"
+                if self.op in ("<=", "<")
                 else "always holds and constrains nothing"
-            )  # fmt: skip
+            )
             raise ValueError(
                 f"'{self.text}': the limit is negative, but {self.metric} is "
                 f"{KIND_NOUNS[ref.kind]}, never negative, so this SLO {outcome}; "

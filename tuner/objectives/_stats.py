@@ -13,9 +13,7 @@ STATISTICS = ("mean", "median", "min", "max", "std", "pNN (e.g. p50, p90, p99, p
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
 
 
-def percentile_of_runs(
-    values: npt.ArrayLike, counts: npt.ArrayLike, q: float
-) -> float:
+def percentile_of_runs(values: npt.ArrayLike, counts: npt.ArrayLike, q: float) -> float:
     """``np.percentile(np.repeat(values, counts), q)`` without expanding the runs.
 
     Linear interpolation between the two order statistics around rank ``q/100 * (N-1)``,

@@ -39,20 +39,25 @@ def blocks(o: StudyOutcome) -> list[Block]:
     out: list[Block] = [Heading(f"Tuning report: {spec.name}", 1)]
     if spec.description:
         out.append(Para(spec.description))
-    out.append(Para(
-        f"Workload: {len(o.workload)} requests, {o.workload.total_prompt_tokens} prompt and "
-        f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
-        f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
-        f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
-        f"{len(o.trials)} trials in {o.wall_time:.1f}s"
-        + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
-    ))  # fmt: skip
+    out.append(
+        Para(
+            f"Workload: {len(o.workload)} requests, {o.workload.total_prompt_tokens} prompt and "
+            f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
+            f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
+            f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
+            f"{len(o.trials)} trials in {o.wall_time:.1f}s"
+            + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
+        )
+    )
 
     if best is None:
-        out += [Heading("INFEASIBLE: no configuration meets the SLOs"),
-                Para("The tuner refuses to recommend a configuration that violates an SLO.",
-                     strong=True),
-                Code(str(o.infeasible))]  # fmt: skip
+        out += [
+            Heading("INFEASIBLE: no configuration meets the SLOs"),
+            Para(
+                "The tuner refuses to recommend a configuration that violates an SLO.", strong=True
+            ),
+            Code(str(o.infeasible)),
+        ]
     else:
         out += _winner(o, best)
     out += _trials(o)
@@ -76,10 +81,19 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         rows = []
         for slo, r in zip(o.slos, best.slo_results, strict=True):
             pct = 100 * relative_margin(r)
-            rows.append([slo.text, fmt(r.value), fmt(r.limit), f"{fmt(r.margin)} ({pct:.1f}%)",
-                         "yes" if slo is bind else ""])  # fmt: skip
-        out += [Heading("SLOs at the winner", 3),
-                Table(["SLO", "value", "limit", "margin", "binds"], rows)]  # fmt: skip
+            rows.append(
+                [
+                    slo.text,
+                    fmt(r.value),
+                    fmt(r.limit),
+                    f"{fmt(r.margin)} ({pct:.1f}%)",
+                    "yes" if slo is bind else "",
+                ]
+            )
+        out += [
+            Heading("SLOs at the winner", 3),
+            Table(["SLO", "value", "limit", "margin", "binds"], rows),
+        ]
     return out
 
 
@@ -90,9 +104,15 @@ def _trials(o: StudyOutcome) -> list[Block]:
     rows = []
     for t in sorted(o.trials, key=lambda t: t.number):
         mark = " (chosen)" if best is not None and t.number == best.number else ""
-        rows.append([str(t.number) + mark, *(str(getattr(t.config, k)) for k in knobs),
-                     fmt(t.fidelity), *(fmt(t.values.get(m, math.nan)) for m in metrics),
-                     t.verdict()])  # fmt: skip
+        rows.append(
+            [
+                str(t.number) + mark,
+                *(str(getattr(t.config, k)) for k in knobs),
+                fmt(t.fidelity),
+                *(fmt(t.values.get(m, math.nan)) for m in metrics),
+                t.verdict(),
+            ]
+        )
     return [Heading("Trials"), Table(["#", *knobs, "fidelity", *metrics, "feasible"], rows)]
 
 
@@ -102,13 +122,17 @@ def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
     if bind is not None:
         png = _figures.tradeoff(o.trials, o.objective, bind, o.folder / "tradeoff.png", best)
         if png is not None:
-            out += [Heading("Objective against the binding SLO"),
-                    Image(png, "objective vs binding SLO metric")]  # fmt: skip
+            out += [
+                Heading("Objective against the binding SLO"),
+                Image(png, "objective vs binding SLO metric"),
+            ]
     if o.timelines:
         png = _figures.step_timeline(o.timelines, o.folder / "timeline.png")
         if png is not None:
-            out += [Heading("Tokens per step: the winner against vLLM's defaults"),
-                    Image(png, "per-step token timeline")]  # fmt: skip
+            out += [
+                Heading("Tokens per step: the winner against vLLM's defaults"),
+                Image(png, "per-step token timeline"),
+            ]
     return out
 
 
@@ -117,37 +141,53 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
     if tt is None:  # pragma: no cover
         return []
     rows = [
-        [c.config.describe(o.space.base), c.metric, fmt(c.cheap), fmt(c.expensive),
-         f"{100 * c.error:+.1f}%",
-         fmt(c.calibrated) if c.calibrated is not None else "-",
-         f"{100 * c.calibrated_error:+.1f}%" if c.calibrated_error is not None else "-"]
+        [
+            c.config.describe(o.space.base),
+            c.metric,
+            fmt(c.cheap),
+            fmt(c.expensive),
+            f"{100 * c.error:+.1f}%",
+            fmt(c.calibrated) if c.calibrated is not None else "-",
+            f"{100 * c.calibrated_error:+.1f}%" if c.calibrated_error is not None else "-",
+        ]
         for c in tt.comparisons
-    ]  # fmt: skip
+    ]
     out: list[Block] = [
         Heading("Cheap tier against live measurements"),
-        Para(f"The cheap tier evaluated {len(tt.cheap)} configurations; {len(tt.shortlist)} "
-             "were measured by the expensive backend, and the answer comes only from those."),
-        Table(["config", "metric", "cheap", "live", "error", "calibrated", "calibrated error"],
-              rows),
-    ]  # fmt: skip
+        Para(
+            f"The cheap tier evaluated {len(tt.cheap)} configurations; {len(tt.shortlist)} "
+            "were measured by the expensive backend, and the answer comes only from those."
+        ),
+        Table(
+            ["config", "metric", "cheap", "live", "error", "calibrated", "calibrated error"], rows
+        ),
+    ]
     if tt.calibration is not None:
         c = tt.calibration
         before, after = tt.mean_abs_error(), tt.mean_abs_error(calibrated=True)
         out += [
-            Para(f"Cost model fitted to {c.steps} live steps (R^2 = {c.r2:.3f}, mean step-time "
-                 f"error {100 * c.mean_abs_rel_error:.1f}%): `{c.cost_model!r}`; saved as "
-                 "calibration.json."),
-            Table(["metric", "mean abs error before", "after calibration"],
-                  [[m, f"{100 * before[m]:.1f}%",
-                    f"{100 * after[m]:.1f}%" if m in after else "-"] for m in before]),
-        ]  # fmt: skip
+            Para(
+                f"Cost model fitted to {c.steps} live steps (R^2 = {c.r2:.3f}, mean step-time "
+                f"error {100 * c.mean_abs_rel_error:.1f}%): `{c.cost_model!r}`; saved as "
+                "calibration.json."
+            ),
+            Table(
+                ["metric", "mean abs error before", "after calibration"],
+                [
+                    [m, f"{100 * before[m]:.1f}%", f"{100 * after[m]:.1f}%" if m in after else "-"]
+                    for m in before
+                ],
+            ),
+        ]
         widest = max((t.config.max_num_seqs for t in tt.cheap), default=0)
         if c.extrapolates(widest):
-            out.append(Para(
-                f"**Warning:** the fitted steps ran at most {c.max_seqs} sequences, while the "
-                f"space allows up to {widest}: the cost of wider batches is extrapolated. "
-                "Calibrate from configurations that differ in batch width (include a wide one)."
-            ))  # fmt: skip
+            out.append(
+                Para(
+                    f"**Warning:** the fitted steps ran at most {c.max_seqs} sequences, while the "
+                    f"space allows up to {widest}: the cost of wider batches is extrapolated. "
+                    "Calibrate from configurations that differ in batch width (include a wide one)."
+                )
+            )
     return out
 
 

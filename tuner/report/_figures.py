@@ -20,8 +20,9 @@ def tradeoff(
     """Objective against the binding SLO's metric: feasible, infeasible and Pareto points."""
     pts = [
         (t, t.values.get(slo.metric, math.nan), t.values.get(objective.metric, math.nan))
-        for t in trials if t.ok and t.fidelity == 1.0
-    ]  # fmt: skip
+        for t in trials
+        if t.ok and t.fidelity == 1.0
+    ]
     pts = [(t, x, y) for t, x, y in pts if math.isfinite(x) and math.isfinite(y)]
     if not pts:
         return None
@@ -34,14 +35,30 @@ def tradeoff(
     if feas:
         ax.scatter(*zip(*feas, strict=True), c="#2a7ab9", s=22, label="feasible", zorder=4)
     if feas:  # the trade-off among configurations that keep every promise
-        idx = pareto_front(feas, maximize_y=objective.direction == "maximize",
-                           minimize_x=slo.op in ("<=", "<"))  # fmt: skip
+        idx = pareto_front(
+            feas, maximize_y=objective.direction == "maximize", minimize_x=slo.op in ("<=", "<")
+        )
         fp = sorted(feas[i] for i in idx)
-        ax.plot(*zip(*fp, strict=True), c="#e08a1e", lw=1.2, marker="D", ms=7, mfc="none",
-                label="Pareto (feasible)", zorder=3)  # fmt: skip
+        ax.plot(
+            *zip(*fp, strict=True),
+            c="#e08a1e",
+            lw=1.2,
+            marker="D",
+            ms=7,
+            mfc="none",
+            label="Pareto (feasible)",
+            zorder=3,
+        )
     if best is not None and slo.metric in best.values and objective.metric in best.values:
-        ax.scatter([best.values[slo.metric]], [best.values[objective.metric]], marker="*",
-                   s=220, c="#d62728", zorder=5, label="chosen")  # fmt: skip
+        ax.scatter(
+            [best.values[slo.metric]],
+            [best.values[objective.metric]],
+            marker="*",
+            s=220,
+            c="#d62728",
+            zorder=5,
+            label="chosen",
+        )
     ax.axvline(slo.limit, color="crimson", ls="--", lw=1, label=f"SLO {slo.text}")
     ax.set_xlabel(slo.metric)
     ax.set_ylabel(objective.metric)
@@ -63,8 +80,15 @@ def step_timeline(
     if not usable:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(len(usable), 1, figsize=(8, 2.2 * len(usable) + 0.6), dpi=120,
-                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(usable),
+        1,
+        figsize=(8, 2.2 * len(usable) + 0.6),
+        dpi=120,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     first = next(iter(usable.values()))
     unit = "steps" if first.time_unit == "step" else "s"
     t_mid = float(np.median(first.step_start)) if first.step_start is not None else 0.0
@@ -75,8 +99,11 @@ def step_timeline(
         lo, hi = max(0, i0 - window // 2), min(m.total_steps, i0 + window // 2)
         ax.step(start[lo:hi], tokens[lo:hi], where="post", lw=0.8, c="#2a7ab9")
         ax.set_ylabel("tokens/step")
-        ax.set_title(f"{label}: max {m.max_step_tokens} tokens in a step over the run, "
-                     f"{m.total_steps} steps", fontsize=9)  # fmt: skip
+        ax.set_title(
+            f"{label}: max {m.max_step_tokens} tokens in a step over the run, "
+            f"{m.total_steps} steps",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(f"time ({unit}), {window} steps around the middle of the run")
     fig.tight_layout()

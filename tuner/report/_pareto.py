@@ -21,8 +21,9 @@ def pareto_front(
     for i, (x, y) in enumerate(norm):
         dominated = any(
             (ox <= x and oy <= y) and (ox < x or oy < y)
-            for j, (ox, oy) in enumerate(norm) if j != i
-        )  # fmt: skip
+            for j, (ox, oy) in enumerate(norm)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return front

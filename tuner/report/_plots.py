@@ -40,8 +40,9 @@ def plot_load_curves(
         label = cfg.describe(base).removeprefix("ServingConfig(").removesuffix(")") or "base"
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
     if limit is not None:
-        ax.axhline(limit, color="crimson", linestyle="--", linewidth=1,
-                   label=f"SLO {limit:g}{unit}")  # fmt: skip
+        ax.axhline(
+            limit, color="crimson", linestyle="--", linewidth=1, label=f"SLO {limit:g}{unit}"
+        )
     ax.set_xlabel(f"offered load ({rate_unit})")
     ax.set_ylabel(f"{metric} ({unit})")
     ax.set_yscale("log")

@@ -188,8 +188,7 @@ class SuccessiveHalving(Search):
         if self._rung == last:
             if not self.backfill or any(t.feasible for t in self._results[last].values()):
                 return False
-            k = n_promoted(len(self._results[last - 1]) if last else 0, self.eta,
-                           self.min_promote)  # fmt: skip
+            k = n_promoted(len(self._results[last - 1]) if last else 0, self.eta, self.min_promote)
             batch = [self._reserve.popleft() for _ in range(min(k, len(self._reserve)))]
             self._promoted[-1].extend(batch)
             self._queue.extend(batch)
@@ -200,12 +199,12 @@ class SuccessiveHalving(Search):
         top = [t.config for t in ranked[:k]]
         if self._rung + 1 == last:
             self._reserve = deque(
-                t.config for t in ranked[k:]
+                t.config
+                for t in ranked[k:]
                 if t.feasible and relative_shortfall(t.slo_results, self.promote_margin) == 0
-            )  # fmt: skip
+            )
         self._promoted.append(top)
         self._results.append({})
         self._rung += 1
         self._queue.extend(top)
         return bool(top)
-

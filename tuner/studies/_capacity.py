@@ -99,8 +99,9 @@ def find_capacity(
         for slo in parsed:
             slo.check_applicable(m)
         results = judge(parsed, m)
-        point = LoadPoint(rate, all(r.ok for r in results), results,
-                          {r.slo: r.value for r in results})  # fmt: skip
+        point = LoadPoint(
+            rate, all(r.ok for r in results), results, {r.slo: r.value for r in results}
+        )
         points.append(point)
         return point
 

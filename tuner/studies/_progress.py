@@ -39,8 +39,15 @@ class Progress:
         self.trials: list[Trial] = []
         self.t0 = time.monotonic()
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = tqdm(total=total, desc=label, unit="trial", file=self.stream, leave=False,
-                        disable=not tty, dynamic_ncols=True)  # fmt: skip
+        self.bar = tqdm(
+            total=total,
+            desc=label,
+            unit="trial",
+            file=self.stream,
+            leave=False,
+            disable=not tty,
+            dynamic_ncols=True,
+        )
 
     def __call__(self, trial: Trial) -> None:
         self.trials.append(trial)
@@ -64,18 +71,26 @@ class Progress:
             what = "FAILED: " + first[0][:120] if first else "FAILED"
         else:
             value = trial.values.get(metric, math.nan)
-            verdict = "feasible" if trial.feasible else "misses " + ", ".join(
-                r.slo for r in trial.violations)
+            verdict = (
+                "feasible"
+                if trial.feasible
+                else "misses " + ", ".join(r.slo for r in trial.violations)
+            )
             what = f"{metric} {value:.4g} ({verdict})"
         best = best_trial(self.trials, self.objective)
-        best_text = (f"best {best.values[metric]:.4g} (trial {best.number})" if best is not None
-                     else "no feasible trial yet")  # fmt: skip
+        best_text = (
+            f"best {best.values[metric]:.4g} (trial {best.number})"
+            if best is not None
+            else "no feasible trial yet"
+        )
         elapsed = time.monotonic() - self.t0
         eta = ""
         if self.total and n < self.total:
             eta = f", ~{elapsed / n * (self.total - n):.0f}s left"
-        return (f"{self.label} {of} trial {trial.number}: {config or 'the base config'}: {what} "
-                f"| {best_text} | {elapsed:.0f}s{eta}")  # fmt: skip
+        return (
+            f"{self.label} {of} trial {trial.number}: {config or 'the base config'}: {what} "
+            f"| {best_text} | {elapsed:.0f}s{eta}"
+        )
 
     def close(self) -> None:
         self.bar.close()

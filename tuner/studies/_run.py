@@ -151,10 +151,18 @@ def build_space(spec: StudySpec) -> SearchSpace:
 def build_objective(spec: StudySpec) -> Objective:
     o = spec.objective
     if o.maximize is not None:
-        return Objective.maximize(o.maximize, tie_break=o.tie_break, tie_tolerance=o.tie_tolerance,
-                                  tie_break_direction=o.tie_break_direction)  # fmt: skip
-    return Objective.minimize(str(o.minimize), tie_break=o.tie_break, tie_tolerance=o.tie_tolerance,
-                              tie_break_direction=o.tie_break_direction)  # fmt: skip
+        return Objective.maximize(
+            o.maximize,
+            tie_break=o.tie_break,
+            tie_tolerance=o.tie_tolerance,
+            tie_break_direction=o.tie_break_direction,
+        )
+    return Objective.minimize(
+        str(o.minimize),
+        tie_break=o.tie_break,
+        tie_tolerance=o.tie_tolerance,
+        tie_break_direction=o.tie_break_direction,
+    )
 
 
 def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
@@ -205,8 +213,15 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         backend = build_backend(spec.backend, root, folder / "live")
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
         progress = Progress(spec.name, total, objective, space.base)
-        loop = Loop(backend, search, objective, slos, trial_log=folder / "trials.jsonl",
-                    on_trial=progress, budget=spec.budget)  # fmt: skip
+        loop = Loop(
+            backend,
+            search,
+            objective,
+            slos,
+            trial_log=folder / "trials.jsonl",
+            on_trial=progress,
+            budget=spec.budget,
+        )
         try:
             outcome.result = loop.explore(space, workload)
         finally:
@@ -219,12 +234,25 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             raise ConfigError("give 'backend' or 'two_tier'")
         cheap = build_backend(tt.cheap, root, folder / "cheap")
         expensive = build_backend(tt.expensive, root, folder / "live")
-        outcome = StudyOutcome(spec, folder, workload, space, objective, slos,
-                               f"{cheap.describe()} -> {expensive.describe()}")  # fmt: skip
+        outcome = StudyOutcome(
+            spec,
+            folder,
+            workload,
+            space,
+            objective,
+            slos,
+            f"{cheap.describe()} -> {expensive.describe()}",
+        )
         tt_result = explore_two_tier(
-            cheap, expensive, search, space, workload, objective, slos,
+            cheap,
+            expensive,
+            search,
+            space,
+            workload,
+            objective,
+            slos,
             TwoTierSettings(**tt.model_dump(include=set(TwoTierSettings.model_fields))),
-        )  # fmt: skip
+        )
         outcome.two_tier = tt_result
         outcome.trials = tt_result.expensive or tt_result.cheap
         outcome.infeasible = tt_result.infeasible

@@ -401,7 +401,8 @@ def _check_knob_values(spec: StudySpec, lines: dict[Path_, int], p: Path) -> Non
                 if clauses:
                     why = clauses[0].split(": ", 1)[1]
                     where = line_of(lines, ("space", "knobs", knob, i))
-                    problems.append(f"{p}:{where or '?'}: space.knobs.{knob}[{i}]: {why} "
-                                    f"(got {v!r})")  # fmt: skip
+                    problems.append(
+                        f"{p}:{where or '?'}: space.knobs.{knob}[{i}]: {why} (got {v!r})"
+                    )
     if problems:
         raise ConfigError("invalid study file:\n  " + "\n  ".join(problems))

@@ -115,8 +115,9 @@ def shortlist(
     by_score = sorted(full, key=lambda t: (objective.score(t.values), t.number))
     feasible = [t.config for t in by_score if t.feasible][:top_k]
 
-    close = [t.config for t in by_score
-             if not t.feasible and within_margin(t.slo_results, margin)][:top_k]  # fmt: skip
+    close = [t.config for t in by_score if not t.feasible and within_margin(t.slo_results, margin)][
+        :top_k
+    ]
     return list(dict.fromkeys(feasible + close))
 
 
@@ -158,8 +159,18 @@ def two_tier(
         >>> r.best.config.max_num_batched_tokens
         64
     """
-    result = explore_two_tier(cheap, expensive, search, space, workload, objective, slos,
-                              settings, compare=compare, **changes)  # fmt: skip
+    result = explore_two_tier(
+        cheap,
+        expensive,
+        search,
+        space,
+        workload,
+        objective,
+        slos,
+        settings,
+        compare=compare,
+        **changes,
+    )
     if result.infeasible is not None:
         raise result.infeasible
     return result
@@ -185,21 +196,26 @@ def explore_two_tier(
     parsed = parse_slos(list(slos))
     first = Loop(cheap, search, objective, parsed).explore(space, workload)
     cheap_trials = first.trials
-    picks = [] if first.interrupted else shortlist(cheap_trials, objective, opts.top_k,
-                                                   opts.margin)  # fmt: skip
+    picks = [] if first.interrupted else shortlist(cheap_trials, objective, opts.top_k, opts.margin)
     if not picks:
         return TwoTierResult(
-            best=None, cheap=cheap_trials, expensive=(), shortlist=(), comparisons=(),
-            infeasible=infeasible_error(cheap_trials, parsed), interrupted=first.interrupted,
-        )  # fmt: skip
+            best=None,
+            cheap=cheap_trials,
+            expensive=(),
+            shortlist=(),
+            comparisons=(),
+            infeasible=infeasible_error(cheap_trials, parsed),
+            interrupted=first.interrupted,
+        )
     confirmed = Loop(expensive, ListSearch(picks), objective, parsed).explore(space, workload)
     infeasible = None
     if confirmed.best is None:
         infeasible = infeasible_error(
-            confirmed.trials, parsed,
+            confirmed.trials,
+            parsed,
             note=f"none of the {len(picks)} configurations the cheap tier shortlisted is "
             "feasible when measured by the expensive backend",
-        )  # fmt: skip
+        )
     calibration: Calibration | None = None
     calibrated: tuple[Trial, ...] = ()
     if opts.calibrate and not confirmed.interrupted:
@@ -214,12 +230,16 @@ def explore_two_tier(
             calibrated = recheck.explore(space, workload).trials
     metrics = list(dict.fromkeys([*objective.metrics, *(s.metric for s in parsed), *compare]))
     return TwoTierResult(
-        best=confirmed.best, cheap=cheap_trials, expensive=confirmed.trials,
+        best=confirmed.best,
+        cheap=cheap_trials,
+        expensive=confirmed.trials,
         shortlist=tuple(picks),
         comparisons=_compare(cheap_trials, confirmed.trials, calibrated, picks, metrics),
-        calibration=calibration, calibrated_cheap=calibrated, infeasible=infeasible,
+        calibration=calibration,
+        calibrated_cheap=calibrated,
+        infeasible=infeasible,
         interrupted=confirmed.interrupted,
-    )  # fmt: skip
+    )
 
 
 def _compare(

@@ -119,8 +119,11 @@ class TrialLog:
             raise ConfigError(f"{self.path}: cannot lock the trial log: {e}") from None
         self._lock = lock
         with contextlib.suppress(OSError):  # who holds it, for the message of a refused run
-            owner = {"pid": os.getpid(), "host": socket.gethostname(),
-                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+            owner = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
             self._owner_path.write_text(json.dumps(owner) + "\n", encoding="utf-8")
         return self
 

@@ -44,9 +44,13 @@ from tuner.tuning._record import TrialRecord
 from tuner.tuning._result import Exploration, TuningResult
 
 #: Figures recorded on every trial when the backend can measure them (for tables and reports).
-HEADLINE_METRICS = ("total_steps", "max_step_tokens", "ttft_steps.max", "ttft.p99",
-                    "output_throughput")  # fmt: skip
-
+HEADLINE_METRICS = (
+    "total_steps",
+    "max_step_tokens",
+    "ttft_steps.max",
+    "ttft.p99",
+    "output_throughput",
+)
 
 
 class Loop:
@@ -147,8 +151,13 @@ class Loop:
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
         log = None
         if self.trial_log is not None:
-            study = fingerprint(workload, space, self.objective.text,
-                                [s.text for s in self.slos], self.backend.describe())  # fmt: skip
+            study = fingerprint(
+                workload,
+                space,
+                self.objective.text,
+                [s.text for s in self.slos],
+                self.backend.describe(),
+            )
             log = TrialLog(self.trial_log, study)
         record = TrialRecord(log.load() if log is not None else ())
         stop_reason = "search exhausted"
@@ -194,10 +203,13 @@ class Loop:
         trials = record.trials
         best = best_trial(trials, self.objective)
         return Exploration(
-            trials=trials, best=best, objective=self.objective.text,
-            slos=tuple(s.text for s in self.slos), stop_reason=stop_reason,
+            trials=trials,
+            best=best,
+            objective=self.objective.text,
+            slos=tuple(s.text for s in self.slos),
+            stop_reason=stop_reason,
             infeasible=infeasible_error(trials, self.slos) if best is None else None,
-        )  # fmt: skip
+        )
 
     def _evaluate(self, number: int, proposal: Proposal, workload: Workload) -> Trial:
         work = workload if proposal.fidelity >= 1.0 else workload.head(proposal.fidelity)
@@ -218,9 +230,7 @@ class Loop:
                 values[name] = MetricRef.parse(name).value(m)
             except TunerError:
                 if name in self._required:
-                    raise SLOError(
-                        f"metric {name!r} cannot be measured by {m.source}"
-                    ) from None
+                    raise SLOError(f"metric {name!r} cannot be measured by {m.source}") from None
         return Trial(
             number=number,
             config=proposal.config,

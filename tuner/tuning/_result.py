@@ -77,5 +77,10 @@ class Exploration:
         """
         if self.best is None:
             raise self.infeasible or InfeasibleError([], self.trials)
-        return TuningResult(best=self.best, trials=self.trials, objective=self.objective,
-                            slos=self.slos, stop_reason=self.stop_reason)  # fmt: skip
+        return TuningResult(
+            best=self.best,
+            trials=self.trials,
+            objective=self.objective,
+            slos=self.slos,
+            stop_reason=self.stop_reason,
+        )

@@ -270,10 +270,14 @@ async def replay_async(
     first = arrival[order[0]]
     # Build every payload before the clock starts, so that sending costs only the write.
     payloads = [
-        _payload(model, prompt_token_ids(i, prompt[i], salt=salt, token_range=token_range),
-                 output[i], extra)
+        _payload(
+            model,
+            prompt_token_ids(i, prompt[i], salt=salt, token_range=token_range),
+            output[i],
+            extra,
+        )
         for i in range(len(workload))
-    ]  # fmt: skip
+    ]
     records: list[RequestRecord | None] = [None] * len(workload)
     t0 = time.perf_counter()
     origin_unix = time.time()
@@ -287,8 +291,7 @@ async def replay_async(
         error: str | None = None
         timed_out = False
         try:
-            await asyncio.wait_for(_stream_one(target, payloads[i], now, progress),
-                                   request_timeout)  # fmt: skip
+            await asyncio.wait_for(_stream_one(target, payloads[i], now, progress), request_timeout)
         except RequestFailed as e:
             error = str(e)
         except REQUEST_ERRORS as e:

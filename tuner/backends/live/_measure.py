@@ -136,8 +136,13 @@ class LiveBackend(Backend):
         version = _server_version(url)
         tail = _LogTail(log_path) if log_path is not None else None
         if self.warmup:
-            warm = replay(url, served, _WARMUP, request_timeout=self.request_timeout,
-                          salt=_WARMUP_SALT + number)  # fmt: skip
+            warm = replay(
+                url,
+                served,
+                _WARMUP,
+                request_timeout=self.request_timeout,
+                salt=_WARMUP_SALT + number,
+            )
             if warm.failed:
                 raise BackendError(
                     self._failure(
@@ -148,8 +153,9 @@ class LiveBackend(Backend):
                 tail.wait_for(_scheduled_tokens(_WARMUP), timeout=5.0)
                 tail.skip()
         preempted_before = _preemptions(url)
-        load = replay(url, served, workload, request_timeout=self.request_timeout,
-                      salt=self._salt + number)  # fmt: skip
+        load = replay(
+            url, served, workload, request_timeout=self.request_timeout, salt=self._salt + number
+        )
         ok = [r for r in load.requests if r.ok]
         steps = None
         if tail is not None:
@@ -164,9 +170,14 @@ class LiveBackend(Backend):
                 )
         preempted_after = _preemptions(url)
         if server is not None and server.returncode is not None:
-            raise BackendError(self._failure(
-                f"vllm serve exited with code {server.returncode} during the trial",
-                config, log_path, cause=True))  # fmt: skip
+            raise BackendError(
+                self._failure(
+                    f"vllm serve exited with code {server.returncode} during the trial",
+                    config,
+                    log_path,
+                    cause=True,
+                )
+            )
         self._check_failures(load, config, log_path)
         preemptions = (
             preempted_after - preempted_before
@@ -174,10 +185,18 @@ class LiveBackend(Backend):
             else None
         )
         self.last_trial = LiveTrial(
-            number=number, config=config, url=url, served_model=served, vllm_version=version,
-            log_path=log_path, command=server.command if server else (),
-            startup_seconds=startup, load=load, steps=steps, preemptions=preemptions,
-        )  # fmt: skip
+            number=number,
+            config=config,
+            url=url,
+            served_model=served,
+            vllm_version=version,
+            log_path=log_path,
+            command=server.command if server else (),
+            startup_seconds=startup,
+            load=load,
+            steps=steps,
+            preemptions=preemptions,
+        )
         where = [f"attached {url}"] if server is None else []
         where += [f"log {log_path}"] if log_path is not None else []
         source = f"{self.name}(vllm {version or '?'}, {', '.join(where)})"

@@ -34,12 +34,18 @@ from tuner.core import ConfigError, Measurement, ServerStartError, ServingConfig
 
 _KNOB_FLAGS = frozenset(
     {
-        "--max-num-batched-tokens", "--max-num-seqs", "--long-prefill-token-threshold",
-        "--enable-chunked-prefill", "--no-enable-chunked-prefill", "--block-size",
-        "--max-model-len", "--async-scheduling", "--no-async-scheduling",
+        "--max-num-batched-tokens",
+        "--max-num-seqs",
+        "--long-prefill-token-threshold",
+        "--enable-chunked-prefill",
+        "--no-enable-chunked-prefill",
+        "--block-size",
+        "--max-model-len",
+        "--async-scheduling",
+        "--no-async-scheduling",
         "--num-gpu-blocks-override",
     }
-)  # fmt: skip
+)
 _OWNED_FLAGS = frozenset({"--host", "--port"})
 _PREFIX_FLAGS = frozenset({"--enable-prefix-caching", "--no-enable-prefix-caching"})
 _ITERATION_FLAG = "--enable-logging-iteration-details"
@@ -154,8 +160,17 @@ class VLLMServerBackend(LiveBackend):
 
     def server_command(self, config: ServingConfig, port: int) -> list[str]:
         """The ``vllm serve`` command line for ``config`` on ``port``."""
-        args = [self.vllm_executable, "serve", self.model, *self.server_args,
-                *config.to_vllm_args(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        args = [
+            self.vllm_executable,
+            "serve",
+            self.model,
+            *self.server_args,
+            *config.to_vllm_args(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         flags = {_flag_name(a) for a in self.server_args}
         if _ITERATION_FLAG not in flags:
             args.append(_ITERATION_FLAG)
@@ -235,8 +250,9 @@ class VLLMServerBackend(LiveBackend):
                 f.write(f"# tuner: {config.describe()}\n# tuner: command: {' '.join(command)}\n")
                 shown = {k: env[k] for k in sorted(env) if k.startswith(("VLLM_", "HF_"))}
                 f.write(f"# tuner: env: {shown}\n")
-            server = ServerProcess(command, env=env, log_path=log_path,
-                                   stop_timeout=self.stop_timeout)  # fmt: skip
+            server = ServerProcess(
+                command, env=env, log_path=log_path, stop_timeout=self.stop_timeout
+            )
             self._server = server
             url = f"http://127.0.0.1:{port}"
             try:
@@ -260,25 +276,40 @@ class VLLMServerBackend(LiveBackend):
             code = server.returncode
             if code is not None:
                 took = time.monotonic() - server.started
-                raise ServerStartError(self._failure(
-                    f"vllm serve exited with code {code} after {took:.1f} s, before it was "
-                    "healthy", config, server.log_path, cause=True))  # fmt: skip
+                raise ServerStartError(
+                    self._failure(
+                        f"vllm serve exited with code {code} after {took:.1f} s, before it was "
+                        "healthy",
+                        config,
+                        server.log_path,
+                        cause=True,
+                    )
+                )
             try:
                 status, _ = http_get(f"{url}/health", timeout=2.0)
             except HTTP_ERRORS:
                 status = 0
             if status == 200:
                 if not server.members():  # pragma: no cover - someone else's server answered
-                    raise ServerStartError(self._failure(
-                        "a server answered on the port but ours is gone", config,
-                        server.log_path))  # fmt: skip
+                    raise ServerStartError(
+                        self._failure(
+                            "a server answered on the port but ours is gone",
+                            config,
+                            server.log_path,
+                        )
+                    )
                 return time.monotonic() - server.started
             if time.monotonic() >= deadline:
-                raise ServerStartError(self._failure(
-                    f"vllm serve was not healthy after {self.startup_timeout:g} s (startup_"
-                    f"timeout); raise it if the model is large or compiling", config,
-                    server.log_path))  # fmt: skip
+                raise ServerStartError(
+                    self._failure(
+                        f"vllm serve was not healthy after {self.startup_timeout:g} s (startup_"
+                        f"timeout); raise it if the model is large or compiling",
+                        config,
+                        server.log_path,
+                    )
+                )
             time.sleep(0.25)
+
 
 # --- helpers -------------------------------------------------------------------------------------
 def _flag_name(arg: str) -> str:

@@ -116,8 +116,11 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
             continue
         prefill = m.step_prefill_tokens.astype(np.float64)
         decode = m.step_tokens.astype(np.float64) - prefill
-        rows.append(np.column_stack([np.ones(len(prefill)), prefill, decode,
-                                     m.step_seqs.astype(np.float64)]))  # fmt: skip
+        rows.append(
+            np.column_stack(
+                [np.ones(len(prefill)), prefill, decode, m.step_seqs.astype(np.float64)]
+            )
+        )
         times.append(m.step_end - m.step_start + step_overhead(m.step_start, m.step_end))
     if not rows:
         raise BackendError(
@@ -134,5 +137,11 @@ def fit_cost_model(measurements: Sequence[Measurement], source: str = "") -> Cal
     if coef.sum() <= 0:
         raise BackendError("calibration: the measured step times fit no positive cost model")
     model = CostModel(**dict(zip(TERMS, map(float, coef), strict=True)), time_unit="s")
-    return Calibration(cost_model=model, steps=len(y), r2=r2, mean_abs_rel_error=rel,
-                       source=source, max_seqs=max_seqs)  # fmt: skip
+    return Calibration(
+        cost_model=model,
+        steps=len(y),
+        r2=r2,
+        mean_abs_rel_error=rel,
+        source=source,
+        max_seqs=max_seqs,
+    )

@@ -37,9 +37,18 @@ class Req:
     """Scheduler-side state of one request."""
 
     __slots__ = (
-        "blocks", "c0", "computed", "e0", "emitted", "g0", "id", "lazy", "length", "output",
+        "blocks",
+        "c0",
+        "computed",
+        "e0",
+        "emitted",
+        "g0",
+        "id",
+        "lazy",
+        "length",
+        "output",
         "prompt",
-    )  # fmt: skip
+    )
 
     def __init__(self, rid: int, prompt: int, output: int) -> None:
         self.id = rid
@@ -59,9 +68,12 @@ class Knobs:
     model's attribute reads cost three times as much, and these are read millions of times)."""
 
     __slots__ = (
-        "async_scheduling", "enable_chunked_prefill", "long_prefill_token_threshold",
-        "max_num_batched_tokens", "max_num_seqs",
-    )  # fmt: skip
+        "async_scheduling",
+        "enable_chunked_prefill",
+        "long_prefill_token_threshold",
+        "max_num_batched_tokens",
+        "max_num_seqs",
+    )
 
     def __init__(self, config: ServingConfig) -> None:
         self.max_num_batched_tokens = config.max_num_batched_tokens

@@ -109,8 +109,11 @@ class FastEngine(Engine):
         running request in full, else on the reference engine."""
         cfg = self.cfg
         running, waiting, finishing, explicit = (
-            self.running, self.waiting, self.finishing, self.explicit,
-        )  # fmt: skip
+            self.running,
+            self.waiting,
+            self.finishing,
+            self.explicit,
+        )
         pool_n = self.pool_n
         eligible = len(running) + len(finishing) + len(waiting)
         thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
