@@ -24,15 +24,22 @@ def at(rate: float) -> Workload:
 
 
 def test_capacity_is_feasible_and_the_next_rate_is_not() -> None:
-    cap = find_capacity(SIM, CFG, at, SLOS, low=1, high=4, rel_tol=0.01)
-    assert cap.lowest_infeasible is not None
+    cap = find_capacity(SIM, CFG, at, SLOS, low=1, high=64, rel_tol=0.01)
+    assert cap.lowest_infeasible is not None and not cap.bounded
     assert cap.rate < cap.lowest_infeasible <= cap.rate * 1.01 + 1e-9
     by_rate = {p.rate: p for p in cap.points}
     assert by_rate[cap.rate].feasible and not by_rate[cap.lowest_infeasible].feasible
     # Every rate measured below capacity was feasible, every one above it was not (monotone).
     assert all(p.feasible == (p.rate <= cap.rate) for p in cap.points)
     assert cap.binding == "ttft.p99 <= 500ms"
-    assert max(p.rate for p in cap.points) > 4  # the first guess was feasible: range doubled
+    assert cap.points[1].rate == pytest.approx(2 * cap.points[0].rate, rel=0.01)  # doubled up
+
+
+def test_a_configuration_that_holds_up_to_high_is_a_flagged_bound_never_extrapolated() -> None:
+    cap = find_capacity(SIM, CFG, at, SLOS, low=1, high=4)
+    assert cap.bounded and cap.rate <= 4
+    assert cap.note is not None and cap.note.startswith(">= ")
+    assert "not extrapolated" in cap.note
 
 
 def test_capacity_is_reproducible_with_fixed_seeds() -> None:
@@ -77,42 +84,52 @@ def test_load_sweep_latency_grows_with_load_into_a_hockey_stick(tmp_path: Path) 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_capacity_command_prints_a_table_and_writes_the_plot(
+def test_capacity_command_runs_a_capacity_study_and_prints_honest_capacities(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    png = tmp_path / "cap.png"
+    out_dir = tmp_path / "cap"
     code = main(
         [
             "capacity",
-            "--config",
-            "max_num_batched_tokens=256,max_num_seqs=16",
-            "--config",
-            "max_num_batched_tokens=1024,max_num_seqs=16",
-            "--slo",
-            "ttft.p99 <= 500ms",
-            "--requests",
-            "200",
-            "--prompt-len",
-            "256",
-            "--output-len",
-            "uniform:32:0.5",
-            "--step-cost",
-            "fixed=0.01,prefill=1e-4,decode=1e-4",
-            "--low",
-            "1",
-            "--high",
-            "8",
-            "--plot",
-            str(png),
+            "--config", "max_num_batched_tokens=256,max_num_seqs=16",
+            "--config", "max_num_batched_tokens=1024,max_num_seqs=16",
+            "--slo", "ttft.p99 <= 500ms",
+            "--requests", "200",
+            "--prompt-len", "256",
+            "--output-len", "uniform:32:0.5",
+            "--step-cost", "fixed=0.01,per_prefill_token=1e-4,per_decode_token=1e-4",
+            "--low", "1",
+            "--high", "64",
+            "--gpu-hour-price", "2.5",
+            "--output", str(out_dir),
         ]
-    )
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "capacity (req/s)" in out and "binding SLO" in out
-    assert out.count("ttft.p99 <= 500ms") == 2
-    assert png.exists() and png.stat().st_size > 1000
+    assert "capacity (req/s)" in out and "binding SLO" in out and "$ per 1M output tokens" in out
+    assert out.count("ttft.p99 <= 500ms") >= 2
+    md = (out_dir / "report.md").read_text()
+    assert "## Capacity" in md and "(vLLM's defaults)" in md
+    assert (out_dir / "capacity.png").stat().st_size > 1000  # the hockey stick
+
+
+def test_capacity_never_prints_an_unmeasured_number_when_every_rate_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "capacity", "--slo", "max_step_tokens <= 100000", "--requests", "50",
+            "--low", "1", "--high", "8", "--output", str(tmp_path / "c"),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ">= " in out and "e+12" not in out
 
 
 def test_capacity_command_rejects_a_bad_knob(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["capacity", "--config", "max_batch=4", "--slo", "ttft.p99 <= 1"]) == 2
-    assert "unknown knob(s) ['max_batch']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error: argparse's exit status 2
+        main(["capacity", "--config", "max_batch=4", "--slo", "ttft.p99 <= 1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'max_batch'; allowed: max_num_batched_tokens" in err

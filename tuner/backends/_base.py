@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import numpy as np
@@ -31,9 +33,23 @@ class Backend(ABC):
     #: A short name for records and reports.
     name: str = "backend"
 
+    #: Whether the same config and workload always give the same measurement (then repeating
+    #: a measurement tells nothing new). False unless a backend says otherwise.
+    deterministic: bool = False
+
     @abstractmethod
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Run ``workload`` under ``config`` and return what was measured."""
+
+    @contextmanager
+    def session(self, config: ServingConfig) -> Iterator[Callable[[Workload], Measurement]]:
+        """Measure several workloads under one configuration (a capacity search's load
+        points, repeats): yields a function ``workload -> Measurement``.
+
+        The default evaluates each workload on its own; a backend with a costly set-up (a
+        live server) overrides this to set up once and measure every workload on it.
+        """
+        yield lambda workload: self.evaluate(config, workload)
 
     def describe(self) -> str:
         """What this backend measures with (names studies in trial logs)."""

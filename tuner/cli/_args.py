@@ -1,19 +1,16 @@
-"""Argument parsers shared by the commands: configs, cost models and lengths from text."""
+"""Argument parsers shared by the commands: knob values and step costs from ``key=value`` text,
+with the keys of the models they fill (``ServingConfig``'s knobs, ``CostModel``'s terms)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
-from tuner.backends import CostModel
-from tuner.core import KNOBS, ConfigError, ServingConfig, parse_length
+from tuner.core import KNOBS, ConfigError, unknown_key_message
 
-_COST_KEYS = {
-    "fixed": "fixed",
-    "prefill": "per_prefill_token",
-    "decode": "per_decode_token",
-    "seq": "per_sequence",
-}
+#: CostModel's terms, the keys of ``--step-cost`` (the study file's ``step_cost`` keys too).
+COST_TERMS = ("fixed", "per_prefill_token", "per_decode_token", "per_sequence")
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:
@@ -38,63 +35,42 @@ def _value(v: str) -> Any:
         return float(v)
 
 
-def serving_config(text: str, base: ServingConfig | None = None) -> ServingConfig:
-    """``"max_num_batched_tokens=512,max_num_seqs=32"`` over ``base`` (or vLLM's defaults)."""
+def as_argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse's ``type=``: its ConfigError becomes argparse's usage error with
+    the same message (exit status 2, the message kept)."""
+
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def knob_values(text: str) -> dict[str, Any]:
+    """``"max_num_batched_tokens=512,max_num_seqs=32"`` as knob -> value."""
     values = _pairs(text, "--config")
-    unknown = sorted(set(values) - set(KNOBS))
-    if unknown:
-        raise ConfigError(f"--config: unknown knob(s) {unknown}; allowed: {', '.join(KNOBS)}")
+    for key in values:
+        if key not in KNOBS:
+            raise ConfigError(f"--config {text!r}: {unknown_key_message(key, list(KNOBS))}")
     try:
-        changes = {k: _value(v) for k, v in values.items()}
+        return {k: _value(v) for k, v in values.items()}
     except ValueError as e:
         raise ConfigError(f"--config {text!r}: {e}") from None
-    return (base or ServingConfig()).replace(**changes)
 
 
-def cost_model(text: str | None) -> CostModel:
-    """``"fixed=0.01,prefill=1e-4,decode=2e-4,seq=0"`` (seconds) or None for the unit clock."""
-    if not text:
-        return CostModel()
+def step_cost(text: str) -> dict[str, float]:
+    """``"fixed=0.01,per_prefill_token=1e-4"``: seconds per step, CostModel's terms."""
     values = _pairs(text, "--step-cost")
-    unknown = sorted(set(values) - set(_COST_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"--step-cost: unknown term(s) {unknown}; allowed: {', '.join(_COST_KEYS)}"
-        )
+    for key in values:
+        if key not in COST_TERMS:
+            raise ConfigError(f"--step-cost {text!r}: {unknown_key_message(key, list(COST_TERMS))}")
     try:
-        kw = {_COST_KEYS[k]: float(v) for k, v in values.items()}
+        return {k: float(v) for k, v in values.items()}
     except ValueError as e:
         raise ConfigError(f"--step-cost {text!r}: {e}") from None
-    kw.setdefault("fixed", 0.0)
-    return CostModel(**kw, time_unit="s")
 
 
-def add_workload_args(p: argparse.ArgumentParser, requests: int = 500) -> None:
-    """The synthetic-workload flags (vllm bench serve's random dataset and arrivals)."""
-    p.add_argument("--requests", type=int, default=requests, help=f"requests (default {requests})")
-    p.add_argument(
-        "--prompt-len",
-        type=parse_length,
-        default=parse_length("uniform:512:0.5"),
-        help="N, uniform:MEAN:RATIO or lognormal:MEAN:SIGMA[:MAX] (default uniform:512:0.5)",
-    )
-    p.add_argument(
-        "--output-len",
-        type=parse_length,
-        default=parse_length("uniform:128:0.5"),
-        help="as --prompt-len (default uniform:128:0.5)",
-    )
-    p.add_argument(
-        "--burstiness",
-        type=float,
-        default=1.0,
-        help="1 = Poisson arrivals, < 1 burstier, > 1 more regular (default 1)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    p.add_argument(
-        "--step-cost",
-        metavar="TERMS",
-        help="seconds per step: fixed=..,prefill=..,decode=..,seq=.. "
-        "(per prefill token, decode token, scheduled sequence); default: the "
-        "unit step clock, times in steps",
-    )
+__all__ = ["COST_TERMS", "as_argument_type", "knob_values", "step_cost"]

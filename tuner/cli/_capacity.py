@@ -1,17 +1,28 @@
-"""``tuner capacity``: the highest request rate each configuration sustains under the SLOs."""
+"""``tuner capacity``: the highest request rate each configuration sustains under the SLOs, run
+as a capacity study (through :func:`~tuner.studies.run_study`) built from the flags."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from tuner.backends import SimulatorBackend
-from tuner.cli._args import add_workload_args, cost_model, serving_config
+from tuner.cli._args import COST_TERMS, as_argument_type, knob_values, step_cost
+from tuner.cli._fields import add_fields, values
+from tuner.cli._study import run_and_report
 from tuner.cli._table import format_table
-from tuner.core import ConfigError, InfeasibleError, ServingConfig, Workload
-from tuner.objectives import SLO
-from tuner.report import plot_load_curves
-from tuner.studies import find_capacity, load_sweep
+from tuner.objectives import CapacitySettings
+from tuner.report import capacity_text, first_failing, limiting_slo
+from tuner.studies import Arrivals, StudyOutcome, build_spec
+
+WORKLOAD_DEFAULTS = {
+    "rate": 4.0,
+    "requests": 500,
+    "prompt_len": "uniform:512:0.5",
+    "output_len": "uniform:128:0.5",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,17 +30,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "capacity",
         help="find the highest request rate each config sustains under the SLOs",
         description=(
-            "Bisect over the request rate (fixed seeds) for the highest rate at which every SLO "
-            "holds, for each --config, on the step simulator; optionally plot a latency "
-            "percentile against offered load for all of them (the hockey stick) to a PNG."
+            "For each --config, search the offered request rate (the same requests, fixed "
+            "seeds) for the highest rate at which every SLO holds, on the step simulator: a "
+            "capacity study (objective: {maximize: capacity}) built from these flags. Prints "
+            "capacity, the first failing rate, the binding SLO, tokens/s per GPU and, with "
+            "--gpu-hour-price, the price of a million output tokens; the report draws latency "
+            "against offered load (the hockey stick). A configuration that holds at --high is "
+            "reported as '>= high', never extrapolated."
         ),
     )
     p.add_argument(
         "--config",
         action="append",
         metavar="KNOBS",
+        type=as_argument_type(knob_values),
         help="knob=value pairs over vLLM's defaults, e.g. "
-        "'max_num_batched_tokens=512,max_num_seqs=32' (repeatable)",
+        "'max_num_batched_tokens=512,max_num_seqs=32' (repeatable; default: "
+        "vLLM's defaults)",
     )
     p.add_argument(
         "--slo",
@@ -38,74 +55,84 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="SLO",
         help="e.g. 'ttft.p99 <= 500ms' (repeatable)",
     )
-    p.add_argument("--low", type=float, default=0.5, help="a rate the SLOs hold at (default 0.5)")
-    p.add_argument("--high", type=float, default=8.0, help="first upper guess (default 8)")
-    p.add_argument("--rel-tol", type=float, default=0.02, help="bisection tolerance (0.02)")
-    p.add_argument("--plot", metavar="PNG", help="write the hockey-stick plot here")
-    p.add_argument(
-        "--plot-metric", default=None, help="metric to plot (default: the first SLO's metric)"
+    add_fields(
+        p.add_argument_group("the load search"),
+        CapacitySettings,
+        ["low", "high", "start", "rel_tol", "max_probes", "gpu_hour_price"],
     )
-    add_workload_args(p)
+    add_fields(
+        p.add_argument_group("workload (Poisson arrivals, regenerated at each rate)"),
+        Arrivals,
+        ["requests", "prompt_len", "output_len", "burstiness", "seed"],
+        defaults=WORKLOAD_DEFAULTS,
+    )
+    p.add_argument(
+        "--step-cost",
+        metavar="TERMS",
+        type=as_argument_type(step_cost),
+        help=f"seconds per step: {', '.join(t + '=..' for t in COST_TERMS)}; "
+        "default: the unit step clock, rates per step",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="the study's folder: report with the hockey stick, trials.jsonl "
+        "(default: a new temporary folder, kept)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    configs = [serving_config(c) for c in (args.config or [""])]
-    slos = [SLO.parse(s) for s in args.slo]
-    cm = cost_model(args.step_cost)
-    backend = SimulatorBackend(cm)
-    unit = "req/s" if cm.time_unit == "s" else "req/step"
+    configs: list[dict[str, Any]] = args.config or [{}]
+    knobs = sorted({k for c in configs for k in c})
+    space_knobs = {k: list(dict.fromkeys(c.get(k) for c in configs if k in c)) for k in knobs}
+    simulator: dict[str, Any] = {}
+    if args.step_cost:
+        simulator["step_cost"] = args.step_cost
+    spec = build_spec(
+        {
+            "name": "capacity",
+            "workload": {"poisson": values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)},
+            "space": {"knobs": space_knobs or {"max_num_seqs": [128]}},
+            "objective": {"maximize": "capacity", **values(args, CapacitySettings)},
+            "slos": args.slo,
+            "backend": {"simulator": simulator},
+            "search": {"list": configs},
+        },
+        "tuner capacity",
+    )
+    folder = args.output or Path(tempfile.mkdtemp(prefix="tuner-capacity-"))
+    outcome, status = run_and_report(spec, Path.cwd(), folder)
+    print()
+    print(capacity_table(outcome))
+    return status
 
-    def workload_at(rate: float) -> Workload:
-        if args.burstiness == 1.0:
-            return Workload.poisson(
-                rate, args.requests, args.prompt_len, args.output_len, seed=args.seed
-            )
-        return Workload.gamma(
-            rate,
-            args.requests,
-            args.prompt_len,
-            args.output_len,
-            burstiness=args.burstiness,
-            seed=args.seed,
-        )
 
+def capacity_table(outcome: StudyOutcome) -> str:
+    """One row per configuration: capacity (or the bound), first failing rate, binding SLO,
+    tokens/s per GPU and $/1M output tokens."""
+    unit = "req/s" if outcome.time_unit == "s" else "req/step"
     rows: list[list[object]] = []
-    caps: list[float] = []
-    base = ServingConfig()
-    for cfg in configs:
-        try:
-            cap = find_capacity(
-                backend, cfg, workload_at, slos, low=args.low, high=args.high, rel_tol=args.rel_tol
-            )
-        except InfeasibleError as e:
-            rows.append([cfg.describe(base), "none", "-", f"fails at {args.low:g} {unit}: {e}"])
-            continue
-        caps.append(cap.rate)
-        above = "-" if cap.lowest_infeasible is None else f"{cap.lowest_infeasible:.4g}"
-        rows.append([cfg.describe(base), f"{cap.rate:.4g}", above, cap.binding or "-"])
-    print(format_table(["config", f"capacity ({unit})", "first failing rate", "binding SLO"], rows))
-    if args.plot:
-        metric = args.plot_metric or slos[0].metric
-        top = max(caps) * 1.6 if caps else args.high
-        rates = list(_geometric(args.low, top, 14))
-        curves = load_sweep(backend, configs, workload_at, rates, metric)
-        limit = next((s.limit for s in slos if s.metric == metric), None)
-        path = plot_load_curves(
-            curves,
-            args.plot,
-            metric=metric,
-            base=base,
-            limit=limit,
-            unit="s" if cm.time_unit == "s" else "steps",
-            rate_unit=unit,
+    for t in outcome.trials:
+        rows.append(
+            [
+                t.config.describe(outcome.space.base),
+                capacity_text(t),
+                "-" if first_failing(t) is None else f"{first_failing(t):.4g}",
+                limiting_slo(t) or "-",
+                t.values.get("throughput_per_gpu", math.nan),
+                t.values.get("cost_per_million_tokens", math.nan),
+            ]
         )
-        print(f"plot: {path}")
-    return 0
-
-
-def _geometric(low: float, high: float, n: int) -> list[float]:
-    if not (0 < low < high):
-        raise ConfigError(f"rates: need 0 < low < high, got {low}, {high}")
-    ratio = (high / low) ** (1 / (n - 1))
-    return [low * ratio**i for i in range(n)] if math.isfinite(ratio) else [low]
+    return format_table(
+        [
+            "config",
+            f"capacity ({unit})",
+            "first failing rate",
+            "binding SLO",
+            "tok/s per GPU",
+            "$ per 1M output tokens",
+        ],
+        rows,
+    )

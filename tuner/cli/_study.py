@@ -11,7 +11,7 @@ from types import FrameType
 
 from tuner.cli import _exit
 from tuner.cli._table import trial_table
-from tuner.report import write_report
+from tuner.report import flat_warning, write_report
 from tuner.studies import StudyOutcome, StudySpec, run_study
 
 
@@ -64,6 +64,9 @@ def verdict(outcome: StudyOutcome) -> int:
         )
         print("rerun the same command to continue where it stopped")
         return _exit.INTERRUPTED
+    flat = flat_warning(trials, outcome.objective)
+    if flat is not None:
+        print(f"\nWARNING: {flat}")
     if best is not None:
         print(f"\nchosen: {best.config.describe(outcome.space.base)}")
         values = ", ".join(

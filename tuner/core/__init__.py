@@ -28,7 +28,7 @@ from tuner.core._measurement import Measurement
 from tuner.core._model import FrozenModel
 from tuner.core._settings import Settings, unknown_key_message
 from tuner.core._space import SearchSpace
-from tuner.core._trial import SLOResult, Trial, TrialStatus
+from tuner.core._trial import LoadPoint, SLOResult, Trial, TrialStatus
 from tuner.core._workload import Request, Workload
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "InfeasibleError",
     "LengthDistribution",
     "LengthSpec",
+    "LoadPoint",
     "LogNormal",
     "Measurement",
     "Request",

@@ -36,6 +36,23 @@ class SLOResult(FrozenModel):
     """Slack to the limit (>= 0 when met; negative by how much it is missed)."""
 
 
+class LoadPoint(FrozenModel):
+    """One probe of a capacity search: the configuration measured at one offered load."""
+
+    rate: float = Field(gt=0, allow_inf_nan=False)
+    """The offered load: requests per time unit (or concurrent users in closed loop)."""
+    feasible: bool
+    """Whether every SLO held at this load."""
+    slo_results: tuple[SLOResult, ...] = ()
+    """Each SLO's verdict at this load."""
+    values: dict[str, float] = Field(default_factory=dict)
+    """The metrics measured at this load (the SLOs' and a few headline figures)."""
+    cost: float = Field(default=0.0, ge=0.0)
+    """Evaluation cost of this probe (engine steps, or seconds of load)."""
+    error: str | None = None
+    """Why the backend could not measure this load (then it counts as not holding)."""
+
+
 class Trial(FrozenModel):
     """One configuration evaluated once: what was run, what came out, and the verdict."""
 
@@ -58,7 +75,13 @@ class Trial(FrozenModel):
     cost: float = Field(default=0.0, ge=0.0)
     """Evaluation cost for budgets: engine steps run (step-level backends), else seconds."""
     measurement: Measurement | None = Field(default=None, exclude=True, repr=False)
-    """The full measurement (not written to trial logs)."""
+    """The full measurement (not written to trial logs); for a capacity objective, the one at
+    the capacity point."""
+    load_points: tuple[LoadPoint, ...] = ()
+    """For a capacity objective: every offered load probed, in probe order."""
+    capacity_note: str | None = None
+    """How to read a capacity value that is a bound, not a measured boundary: ``">= 64
+    (held at the highest load tried)"`` or ``"below the incumbent's capacity of 12.3"``."""
 
     @property
     def ok(self) -> bool:

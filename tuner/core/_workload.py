@@ -418,6 +418,50 @@ class Workload:
             f"prompt_tokens={self.total_prompt_tokens}, output_tokens={self.total_output_tokens})"
         )
 
+    @property
+    def rate(self) -> float:
+        """Mean offered rate: ``n / (last arrival - first arrival)`` (requests per second, or
+        per step on the unit clock); ``inf`` when every request arrives at once.
+
+        Example:
+            >>> Workload.from_arrays([0.0, 1.0, 2.0, 4.0], [8] * 4, [2] * 4).rate
+            1.0
+        """
+        span = float(self._arrival.max() - self._arrival.min())
+        return len(self) / span if span > 0 else math.inf
+
+    def at_rate(self, rate: float) -> Workload:
+        """The same requests (lengths, order, ids), their arrival offsets from the first arrival
+        scaled so that :attr:`rate` equals ``rate``.
+
+        Scaling keeps the shape of the arrivals (bursts stay bursts), so capacity searches
+        compare a configuration at several loads on the very same requests.
+
+        Raises:
+            WorkloadError: ``rate`` is not a finite number > 0, or the workload has no span (a
+                single request, or all at once), so it has no rate to scale.
+
+        Example:
+            >>> w = Workload.from_arrays([0.0, 1.0, 2.0, 4.0], [8] * 4, [2] * 4)
+            >>> w.at_rate(2.0).arrival.tolist()
+            [0.0, 0.5, 1.0, 2.0]
+        """
+        if (
+            isinstance(rate, (bool, np.bool_))
+            or not isinstance(rate, (int, float))
+            or not (math.isfinite(rate) and rate > 0)
+        ):
+            raise WorkloadError(f"at_rate(rate={rate!r}): the rate must be a finite number > 0")
+        current = self.rate
+        if not math.isfinite(current):
+            raise WorkloadError(
+                f"at_rate({rate!r}): a workload of {len(self)} request(s) all arriving at "
+                f"{float(self._arrival.min()):g} has no span, so it has no rate to scale"
+            )
+        first = float(self._arrival.min())
+        arrival = first + (self._arrival - first) * (current / rate)
+        return Workload.from_arrays(arrival, self._prompt, self._output)
+
     def head(self, fraction: float) -> Workload:
         """The first ``fraction`` of the requests by arrival (at least one), for cheap trials.
 

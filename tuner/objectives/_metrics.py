@@ -17,7 +17,7 @@ from tuner.core import BackendError, Measurement, SLOError
 from tuner.objectives._goodput import CRITERIA, request_goodput
 from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 
-Kind = Literal["time", "steps", "tokens", "count", "rate"]
+Kind = Literal["time", "steps", "tokens", "count", "rate", "cost"]
 
 KIND_NOUNS: dict[str, str] = {
     "time": "a latency",
@@ -25,6 +25,14 @@ KIND_NOUNS: dict[str, str] = {
     "tokens": "a number of tokens",
     "count": "a count",
     "rate": "a throughput",
+    "cost": "a price",
+}
+
+#: Figures of a capacity search (``tuner.objectives._capacity``), not of one measurement.
+CAPACITY_KINDS: dict[str, Kind] = {
+    "capacity": "rate",
+    "throughput_per_gpu": "rate",
+    "cost_per_million_tokens": "cost",
 }
 """How error messages name a metric of each kind."""
 
@@ -119,6 +127,7 @@ def metric_names() -> list[str]:
     return [
         *(f"{n}.<stat>" for n in DISTRIBUTIONS),
         *SCALARS,
+        *CAPACITY_KINDS,
         "goodput(ttft:<limit>,tpot:<limit>,e2e:<limit>)",
     ]
 
@@ -142,6 +151,8 @@ class MetricRef:
         if text.startswith("goodput"):
             return cls._parse_goodput(text)
         name, _, stat = text.partition(".")
+        if name in CAPACITY_KINDS and not stat:
+            return cls(name)
         if name in SCALARS:
             if stat:
                 raise SLOError(f"metric {text!r}: {name} is a single figure and takes no statistic")
@@ -186,14 +197,22 @@ class MetricRef:
         return cls("goodput", None, tuple((k, *limits[k]) for k in CRITERIA if k in limits))
 
     @property
+    def is_capacity(self) -> bool:
+        """Whether this is a figure of a capacity search (the Loop computes it from the load
+        points of a trial, not from one measurement)."""
+        return self.name in CAPACITY_KINDS
+
+    @property
     def kind(self) -> Kind:
+        if self.name in CAPACITY_KINDS:
+            return CAPACITY_KINDS[self.name]
         if self.name == "goodput":
             return "rate"
         return (SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]).kind
 
     @property
     def needs_steps(self) -> bool:
-        if self.name == "goodput":
+        if self.name == "goodput" or self.name in CAPACITY_KINDS:
             return False
         spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
         return spec.needs_steps
@@ -202,7 +221,7 @@ class MetricRef:
     def nonnegative(self) -> bool:
         """Whether the metric can never be below 0 (every latency, count and throughput, and
         every statistic of them), so a negative limit on it is a mistake."""
-        if self.name == "goodput":
+        if self.name == "goodput" or self.name in CAPACITY_KINDS:
             return True
         spec = SCALARS[self.name] if self.stat is None else DISTRIBUTIONS[self.name]
         return spec.nonnegative
@@ -214,6 +233,11 @@ class MetricRef:
 
     def value(self, m: Measurement) -> float:
         """This metric's value on a measurement (in the measurement's time unit)."""
+        if self.name in CAPACITY_KINDS:
+            raise SLOError(
+                f"{self.name} comes from a search over the offered load (a capacity objective), "
+                "not from one measurement"
+            )
         if self.name == "goodput":
             kw = {f"{k}_max": v for k, v, _ in self.limits}
             return request_goodput(m, **kw)

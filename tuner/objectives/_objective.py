@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from tuner.core import FrozenModel, SLOError
+from tuner.objectives._capacity import (
+    CAPACITY_DIRECTIONS,
+    CAPACITY_METRICS,
+    CapacityMode,
+    CapacitySettings,
+)
 from tuner.objectives._metrics import MetricRef
 
 Direction = Literal["maximize", "minimize"]
@@ -40,6 +46,18 @@ class Objective(FrozenModel):
     """Direction of the tie-break metric."""
     tie_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
     """Relative difference under which two objective values count as a tie."""
+    load: CapacitySettings | None = None
+    """For a capacity objective (``capacity``, ``throughput_per_gpu``,
+    ``cost_per_million_tokens``): how each configuration's highest sustainable load is
+    searched. Filled with the defaults when such a metric is named."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_load(cls, data: Any) -> Any:
+        capacity = isinstance(data, dict) and data.get("metric") in CAPACITY_METRICS
+        if capacity and data.get("load") is None:
+            data = {**data, "load": CapacitySettings()}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Objective:
@@ -48,17 +66,66 @@ class Objective(FrozenModel):
                 MetricRef.parse(name)
             except SLOError as e:
                 raise ValueError(str(e)) from None
+        if self.tie_break in CAPACITY_METRICS:
+            raise ValueError(
+                f"tie_break {self.tie_break!r}: a capacity figure can only be the objective itself"
+            )
+        if self.load is not None and self.metric not in CAPACITY_METRICS:
+            raise ValueError(
+                f"load settings apply to a capacity objective ({', '.join(CAPACITY_METRICS)}), "
+                f"not to {self.metric!r}"
+            )
+        if self.metric in CAPACITY_METRICS:
+            wanted = CAPACITY_DIRECTIONS[self.metric]
+            if self.direction != wanted:
+                raise ValueError(f"{self.metric} can only be {wanted}d")
+        if self.metric == "cost_per_million_tokens" and (
+            self.load is None or self.load.gpu_hour_price is None
+        ):
+            raise ValueError(
+                "cost_per_million_tokens needs gpu_hour_price (the price of one "
+                "GPU-hour), e.g. Objective.minimize('cost_per_million_tokens', "
+                "gpu_hour_price=2.5)"
+            )
         return self
 
     @classmethod
-    def maximize(cls, metric: str, tie_break: str | None = None, **kw: object) -> Objective:
-        """Larger is better (throughput)."""
-        return cls(metric=metric, direction="maximize", tie_break=tie_break, **kw)
+    def capacity(
+        cls,
+        low: float | None = None,
+        high: float | None = None,
+        rel_tol: float = 0.02,
+        mode: CapacityMode = "rate",
+        **settings: Any,
+    ) -> Objective:
+        """The most load a configuration sustains under the SLOs (requests per second, or
+        concurrent users with ``mode="concurrency"``): each trial's value
+        ``trial.values["capacity"]`` comes from a search over the offered load (see
+        :class:`CapacitySettings` for ``start``, ``max_probes``, ``shortcut``,
+        ``gpu_hour_price``). Needs at least one SLO (capacity is unbounded without one).
+
+        Example:
+            >>> Objective.capacity(low=1, high=64).load.high
+            64.0
+        """
+        load = CapacitySettings(low=low, high=high, rel_tol=rel_tol, mode=mode, **settings)
+        return cls(metric="capacity", direction="maximize", load=load)
+
+    @property
+    def is_capacity(self) -> bool:
+        """Whether each trial's value comes from a search over the offered load."""
+        return self.load is not None
 
     @classmethod
-    def minimize(cls, metric: str, tie_break: str | None = None, **kw: object) -> Objective:
-        """Smaller is better (steps, latency)."""
-        return cls(metric=metric, direction="minimize", tie_break=tie_break, **kw)
+    def maximize(cls, metric: str, tie_break: str | None = None, **kw: Any) -> Objective:
+        """Larger is better (throughput). Capacity settings (``low``, ``gpu_hour_price``, ...)
+        may be given as keywords for a capacity metric."""
+        return cls(metric=metric, direction="maximize", tie_break=tie_break, **_split(kw))
+
+    @classmethod
+    def minimize(cls, metric: str, tie_break: str | None = None, **kw: Any) -> Objective:
+        """Smaller is better (steps, latency, ``cost_per_million_tokens``)."""
+        return cls(metric=metric, direction="minimize", tie_break=tie_break, **_split(kw))
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -68,6 +135,12 @@ class Objective(FrozenModel):
     @property
     def text(self) -> str:
         s = f"{self.direction} {self.metric}"
+        if self.load is not None:
+            given = self.load.model_dump(exclude_defaults=True)
+            opts = ", ".join(
+                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in given.items()
+            )
+            s += f" ({opts})" if opts else ""
         if self.tie_break:
             s += f" (ties: {self.tie_break_direction} {self.tie_break})"
         return s
@@ -88,6 +161,14 @@ class Objective(FrozenModel):
         if math.isinf(a) or math.isinf(b):
             return False
         return abs(a - b) <= self.tie_tolerance * max(abs(a), abs(b))
+
+
+def _split(kw: dict[str, Any]) -> dict[str, Any]:
+    """Objective fields as given; capacity settings gathered into ``load``."""
+    load = {k: kw.pop(k) for k in list(kw) if k in CapacitySettings.model_fields}
+    if load:
+        kw["load"] = CapacitySettings(**load)
+    return kw
 
 
 def _signed(v: float, direction: Direction) -> float:

@@ -97,6 +97,40 @@ def tied_with_best(trials: Sequence[Trial], objective: Objective) -> list[Trial]
     return [t for t in pool if objective.is_tie(objective.score(t.values), top)]
 
 
+#: Below this relative spread, feasible objective values count as flat even when the objective's
+#: own ``tie_tolerance`` is smaller (0.1 %: throughput equal to the offered load).
+FLAT_SPREAD = 0.001
+
+
+def objective_spread(trials: Sequence[Trial], objective: Objective) -> float | None:
+    """``(best - worst) / |best|`` over the feasible full-fidelity trials' objective values
+    (None with fewer than two such trials).
+
+    Example:
+        >>> from tuner import ServingConfig, Trial, TrialStatus
+        >>> t = [Trial(number=i, config=ServingConfig(max_num_seqs=i + 1),
+        ...            status=TrialStatus.COMPLETE, values={"output_throughput": v})
+        ...      for i, v in enumerate([100.0, 99.0])]
+        >>> objective_spread(t, Objective.maximize("output_throughput"))
+        0.01
+    """
+    pool = [t for t in trials if t.feasible and t.fidelity == 1.0]
+    vals = [t.values.get(objective.metric, math.nan) for t in pool]
+    vals = [v for v in vals if math.isfinite(v)]
+    if len(vals) < 2:
+        return None
+    best = max(vals) if objective.direction == "maximize" else min(vals)
+    worst = min(vals) if objective.direction == "maximize" else max(vals)
+    return abs(best - worst) / abs(best) if best else (0.0 if best == worst else math.inf)
+
+
+def is_flat(trials: Sequence[Trial], objective: Objective) -> bool:
+    """Whether every feasible trial's objective lies within the tie tolerance (at least
+    :data:`FLAT_SPREAD`) of the best: the objective does not decide, the tie-break does."""
+    spread = objective_spread(trials, objective)
+    return spread is not None and spread <= max(objective.tie_tolerance, FLAT_SPREAD)
+
+
 def best_trial(trials: Sequence[Trial], objective: Objective) -> Trial | None:
     """The best feasible full-fidelity trial: best objective, then tie-break, then earliest.
 

@@ -59,6 +59,11 @@ class SLO(FrozenModel):
             ref = MetricRef.parse(self.metric)
         except SLOError as e:
             raise ValueError(str(e)) from None
+        if ref.is_capacity:
+            raise ValueError(
+                f"{self.metric} is the figure a capacity objective finds, not a constraint; "
+                f"use it as the objective (objective: {{maximize: capacity}})"
+            )
         if self.unit is not None and ref.kind != "time":
             raise ValueError(
                 f"{self.metric} is not a time metric; its limit takes no unit (got {self.unit!r})"

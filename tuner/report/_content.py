@@ -10,6 +10,7 @@ import yaml
 from tuner.core import ServingConfig, Trial
 from tuner.objectives import SLO, binding_slo, relative_margin
 from tuner.report import _figures
+from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.studies import StudyOutcome, StudySpec
 
@@ -50,6 +51,20 @@ def blocks(o: StudyOutcome) -> list[Block]:
         )
     )
 
+    if o.interrupted:
+        of = f" of {o.planned}" if o.planned else ""
+        out += [
+            Heading(f"INTERRUPTED after {len(o.trials)}{of} trials"),
+            Para(
+                "The run was stopped before its search ended: no recommendation comes from a "
+                "partial run. Rerun the same study to continue where it stopped (finished "
+                "trials are never measured again).",
+                strong=True,
+            ),
+        ]
+    flat = flat_warning(o.trials, o.objective)
+    if flat is not None:
+        out += [Heading("Warning: a flat objective"), Para(flat, strong=True)]
     if best is None:
         out += [
             Heading("INFEASIBLE: no configuration meets the SLOs"),
@@ -58,8 +73,9 @@ def blocks(o: StudyOutcome) -> list[Block]:
             ),
             Code(str(o.infeasible)),
         ]
-    else:
+    elif not o.interrupted:
         out += _winner(o, best)
+    out += capacity_blocks(o)
     out += _trials(o)
     out += _figures_blocks(o, best)
     if o.two_tier is not None:

@@ -110,3 +110,34 @@ def step_timeline(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def hockey_stick(
+    curves: Mapping[str, Trial], metric: str, limit: float, rate_unit: str, path: Path
+) -> Path | None:
+    """The binding SLO's metric against offered load, from each trial's capacity probes."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    drawn = 0
+    for label, t in curves.items():
+        pts = sorted((p.rate, p.values.get(metric, math.nan)) for p in t.load_points)
+        pts = [(x, y) for x, y in pts if math.isfinite(y)]
+        if not pts:
+            continue
+        drawn += 1
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2, label=label)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(limit, color="crimson", ls="--", lw=1, label=f"SLO limit {limit:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"offered load ({rate_unit})")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{metric} against offered load (the hockey stick)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,12 +1,7 @@
 """Studies: a whole tuning study from a validated spec (the one composition root every CLI
 command runs through), capacity and two-tier tuning."""
 
-from tuner.studies._capacity import (
-    CapacityResult,
-    LoadPoint,
-    find_capacity,
-    load_sweep,
-)
+from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
 from tuner.studies._run import StudyOutcome, run_study
 from tuner.studies._spec import Arrivals, StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
@@ -15,7 +10,6 @@ __all__ = [
     "Arrivals",
     "CapacityResult",
     "Comparison",
-    "LoadPoint",
     "StudyOutcome",
     "StudySpec",
     "TwoTierResult",

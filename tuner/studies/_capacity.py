@@ -1,56 +1,55 @@
-"""Capacity: the highest request rate a configuration sustains under the SLOs, and how a latency
-percentile grows with offered load (the hockey stick)."""
+"""Capacity of one configuration outside a study, and latency against offered load (the hockey
+stick). Both run the one capacity search of the composition layer (``tuner.tuning``), so a
+capacity found here equals the one a capacity objective finds in a study."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tuner.backends import Backend
-from tuner.core import (
-    ConfigError,
-    InfeasibleError,
-    ServingConfig,
-    SLOResult,
-    SLOShortfall,
-    Workload,
+from tuner.core import ConfigError, LoadPoint, ServingConfig, Workload
+from tuner.objectives import (
+    SLO,
+    CapacitySettings,
+    MetricRef,
+    Objective,
+    binding_slo,
+    infeasible_error,
+    parse_slos,
 )
-from tuner.objectives import SLO, MetricRef, binding_slo, judge, parse_slos
+from tuner.tuning import capacity_trial
 
 WorkloadAt = Callable[[float], Workload]
 """Builds the workload offered at a request rate (with fixed seeds, so only the rate varies)."""
 
 
 @dataclass(frozen=True)
-class LoadPoint:
-    """One measurement at one offered rate."""
-
-    rate: float
-    feasible: bool
-    slo_results: tuple[SLOResult, ...]
-    values: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CapacityResult:
-    """The highest rate found to meet every SLO, and every point measured on the way."""
+    """The highest load found to meet every SLO, and every load measured on the way."""
 
     config: ServingConfig
     rate: float
-    """The highest feasible rate measured (within ``rel_tol`` of the true boundary)."""
+    """The highest load at which every SLO held (a lattice point; see ``RateLattice``)."""
     lowest_infeasible: float | None
-    """The lowest rate measured that missed an SLO (None: none within the search range)."""
+    """The lowest load above ``rate`` that missed an SLO (None: none, ``rate`` is a bound)."""
     points: tuple[LoadPoint, ...]
+    note: str | None = None
+    """Set when ``rate`` is a bound rather than a measured boundary (``>= high``)."""
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every load tried held (so ``rate`` is only a lower bound)."""
+        return self.lowest_infeasible is None
 
     @property
     def binding(self) -> str | None:
-        """The SLO that failed first above capacity (the one that limits the rate)."""
-        over = [p for p in self.points if not p.feasible]
+        """The SLO that failed first above capacity (the one that limits the load)."""
+        over = [p for p in self.points if not p.feasible and p.slo_results]
         if not over:
             return None
-        lowest = min(over, key=lambda p: p.rate)
-        worst = binding_slo(lowest.slo_results)
+        worst = binding_slo(min(over, key=lambda p: p.rate).slo_results)
         return None if worst is None else worst.slo
 
 
@@ -63,17 +62,15 @@ def find_capacity(
     low: float,
     high: float,
     rel_tol: float = 0.02,
-    max_evaluations: int = 40,
+    max_probes: int = 40,
+    start: float | None = None,
 ) -> CapacityResult:
-    """Bisect over the request rate for the highest rate at which every SLO holds.
-
-    Assumes latency grows with load (true of queues). ``low`` must meet the SLOs; if ``high``
-    does too, the range is doubled (up to ``max_evaluations``) until a rate misses one. Each rate
-    is measured on ``workload_at(rate)``, so fixed seeds make the search reproducible.
+    """The highest load (on a lattice of ``rel_tol`` steps from ``start``, default ``low``)
+    at which every SLO holds, between ``low`` and ``high``.
 
     Raises:
         InfeasibleError: the SLOs fail even at ``low``.
-        ConfigError: bad arguments.
+        ConfigError: bad arguments, or no SLO (capacity is unbounded without one).
 
     Example:
         >>> from tuner import ServingConfig, Workload
@@ -85,46 +82,48 @@ def find_capacity(
         >>> cap.rate > 1
         True
     """
-    parsed = parse_slos(list(slos))
+    parsed = parse_slos(slos)
     if not parsed:
         raise ConfigError("find_capacity: give at least one SLO (capacity is a rate under SLOs)")
-    if not (0 < low < high) or not all(math.isfinite(x) for x in (low, high)):
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (low, high)) or not (
+        0 < low < high
+    ):
         raise ConfigError(f"find_capacity: need 0 < low < high, got low={low!r}, high={high!r}")
     if not 0 < rel_tol < 1:
         raise ConfigError(f"find_capacity.rel_tol = {rel_tol!r}: must be in (0, 1)")
-    points: list[LoadPoint] = []
+    settings = CapacitySettings(
+        low=low, high=high, rel_tol=rel_tol, max_probes=max_probes, shortcut=False, start=start
+    )
+    objective = Objective(metric="capacity", direction="maximize", load=settings)
+    metrics = list(dict.fromkeys(s.metric for s in parsed))
 
-    def probe(rate: float) -> LoadPoint:
-        m = backend.evaluate(config, workload_at(rate))
-        for slo in parsed:
-            slo.check_applicable(m)
-        results = judge(parsed, m)
-        point = LoadPoint(
-            rate, all(r.ok for r in results), results, {r.slo: r.value for r in results}
-        )
-        points.append(point)
-        return point
+    def values(m: object) -> dict[str, float]:
+        return {name: MetricRef.parse(name).value(m) for name in metrics}  # type: ignore[arg-type]
 
-    first = probe(low)
-    if not first.feasible:
-        raise InfeasibleError(
-            [SLOShortfall(r.slo, r.limit, r.value, config, int(r.ok)) for r in first.slo_results],
-            (),
+    trial = capacity_trial(
+        0,
+        config,
+        1.0,
+        backend,
+        workload_at,
+        settings.first_rate(low),
+        parsed,
+        objective,
+        values,
+        None,
+        (),
+    )
+    if not trial.ok:
+        raise ConfigError(
+            f"find_capacity: {config.describe()} could not be measured: {trial.error}"
         )
-    ok, bad = low, high
-    top = probe(high)
-    while top.feasible and len(points) < max_evaluations:
-        ok, bad = bad, bad * 2
-        top = probe(bad)
-    if top.feasible:
-        return CapacityResult(config, bad, None, tuple(points))
-    while bad - ok > rel_tol * ok and len(points) < max_evaluations:
-        mid = math.sqrt(ok * bad) if bad / ok > 4 else (ok + bad) / 2
-        if probe(mid).feasible:
-            ok = mid
-        else:
-            bad = mid
-    return CapacityResult(config, ok, bad, tuple(points))
+    if not trial.feasible:
+        raise infeasible_error([trial], parsed, note=f"the SLOs fail even at {low:g}")
+    cap = trial.values["capacity"]
+    above = [p.rate for p in trial.load_points if not p.feasible and p.rate > cap]
+    return CapacityResult(
+        config, cap, min(above) if above else None, trial.load_points, trial.capacity_note
+    )
 
 
 def load_sweep(
@@ -140,5 +139,6 @@ def load_sweep(
         raise ConfigError(f"load_sweep.rates = {list(rates)!r}: need positive rates")
     out: dict[ServingConfig, list[tuple[float, float]]] = {}
     for cfg in configs:
-        out[cfg] = [(r, ref.value(backend.evaluate(cfg, workload_at(r)))) for r in sorted(rates)]
+        with backend.session(cfg) as measure:
+            out[cfg] = [(r, ref.value(measure(workload_at(r)))) for r in sorted(rates)]
     return out

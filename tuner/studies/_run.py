@@ -23,6 +23,7 @@ from tuner.objectives import SLO, Objective, parse_slos
 from tuner.search import (
     GridSearch,
     HalvingSettings,
+    ListSearch,
     RandomSearch,
     Search,
     SuccessiveHalving,
@@ -32,7 +33,7 @@ from tuner.search import (
 from tuner.studies._progress import Progress
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
 from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
-from tuner.tuning import Exploration, Loop
+from tuner.tuning import Exploration, Loop, WorkloadAt
 
 
 @dataclass
@@ -55,12 +56,24 @@ class StudyOutcome:
     wall_time: float = 0.0
     planned: int | None = None
     """How many trials the search planned, when known (for "k of n")."""
+    baseline: Trial | None = None
+    """vLLM's defaults measured like the trials (for a capacity study: their capacity), when
+    they were a trial or cheap to measure (the simulator)."""
 
     @property
     def best(self) -> Trial | None:
         if self.two_tier is not None:
             return self.two_tier.best
         return self.result.best if self.result is not None else None
+
+    @property
+    def time_unit(self) -> str:
+        """The unit the study's times and rates are in: ``"s"``, or ``"step"`` on the unit
+        step clock."""
+        for t in self.trials:
+            if t.measurement is not None:
+                return t.measurement.time_unit
+        return "s"
 
     @property
     def interrupted(self) -> bool:
@@ -87,6 +100,25 @@ def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
         else:
             w = Workload.gamma(a.rate, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
     return w if spec.head >= 1 else w.head(spec.head)
+
+
+def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
+    """How a capacity objective offers the workload at a rate: a generated workload is
+    regenerated at the rate with the same seed; a trace or literal requests return None (the
+    Loop then scales their arrivals, ``Workload.at_rate``)."""
+    a = spec.poisson
+    if a is None:
+        return None
+    p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
+
+    def at(rate: float) -> Workload:
+        if a.burstiness == 1.0:
+            w = Workload.poisson(rate, a.requests, p, o, seed=a.seed)
+        else:
+            w = Workload.gamma(rate, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
+        return w if spec.head >= 1 else w.head(spec.head)
+
+    return at
 
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
@@ -117,7 +149,7 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     return VLLMServerBackend(model, live.server_settings(), workdir=workdir)
 
 
-def build_search(spec: SearchSpec, storage: str | None, name: str) -> Search:
+def build_search(spec: SearchSpec, storage: str | None, name: str, base: ServingConfig) -> Search:
     """The search a spec names, with its settings."""
     if spec.grid is not None:
         return GridSearch()
@@ -125,6 +157,8 @@ def build_search(spec: SearchSpec, storage: str | None, name: str) -> Search:
         return RandomSearch(spec.random)
     if spec.tpe is not None:
         return _tpe(spec.tpe, storage, name)
+    if spec.list is not None:
+        return ListSearch([base.replace(**changes) for changes in spec.list])
     h = spec.halving
     if h is None:  # pragma: no cover - the spec requires exactly one search
         raise ConfigError("search: give one of grid, random, tpe, halving")
@@ -149,20 +183,8 @@ def build_space(spec: StudySpec) -> SearchSpace:
 
 
 def build_objective(spec: StudySpec) -> Objective:
-    o = spec.objective
-    if o.maximize is not None:
-        return Objective.maximize(
-            o.maximize,
-            tie_break=o.tie_break,
-            tie_tolerance=o.tie_tolerance,
-            tie_break_direction=o.tie_break_direction,
-        )
-    return Objective.minimize(
-        str(o.minimize),
-        tie_break=o.tie_break,
-        tie_tolerance=o.tie_tolerance,
-        tie_break_direction=o.tie_break_direction,
-    )
+    """The objective a study names."""
+    return spec.objective.objective()
 
 
 def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
@@ -174,6 +196,8 @@ def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
         return min(space_size, s.random.max_trials or space_size)
     if s.tpe is not None:
         return s.tpe.n_trials
+    if s.list is not None:
+        return len(s.list)
     return None
 
 
@@ -206,7 +230,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     space = build_space(spec)
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
-    search = build_search(spec.search, spec.storage, spec.name)
+    search = build_search(spec.search, spec.storage, spec.name, space.base)
     total = spec.budget.max_trials or _planned_trials(spec, len(space))
     outcome: StudyOutcome
     if spec.backend is not None:
@@ -218,6 +242,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             search,
             objective,
             slos,
+            workload_at=build_workload_at(spec.workload, root),
             trial_log=folder / "trials.jsonl",
             on_trial=progress,
             budget=spec.budget,
@@ -261,8 +286,38 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         timeline_backend = cheap if isinstance(cheap, SimulatorBackend) else None
     outcome.planned = total
     outcome.timelines = _timelines(outcome, timeline_backend)
+    outcome.baseline = _baseline(outcome, timeline_backend, root)
     outcome.wall_time = time.monotonic() - t0
     return outcome
+
+
+def vllm_defaults(space: SearchSpace) -> ServingConfig:
+    """The space's base with every searched knob at vLLM's default: the baseline."""
+    return space.base.replace(
+        **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
+    )
+
+
+def _baseline(outcome: StudyOutcome, sim: SimulatorBackend | None, root: Path) -> Trial | None:
+    """vLLM's defaults as a trial: the one the study ran, else measured on the simulator."""
+    try:
+        defaults = vllm_defaults(outcome.space)
+    except ConfigError:
+        return None  # the defaults do not fit this space's base (e.g. max_model_len)
+    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
+    if ran:
+        return ran[-1]
+    if sim is None or not outcome.objective.is_capacity or outcome.interrupted:
+        return None
+    loop = Loop(
+        sim,
+        ListSearch([defaults]),
+        outcome.objective,
+        outcome.slos,
+        workload_at=build_workload_at(outcome.spec.workload, root),
+    )
+    trials = loop.explore(outcome.space, outcome.workload).trials
+    return trials[0] if trials and trials[0].ok else None
 
 
 def _timelines(outcome: StudyOutcome, sim: SimulatorBackend | None) -> dict[str, Measurement]:
@@ -274,10 +329,8 @@ def _timelines(outcome: StudyOutcome, sim: SimulatorBackend | None) -> dict[str,
     if best.measurement is not None and best.measurement.has_steps:
         out["winner"] = best.measurement
     if sim is not None:
-        defaults = outcome.space.base.replace(
-            **{k: ServingConfig.model_fields[k].default for k in outcome.space.dimensions}
-        )
         try:
+            defaults = vllm_defaults(outcome.space)
             if "winner" not in out:
                 out["winner"] = sim.evaluate(best.config, outcome.workload)
             if defaults != best.config:

@@ -18,6 +18,7 @@ Errors name the key path and the line of the file.
 
 from __future__ import annotations
 
+import builtins
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuner.backends import CostModel
 from tuner.backends.live import AttachedSettings, ServerSettings
 from tuner.core import KNOBS, ConfigError, Request, ServingConfig, unknown_key_message
-from tuner.objectives import DEFAULT_OBJECTIVE
+from tuner.objectives import CAPACITY_METRICS, DEFAULT_OBJECTIVE, CapacitySettings, Objective
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings
 from tuner.studies._yaml import Path_, line_of, load_with_lines
@@ -96,13 +97,21 @@ class SpaceSpec(_Spec):
     """Drop combinations vLLM refuses instead of failing."""
 
 
-class ObjectiveSpec(_Spec):
-    """Exactly one of ``maximize`` or ``minimize``."""
+class ObjectiveSpec(CapacitySettings):
+    """Exactly one of ``maximize`` or ``minimize`` (a metric), with its tie-break; for a
+    capacity objective (``maximize: capacity``, ``maximize: throughput_per_gpu``,
+    ``minimize: cost_per_million_tokens``) also the load search's settings."""
+
+    _owner = "objective"
 
     maximize: str | None = None
+    """The metric to maximise, e.g. ``capacity`` or ``output_throughput``."""
     minimize: str | None = None
+    """The metric to minimise, e.g. ``cost_per_million_tokens`` or ``total_steps``."""
     tie_break: str | None = None
+    """The metric that decides between equally good configurations."""
     tie_break_direction: Literal["maximize", "minimize"] = "minimize"
+    """Direction of the tie-break metric."""
     tie_tolerance: float = Field(default=0.0, ge=0, le=1)
     """Relative difference under which two objective values count as a tie."""
 
@@ -110,7 +119,32 @@ class ObjectiveSpec(_Spec):
     def _one(self) -> ObjectiveSpec:
         if (self.maximize is None) == (self.minimize is None):
             raise ValueError("give exactly one of 'maximize' or 'minimize'")
+        load = self.model_dump(include=set(CapacitySettings.model_fields), exclude_unset=True)
+        if load and self.metric not in CAPACITY_METRICS:
+            raise ValueError(
+                f"{', '.join(sorted(load))} only apply to a capacity objective "
+                f"({', '.join(CAPACITY_METRICS)}), not to {self.metric!r}"
+            )
         return self
+
+    @property
+    def metric(self) -> str:
+        """The metric named."""
+        return str(self.maximize if self.maximize is not None else self.minimize)
+
+    def objective(self) -> Objective:
+        """The :class:`Objective` this section describes."""
+        load = None
+        if self.metric in CAPACITY_METRICS:
+            load = CapacitySettings(**self.model_dump(include=set(CapacitySettings.model_fields)))
+        return Objective(
+            metric=self.metric,
+            direction="maximize" if self.maximize is not None else "minimize",
+            tie_break=self.tie_break,
+            tie_break_direction=self.tie_break_direction,
+            tie_tolerance=self.tie_tolerance,
+            load=load,
+        )
 
 
 def seconds_cost(value: Any) -> Any:
@@ -222,6 +256,10 @@ class HalvingSpec(HalvingSettings):
     """Where candidates come from (default: random with the halving's seed)."""
 
 
+#: The search strategies a study file may name.
+SEARCH_KINDS = ("grid", "random", "tpe", "halving", "list")
+
+
 class SearchSpec(_Spec):
     """Exactly one search strategy with its settings."""
 
@@ -229,20 +267,22 @@ class SearchSpec(_Spec):
     random: RandomSettings | None = None
     tpe: TPESettings | None = None
     halving: HalvingSpec | None = None
+    list: builtins.list[dict[Knob, Any]] | None = Field(default=None, min_length=1)
+    """Exactly these configurations, in order, each as knob values over ``space.base``."""
 
     @model_validator(mode="after")
     def _one(self) -> SearchSpec:
-        given = [k for k in ("grid", "random", "tpe", "halving") if getattr(self, k) is not None]
+        given = [k for k in SEARCH_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one of grid, random, tpe, halving (got {given or 'none'})"
+                f"give exactly one of {', '.join(SEARCH_KINDS)} (got {given or 'none'})"
             )
         return self
 
     @property
     def kind(self) -> str:
         """The strategy's name."""
-        return next(k for k in ("grid", "random", "tpe", "halving") if getattr(self, k))
+        return next(k for k in SEARCH_KINDS if getattr(self, k) is not None)
 
 
 class StudySpec(_Spec):

@@ -30,6 +30,7 @@ from tuner.core import (
 from tuner.objectives import (
     DEFAULT_OBJECTIVE,
     SLO,
+    CapacitySettings,
     MetricRef,
     Objective,
     best_trial,
@@ -39,6 +40,7 @@ from tuner.objectives import (
 )
 from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
+from tuner.tuning._capacity import WorkloadAt, capacity_trial
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._result import Exploration, TuningResult
@@ -75,6 +77,9 @@ class Loop:
         catch: Exception types that fail a trial (recorded, the search goes on) besides
             :class:`BackendError`; any other exception stops the run after the finished trials
             are saved.
+        workload_at: For a capacity objective, the workload offered at a load (default:
+            ``workload.at_rate``, the same requests with scaled arrivals; a study regenerates a
+            generated workload at the rate with the same seed instead).
 
     Example:
         >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
@@ -101,6 +106,7 @@ class Loop:
         trial_log: str | Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
         catch: Sequence[type[BaseException]] = (),
+        workload_at: WorkloadAt | None = None,
         **budget_changes: Any,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -126,6 +132,16 @@ class Loop:
             if not (isinstance(c, type) and issubclass(c, BaseException)):
                 raise ConfigError(f"Loop.catch: {c!r} is not an exception type")
         self.catch: tuple[type[BaseException], ...] = (BackendError, *catch)
+        if objective.is_capacity and not self.slos:
+            raise ConfigError(
+                f"Loop: the objective {objective.text!r} needs at least one SLO: without one the "
+                "sustainable load is unbounded"
+            )
+        if workload_at is not None and not callable(workload_at):
+            raise ConfigError(
+                f"Loop.workload_at = {workload_at!r}: must be a function rate -> Workload"
+            )
+        self.workload_at = workload_at
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
         self._metrics = list(dict.fromkeys(metrics))
         self._required = set(objective.metrics) | {s.metric for s in self.slos}
@@ -187,7 +203,10 @@ class Loop:
                         break
                     continue
                 answered = 0
-                trial = self._evaluate(record.next_number, proposal, workload)
+                if self.objective.is_capacity:
+                    trial = self._capacity(record, proposal, workload)
+                else:
+                    trial = self._evaluate(record.next_number, proposal, workload)
                 record.add(trial)
                 if log is not None:
                     log.append(trial)
@@ -224,24 +243,53 @@ class Loop:
         wall = time.perf_counter() - t0
         for slo in self.slos:  # a user error (wrong unit, metric the backend lacks): stop now
             slo.check_applicable(m)
-        values: dict[str, float] = {}
-        for name in self._metrics:
-            try:
-                values[name] = MetricRef.parse(name).value(m)
-            except TunerError:
-                if name in self._required:
-                    raise SLOError(f"metric {name!r} cannot be measured by {m.source}") from None
+        values = self._values(m)
         return Trial(
             number=number,
             config=proposal.config,
             fidelity=proposal.fidelity,
             status=TrialStatus.COMPLETE,
-            values={k: v for k, v in values.items() if not math.isnan(v) or k in self._required},
+            values=values,
             slo_results=judge(self.slos, m),
             wall_time=wall,
             cost=float(m.total_steps) if m.has_steps else m.duration,
             measurement=m,
         )
+
+    def _capacity(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
+        """One capacity trial: the configuration probed at several loads."""
+        at = self.workload_at or workload.at_rate
+        settings = self.objective.load or CapacitySettings()
+        same = [t for t in record if t.fidelity == proposal.fidelity and t.feasible]
+        caps = [t.values.get("capacity", math.nan) for t in same]
+        incumbent = max((c for c in caps if math.isfinite(c)), default=None)
+        return capacity_trial(
+            record.next_number,
+            proposal.config,
+            proposal.fidelity,
+            self.backend,
+            at,
+            settings.first_rate(workload.rate),
+            self.slos,
+            self.objective,
+            self._values,
+            incumbent,
+            self.catch,
+        )
+
+    def _values(self, m: Measurement) -> dict[str, float]:
+        """The recorded metrics of one measurement (capacity figures excluded)."""
+        values: dict[str, float] = {}
+        for name in self._metrics:
+            ref = MetricRef.parse(name)
+            if ref.is_capacity:
+                continue
+            try:
+                values[name] = ref.value(m)
+            except TunerError:
+                if name in self._required:
+                    raise SLOError(f"metric {name!r} cannot be measured by {m.source}") from None
+        return {k: v for k, v in values.items() if not math.isnan(v) or k in self._required}
 
     def _failed(self, number: int, proposal: Proposal, reason: str, t0: float) -> Trial:
         return Trial(

@@ -135,6 +135,7 @@ class SchedulerReplayBackend(Backend):
     """
 
     name = "scheduler-replay"
+    deterministic = True
 
     def __init__(self, cost_model: CostModel | None = None) -> None:
         self.cost_model = cost_model or CostModel()

@@ -39,6 +39,7 @@ class SimulatorBackend(Backend):
     """
 
     name = "simulator"
+    deterministic = True
 
     def __init__(
         self,

@@ -1,0 +1,215 @@
+"""One capacity trial: a configuration probed at several offered loads on one backend session.
+
+The probe plan is :func:`tuner.objectives.next_rate` (bracket, then bisect); this module runs it
+on a backend and turns the probes into a :class:`~tuner.core.Trial`: the highest load at which
+every SLO held is ``values["capacity"]``, the measurement there gives every other figure, and
+every probe is kept in ``trial.load_points``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tuner.backends import Backend
+from tuner.core import (
+    ConfigRefused,
+    LoadPoint,
+    Measurement,
+    ServerStartError,
+    ServingConfig,
+    Trial,
+    TrialStatus,
+    Workload,
+)
+from tuner.objectives import (
+    SLO,
+    CapacitySettings,
+    Objective,
+    RateLattice,
+    cost_per_million_tokens,
+    judge,
+    throughput_per_gpu,
+)
+
+WorkloadAt = Callable[[float], Workload]
+"""The workload offered at a load (same requests or same seeds: only the load varies)."""
+
+#: Errors that mean the configuration cannot run at all (so the trial fails), as opposed to a
+#: load it cannot sustain (a probe that does not hold).
+_FATAL = (ConfigRefused, ServerStartError)
+
+
+@dataclass
+class _Probe:
+    point: LoadPoint
+    measurement: Measurement | None
+
+
+def gpus_of(config: ServingConfig) -> int:
+    """GPUs one replica of ``config`` uses (tensor parallelism, once it is a knob)."""
+    return int(getattr(config, "tensor_parallel_size", 1) or 1)
+
+
+def capacity_trial(
+    number: int,
+    config: ServingConfig,
+    fidelity: float,
+    backend: Backend,
+    workload_at: WorkloadAt,
+    start: float,
+    slos: Sequence[SLO],
+    objective: Objective,
+    values_of: Callable[[Measurement], dict[str, float]],
+    incumbent: float | None,
+    catch: tuple[type[BaseException], ...],
+) -> Trial:
+    """Search the highest load ``config`` sustains under ``slos``; one trial with every probe.
+
+    With an ``incumbent`` (the best capacity so far at this fidelity) and the shortcut on, the
+    first probe is at the incumbent: a configuration that fails there cannot win, and stops.
+    """
+    settings = objective.load or CapacitySettings()
+    lattice = RateLattice(settings, start)
+    t0 = time.perf_counter()
+    probes: list[_Probe] = []
+    shortcut = None
+    if settings.shortcut and incumbent is not None:
+        shortcut = lattice.index(incumbent)
+    try:
+        with backend.session(config) as measure:
+            while True:
+                outcomes = [(lattice.index(p.point.rate), p.point.feasible) for p in probes]
+                k = (
+                    shortcut
+                    if shortcut is not None and not probes
+                    else lattice.next_index(outcomes)
+                )
+                if k is None or any(k == j for j, _ in outcomes):
+                    break
+                rate = lattice.rate(k)
+                probe = _probe(measure, workload_at, rate, fidelity, slos, values_of, catch)
+                if probe.point.error is not None and not probes:
+                    raise _FirstProbeFailed(probe.point.error)
+                probes.append(probe)
+                if shortcut is not None and len(probes) == 1 and not probe.point.feasible:
+                    break
+    except _FirstProbeFailed as e:
+        return _failed(number, config, fidelity, str(e), t0)
+    except _FATAL as e:
+        return _failed(number, config, fidelity, f"{type(e).__name__}: {e}", t0)
+    rate_shortcut = None if shortcut is None else lattice.rate(shortcut)
+    return _trial(number, config, fidelity, probes, settings, rate_shortcut, t0)
+
+
+class _FirstProbeFailed(Exception):
+    """The first probe could not be measured: the configuration does not run (a trial error)."""
+
+
+def _probe(
+    measure: Callable[[Workload], Measurement],
+    workload_at: WorkloadAt,
+    rate: float,
+    fidelity: float,
+    slos: Sequence[SLO],
+    values_of: Callable[[Measurement], dict[str, float]],
+    catch: tuple[type[BaseException], ...],
+) -> _Probe:
+    work = workload_at(rate)
+    if fidelity < 1.0:
+        work = work.head(fidelity)
+    try:
+        m = measure(work)
+    except _FATAL:
+        raise
+    except catch as e:  # the load broke the server (timeouts, errors): it does not hold
+        return _Probe(LoadPoint(rate=rate, feasible=False, error=f"{type(e).__name__}: {e}"), None)
+    for slo in slos:
+        slo.check_applicable(m)
+    results = judge(slos, m)
+    cost = float(m.total_steps) if m.has_steps else m.duration
+    point = LoadPoint(
+        rate=rate,
+        feasible=all(r.ok for r in results),
+        slo_results=results,
+        values=values_of(m),
+        cost=cost,
+    )
+    return _Probe(point, m)
+
+
+def _trial(
+    number: int,
+    config: ServingConfig,
+    fidelity: float,
+    probes: list[_Probe],
+    settings: CapacitySettings,
+    shortcut: float | None,
+    t0: float,
+) -> Trial:
+    points = tuple(p.point for p in probes)
+    held = [p for p in probes if p.point.feasible and p.measurement is not None]
+    note = None
+    if held:
+        best = max(held, key=lambda p: p.point.rate)
+        capacity = best.point.rate
+        above = [p.rate for p in points if not p.feasible and p.rate > capacity]
+        if not above:
+            note = f">= {capacity:.4g} (held at the highest load tried; not extrapolated)"
+        elif min(above) > capacity * (1 + settings.rel_tol) * (1 + 1e-9):
+            note = (
+                f"between {capacity:.4g} and {min(above):.4g} (max_probes "
+                f"{settings.max_probes} reached before rel_tol)"
+            )
+    else:
+        measured = [p for p in probes if p.measurement is not None]
+        best = min(measured, key=lambda p: p.point.rate) if measured else probes[0]
+        capacity = math.nan
+        if shortcut is not None:
+            note = f"below the incumbent's capacity of {shortcut:.4g} (fails there; not searched)"
+        else:
+            note = f"no load held down to {min(p.rate for p in points):.4g}"
+    values = dict(best.point.values)
+    values["capacity"] = capacity
+    m = best.measurement
+    gpus = gpus_of(config)
+    if m is not None and held:
+        tput = m.output_throughput
+        values["throughput_per_gpu"] = throughput_per_gpu(tput, gpus)
+        if settings.gpu_hour_price is not None and m.time_unit == "s":
+            values["cost_per_million_tokens"] = cost_per_million_tokens(
+                tput, gpus, settings.gpu_hour_price
+            )
+    else:
+        values["throughput_per_gpu"] = math.nan
+        if settings.gpu_hour_price is not None:
+            values["cost_per_million_tokens"] = math.nan
+    return Trial(
+        number=number,
+        config=config,
+        fidelity=fidelity,
+        status=TrialStatus.COMPLETE,
+        values=values,
+        slo_results=best.point.slo_results,
+        wall_time=time.perf_counter() - t0,
+        cost=sum(p.cost for p in points),
+        measurement=m,
+        load_points=points,
+        capacity_note=note,
+    )
+
+
+def _failed(number: int, config: ServingConfig, fidelity: float, reason: str, t0: float) -> Trial:
+    return Trial(
+        number=number,
+        config=config,
+        fidelity=fidelity,
+        status=TrialStatus.FAILED,
+        error=reason,
+        wall_time=time.perf_counter() - t0,
+    )
+
+
+__all__ = ["WorkloadAt", "capacity_trial", "gpus_of"]
