@@ -135,16 +135,16 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
                 f"{len(shortcut) * max(mean - 1, 0):.0f} probes (a full search took {mean:.1f})."
             )
         )
-    curves = {_label(t, base): t for t in rows_of if t.load_points}
-    bind = _binding_metric(top or rows_of)
-    if bind is not None and curves:
-        metric, limit = bind
-        png = _figures.hockey_stick(curves, metric, limit, unit, o.folder / "capacity.png")
-        if png is not None:
-            out += [
-                Heading("Latency against offered load", 3),
-                Image(png, f"{metric} against offered load"),
-            ]
+    curves = {_label(t, base, o): t for t in rows_of if t.load_points}
+    png = _figures.hockey_stick(curves, unit, o.folder / "capacity.png")
+    if png is not None:
+        out += [
+            Heading("Latency against offered load", 3),
+            Para("Each line is one configuration's capacity probes: its binding SLO's value as "
+                 "a fraction of the limit, against the offered load. Where a line crosses 1, "
+                 "that configuration stops keeping its promises."),
+            Image(png, "binding SLO against offered load"),
+        ]  # fmt: skip
     return out
 
 
@@ -160,17 +160,10 @@ def _stopped_early(t: Trial) -> bool:
     return bool(t.capacity_note and t.capacity_note.startswith("below the incumbent"))
 
 
-def _label(t: Trial, base: Trial | None) -> str:
+def _label(t: Trial, base: Trial | None, o: StudyOutcome) -> str:
+    bind = limiting_slo(t)
+    why = f" [{bind.split()[0]}]" if bind else ""
     if base is not None and t.config == base.config:
-        return "vLLM's defaults"
-    return f"#{t.number}: " + t.config.describe().removeprefix("ServingConfig(")[:50]
-
-
-def _binding_metric(trials: Sequence[Trial]) -> tuple[str, float] | None:
-    for t in trials:
-        ff = first_failing(t)
-        point = next((p for p in t.load_points if p.rate == ff), None)
-        worst = binding_slo(point.slo_results) if point is not None else None
-        if worst is not None:
-            return worst.slo.split()[0], worst.limit
-    return None
+        return "vLLM's defaults" + why
+    knobs = t.config.describe(o.space.base).removeprefix("ServingConfig(").rstrip(")")
+    return f"#{t.number} {knobs or 'the base'}"[:60] + why

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tuner.core import Measurement, Trial
+from tuner.core import Measurement, SLOResult, Trial
 from tuner.objectives import SLO, Objective
 from tuner.report._pareto import pareto_front
 from tuner.report._plots import pyplot
@@ -112,16 +112,17 @@ def step_timeline(
     return path
 
 
-def hockey_stick(
-    curves: Mapping[str, Trial], metric: str, limit: float, rate_unit: str, path: Path
-) -> Path | None:
-    """The binding SLO's metric against offered load, from each trial's capacity probes."""
+def hockey_stick(curves: Mapping[str, Trial], rate_unit: str, path: Path) -> Path | None:
+    """The hockey stick: how close each configuration's SLOs are to their limits as the offered
+    load grows, from its capacity probes. At each load the y value is the binding SLO's
+    ``value / limit`` (the largest over the SLOs; above 1 an SLO is missed), so configurations
+    bound by different SLOs share one picture."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
     drawn = 0
     for label, t in curves.items():
-        pts = sorted((p.rate, p.values.get(metric, math.nan)) for p in t.load_points)
-        pts = [(x, y) for x, y in pts if math.isfinite(y)]
+        pts = sorted((p.rate, _worst_ratio(p.slo_results)) for p in t.load_points)
+        pts = [(x, y) for x, y in pts if math.isfinite(y) and y > 0]
         if not pts:
             continue
         drawn += 1
@@ -129,15 +130,26 @@ def hockey_stick(
     if not drawn:
         plt.close(fig)
         return None
-    ax.axhline(limit, color="crimson", ls="--", lw=1, label=f"SLO limit {limit:g}")
+    ax.axhline(1.0, color="crimson", ls="--", lw=1, label="SLO limit")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"offered load ({rate_unit})")
-    ax.set_ylabel(metric)
+    ax.set_ylabel("binding SLO: value / limit")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title(f"{metric} against offered load (the hockey stick)")
+    ax.set_title("Latency against offered load (the hockey stick)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _worst_ratio(results: Sequence[SLOResult]) -> float:
+    """The largest ``value / limit`` over upper-bound SLOs (``limit / value`` for lower ones)."""
+    ratios = []
+    for r in results:
+        upper = r.margin == r.limit - r.value if math.isfinite(r.value) else True
+        if not math.isfinite(r.value) or r.limit == 0:
+            continue
+        ratios.append(r.value / r.limit if upper else r.limit / max(r.value, 1e-300))
+    return max(ratios, default=math.nan)

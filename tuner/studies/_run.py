@@ -305,14 +305,16 @@ def _baseline(outcome: StudyOutcome, sim: SimulatorBackend | None, root: Path) -
     except ConfigError:
         return None  # the defaults do not fit this space's base (e.g. max_model_len)
     ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
-    if ran:
+    shortcut = bool(ran) and (ran[-1].capacity_note or "").startswith("below the incumbent")
+    if ran and not (shortcut and sim is not None):
         return ran[-1]
     if sim is None or not outcome.objective.is_capacity or outcome.interrupted:
         return None
+    load = outcome.objective.load.replace(shortcut=False) if outcome.objective.load else None
     loop = Loop(
         sim,
         ListSearch([defaults]),
-        outcome.objective,
+        outcome.objective.replace(load=load),
         outcome.slos,
         workload_at=build_workload_at(outcome.spec.workload, root),
     )
