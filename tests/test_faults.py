@@ -342,3 +342,65 @@ def test_a_deeply_nested_record_is_refused_naming_its_line(tmp_path: Path) -> No
     log.write_bytes(b"\n".join(lines))
     with pytest.raises(ConfigError, match=rf"^{at(log, 3)}: unreadable trial record: JSON nested"):
         run(log)
+
+
+# -- two TPE workers on one storage ------------------------------------------------------------
+
+WORKER = """
+import sys, time
+from tuner import Loop, Objective, SearchSpace, Workload
+from tuner.backends import SimulatorBackend
+from tuner.search import TPESearch
+
+class Slow(SimulatorBackend):
+    def evaluate(self, config, workload):
+        time.sleep(0.03)  # long enough for the workers' trials to overlap
+        return super().evaluate(config, workload)
+
+storage, worker, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+space = SearchSpace({"max_num_batched_tokens": [32, 64, 128, 256, 512],
+                     "max_num_seqs": [1, 2, 4, 8, 16, 32, 64, 128]}, skip_invalid=True)
+search = TPESearch(seed=0, n_trials=20, n_startup_trials=5, storage=storage, study_name="s",
+                   worker=worker)
+run = Loop(Slow(), search, Objective.minimize("total_steps")).explore(
+    space, Workload.poisson(1, 30, 64, 8, seed=0))
+open(out, "w").write("\\n".join(t.config.model_dump_json() for t in run.trials))
+"""
+
+
+@pytest.mark.parametrize("workers", [(0, 0), (0, 1)])
+def test_two_tpe_workers_on_one_storage_never_measure_a_configuration_twice(
+    tmp_path: Path, workers: tuple[int, int]
+) -> None:
+    import optuna
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.storages.RDBStorage(url)  # create the schema once (two creators race in SQLite)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), url, str(w), str(tmp_path / f"w{i}.txt")])
+        for i, w in enumerate(workers)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    measured = [
+        line for i in range(2) for line in (tmp_path / f"w{i}.txt").read_text().splitlines()
+    ]
+    assert len(measured) == len(set(measured)), "a configuration was measured twice"
+    assert len(measured) >= 30  # both workers worked (37 valid configurations, 20 trials each)
+
+
+def test_a_configuration_another_worker_is_running_is_not_proposed(tmp_path: Path) -> None:
+    from tuner import SearchSpace
+    from tuner.search import TPESearch
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    space = SearchSpace({"max_num_seqs": [1, 2]})
+    a = TPESearch(seed=0, n_trials=2, storage=url, study_name="s")
+    b = TPESearch(seed=0, n_trials=2, storage=url, study_name="s")
+    a.start(space)
+    b.start(space)
+    first = a.ask()  # a's trial is RUNNING in the shared study
+    second = b.ask()  # the same seed samples the same first config: b must take the other
+    assert first is not None and second is not None
+    assert first.config != second.config

@@ -130,3 +130,19 @@ def test_an_output_that_is_a_file_or_unwritable_is_refused_before_any_trial(tmp_
         run_study(spec, root, afile)
     with pytest.raises(ConfigError, match="cannot write there"):  # a folder under a file
         run_study(spec, root, afile / "out")
+
+
+def test_the_markdown_report_escapes_html_in_user_strings(tmp_path: Path) -> None:
+    from tuner.report import write_report
+    from tuner.studies import run_study
+
+    evil = GOOD.replace("name: s\n", "name: s\ndescription: '<script>alert(1)</script> & co'\n")
+    spec, root = load_study(write(tmp_path, evil))
+    md, page = write_report(run_study(spec, root, tmp_path / "out"))
+    text = md.read_text()
+    assert "&lt;script>alert(1)&lt;/script> & co" in text
+    body = [
+        line for line in text.splitlines() if "alert" in line and not line.startswith("description")
+    ]
+    assert all("<script>" not in line for line in body)
+    assert "<script>" not in page.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,23 +42,41 @@ class Image:
 Block = Heading | Para | Code | Table | Image
 
 
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+
+
+def md_text(text: str) -> str:
+    """Text safe in Markdown: what a renderer would take as an HTML tag (``<script>``) or an
+    entity is escaped, as the HTML report escapes it; ``ttft.p99 <= 1s`` stays readable."""
+    return _TAG.sub("&lt;", _ENTITY.sub("&amp;", text))
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks inside ``text``."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def to_markdown(blocks: Sequence[Block], folder: Path) -> str:
-    """Markdown; images are referenced relative to ``folder``."""
+    """Markdown; images are referenced relative to ``folder``. Text is escaped (:func:`md_text`)
+    so user strings (a study's description, names) cannot inject HTML."""
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out.append("#" * b.level + " " + b.text)
+            out.append("#" * b.level + " " + md_text(b.text))
         elif isinstance(b, Para):
-            out.append(f"**{b.text}**" if b.strong else b.text)
+            out.append(f"**{md_text(b.text)}**" if b.strong else md_text(b.text))
         elif isinstance(b, Code):
-            out.append("```\n" + b.text.rstrip("\n") + "\n```")
+            fence = _fence(b.text)
+            out.append(fence + "\n" + b.text.rstrip("\n") + "\n" + fence)
         elif isinstance(b, Table):
-            esc = [[c.replace("|", "\\|") for c in row] for row in b.rows]
-            out.append("| " + " | ".join(h.replace("|", "\\|") for h in b.headers) + " |")
+            esc = [[md_text(c).replace("|", "\\|") for c in row] for row in b.rows]
+            out.append("| " + " | ".join(md_text(h).replace("|", "\\|") for h in b.headers) + " |")
             out.append("|" + "|".join("---" for _ in b.headers) + "|")
             out.extend("| " + " | ".join(row) + " |" for row in esc)
         else:
-            out.append(f"![{b.alt}]({b.path.relative_to(folder).as_posix()})")
+            out.append(f"![{md_text(b.alt)}]({b.path.relative_to(folder).as_posix()})")
         out.append("")
     return "\n".join(out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -59,6 +60,12 @@ class TPESettings(Settings):
     """Names the study in ``storage`` (required with ``storage``)."""
     max_repeats: int = Field(default=100, ge=1)
     """Stop after this many consecutive invalid or already-measured samples."""
+    worker: int = Field(default=0, ge=0, lt=100_000)
+    """This worker's number among those sharing one study: each worker's sampler is seeded
+    distinctly (``seed`` and ``worker`` together), so the same seed set reproduces a run."""
+    stale_after: float = Field(default=6 * 3600.0, gt=0, allow_inf_nan=False)
+    """Seconds after which another worker's unfinished trial counts as abandoned (its
+    configuration may then be measured here)."""
 
     @model_validator(mode="after")
     def _named(self) -> TPESettings:
@@ -96,10 +103,11 @@ class TPESearch(Search):
     object such as a ``JournalStorage``) and ``study_name``, many workers share one study and a
     rerun resumes it: on :meth:`start`, and before every proposal, the study's COMPLETE trials
     are read, so a configuration measured by an earlier run or another worker is not
-    measured again (failed ones included: delete them from the study to retry them). Two
-    workers may still measure one configuration at the same time (a RUNNING trial is not
-    skipped, since it may be a crashed worker's leftover; Optuna's constant liar makes this
-    rare). The cached trials are not replayed to the Loop: merging earlier results into a
+    measured again (failed ones included: delete them from the study to retry them). A
+    configuration another worker is measuring (an earlier RUNNING trial with its parameters,
+    younger than ``stale_after``) is not proposed; the earliest claim wins, so two workers never
+    measure one configuration at once. Each worker's sampler is seeded from ``seed`` and its
+    ``worker`` number, and uses Optuna's constant liar, so workers spread out. The cached trials are not replayed to the Loop: merging earlier results into a
     run's answer is the Loop's business (its trial log). The study remembers the space and the
     objective it was created for and refuses to resume with different ones.
 
@@ -182,7 +190,11 @@ class TPESearch(Search):
         self._synced = set()
         self._returned = 0
         self._repeats = 0
-        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials)
+        sampler = optuna.samplers.TPESampler(
+            seed=(self.seed + 7919 * self.settings.worker) % 2**32,
+            n_startup_trials=self.n_startup_trials,
+            constant_liar=True,  # running trials count as bad guesses: workers spread out
+        )
         with _quiet_optuna():
             try:
                 self._study = optuna.create_study(
@@ -219,7 +231,12 @@ class TPESearch(Search):
             elif known is not None:
                 ot.set_user_attr("tuner_cached", True)
                 self._tell(ot, known)
-            elif config in self._pending or config in self._done:  # outside a Loop's record
+            elif (
+                config in self._pending
+                or config in self._done  # outside a Loop's record
+                or self._claimed_elsewhere(ot.number, index)
+                or self._finished_elsewhere(config)
+            ):
                 with _quiet_optuna():
                     self.study.tell(ot, state=optuna.trial.TrialState.FAIL)
             else:
@@ -243,6 +260,39 @@ class TPESearch(Search):
         self._done.add(trial.config)
         self._tell(ot, outcome_of(trial, self.objective.score))
         self._synced.add(ot.number)
+
+    def _finished_elsewhere(self, config: ServingConfig) -> bool:
+        """Whether another worker finished this configuration since the last sync."""
+        if self.storage is None:
+            return False
+        self._sync()
+        return config in self._remote
+
+    def _claimed_elsewhere(self, number: int, index: tuple[int, ...]) -> bool:
+        """Whether another worker is measuring this configuration right now: an earlier
+        RUNNING trial of the shared study with the same parameters, started less than
+        ``stale_after`` seconds ago (older ones are taken for a crashed worker's leftovers).
+        The earliest claim wins, so two workers that sampled the same configuration at the
+        same moment never both measure it."""
+        if self.storage is None:
+            return False
+        now = datetime.datetime.now()
+        with _quiet_optuna():
+            running = self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+        mine = dict(zip(self._dims, index, strict=True))
+        for t in running:
+            if t.number >= number or not set(t.params) <= set(self._dims):
+                continue
+            started = t.datetime_start
+            if started is not None and (now - started).total_seconds() > self.settings.stale_after:
+                continue
+            # A trial still being written may hold only some parameters: if those match, it
+            # may be this configuration, so yield (a spurious yield only costs a resample).
+            if all(int(v) == mine[k] for k, v in t.params.items()):
+                return True
+        return False
 
     def _known(self, config: ServingConfig) -> _Outcome | None:
         """What is known of ``config`` already: the Loop's record first, then the study."""
