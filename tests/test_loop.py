@@ -397,3 +397,57 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     assert result.stop_reason == "interrupted"
     assert len(result.trials) == 3 and backend.closed == 1
     assert len(log.read_text().splitlines()) == 1 + 3  # every finished trial was kept
+
+
+class HangingBackend(Backend):
+    """Hangs on one budget until cancelled (a server that never answers)."""
+
+    def __init__(self, hang_on: int, stoppable: bool = True) -> None:
+        import threading
+
+        self.sim = SimulatorBackend()
+        self.hang_on = hang_on
+        self.stoppable = stoppable
+        self.stop = threading.Event()
+        self.cancels = 0
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        hangs = config.max_num_batched_tokens == self.hang_on
+        if hangs and self.stop.wait(timeout=30 if self.stoppable else 3):
+            self.stop.clear()  # the next hanging trial hangs again
+            raise BackendError("stopped")
+        return self.sim.evaluate(config, workload)
+
+    def cancel(self) -> None:
+        self.cancels += 1
+        if self.stoppable:
+            self.stop.set()
+
+
+def test_a_hung_trial_is_stopped_at_trial_timeout_and_the_search_goes_on() -> None:
+    import time
+
+    backend = HangingBackend(hang_on=64)
+    t0 = time.monotonic()
+    result = Loop(backend, GridSearch(), SEED_OBJECTIVE, trial_timeout=0.5).run(SPACE, SEED)
+    assert time.monotonic() - t0 < 10
+    hung = [t for t in result.trials if t.config.max_num_batched_tokens == 64]
+    assert len(hung) == 2 and all(not t.ok for t in hung)
+    assert all("ran past trial_timeout (0.5s)" in (t.error or "") for t in hung)
+    assert backend.cancels == 2
+    assert len(result.trials) == len(SPACE)  # the others ran
+
+
+def test_a_backend_that_cannot_stop_a_hung_trial_ends_the_run_with_the_trials_kept(
+    tmp_path: Path,
+) -> None:
+    from tuner import TrialTimeout
+
+    log = tmp_path / "trials.jsonl"
+    backend = HangingBackend(hang_on=64, stoppable=False)
+    loop = Loop(
+        backend, GridSearch(), SEED_OBJECTIVE, trial_log=log, trial_timeout=0.3, cancel_grace=0.3
+    )
+    with pytest.raises(TrialTimeout, match=r"did not stop it within 0\.3s"):
+        loop.run(SPACE, SEED)
+    assert len(log.read_text().splitlines()) == 1 + 2  # header + the two trials before it

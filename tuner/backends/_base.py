@@ -55,6 +55,11 @@ class Backend(ABC):
         """What this backend measures with (names studies in trial logs)."""
         return self.name
 
+    def cancel(self) -> None:  # noqa: B027 - optional hook; the default cannot interrupt
+        """Stop an evaluation running in another thread as soon as possible (the Loop calls
+        this when a trial runs past its time limit); that evaluation then raises. Backends
+        that hold a process (a live server) stop it; in-process backends cannot be stopped."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release any resource the backend holds (idempotent)."""
 

@@ -140,11 +140,13 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
     if png is not None:
         out += [
             Heading("Latency against offered load", 3),
-            Para("Each line is one configuration's capacity probes: its binding SLO's value as "
-                 "a fraction of the limit, against the offered load. Where a line crosses 1, "
-                 "that configuration stops keeping its promises."),
+            Para(
+                "Each line is one configuration's capacity probes: its binding SLO's value as "
+                "a fraction of the limit, against the offered load. Where a line crosses 1, "
+                "that configuration stops keeping its promises."
+            ),
             Image(png, "binding SLO against offered load"),
-        ]  # fmt: skip
+        ]
     return out
 
 

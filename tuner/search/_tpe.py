@@ -107,7 +107,8 @@ class TPESearch(Search):
     configuration another worker is measuring (an earlier RUNNING trial with its parameters,
     younger than ``stale_after``) is not proposed; the earliest claim wins, so two workers never
     measure one configuration at once. Each worker's sampler is seeded from ``seed`` and its
-    ``worker`` number, and uses Optuna's constant liar, so workers spread out. The cached trials are not replayed to the Loop: merging earlier results into a
+    ``worker`` number, and uses Optuna's constant liar, so workers spread out. The cached trials
+    are not replayed to the Loop: merging earlier results into a
     run's answer is the Loop's business (its trial log). The study remembers the space and the
     objective it was created for and refuses to resume with different ones.
 

@@ -24,3 +24,9 @@ class Budget(Settings):
     backends that see the engine's steps; seconds of load otherwise)."""
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Stop starting new trials after this many seconds of wall time."""
+    trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Fail a trial whose evaluation runs longer than this many seconds (the backend is asked
+    to stop it: a live server is killed) and go on with the next."""
+    cancel_grace: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """Seconds a backend has to stop a timed-out evaluation; one that does not stop ends the
+    run (its finished trials are kept)."""

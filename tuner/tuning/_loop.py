@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from tuner.core import (
     SLOError,
     Trial,
     TrialStatus,
+    TrialTimeout,
     TunerError,
     Workload,
 )
@@ -203,10 +206,7 @@ class Loop:
                         break
                     continue
                 answered = 0
-                if self.objective.is_capacity:
-                    trial = self._capacity(record, proposal, workload)
-                else:
-                    trial = self._evaluate(record.next_number, proposal, workload)
+                trial = self._timed(record, proposal, workload)
                 record.add(trial)
                 if log is not None:
                     log.append(trial)
@@ -255,6 +255,44 @@ class Loop:
             cost=float(m.total_steps) if m.has_steps else m.duration,
             measurement=m,
         )
+
+    def _trial(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
+        if self.objective.is_capacity:
+            return self._capacity(record, proposal, workload)
+        return self._evaluate(record.next_number, proposal, workload)
+
+    def _timed(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
+        """One trial, within ``trial_timeout`` when one is set (in a worker thread)."""
+        limit = self.budget.trial_timeout
+        if limit is None:
+            return self._trial(record, proposal, workload)
+        t0 = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-trial")
+        future = pool.submit(self._trial, record, proposal, workload)
+        try:
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            self.backend.cancel()
+            try:  # the evaluation raises once cancelled; its result no longer counts
+                future.result(timeout=self.budget.cancel_grace)
+            except FutureTimeout:
+                raise TrialTimeout(
+                    f"trial {record.next_number} ({proposal.config.describe()}) ran past "
+                    f"trial_timeout ({limit:g}s) and {self.backend.describe()} did not stop it "
+                    f"within {self.budget.cancel_grace:g}s; the run stops here (finished "
+                    "trials are kept)"
+                ) from None
+            except BaseException:
+                pass
+            reason = (
+                f"TrialTimeout: ran past trial_timeout ({limit:g}s); the evaluation was stopped"
+            )
+            return self._failed(record.next_number, proposal, reason, t0)
+        except BaseException:
+            self.backend.cancel()  # Ctrl-C: do not leave the evaluation running
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _capacity(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
         """One capacity trial: the configuration probed at several loads."""
