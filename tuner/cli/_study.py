@@ -73,7 +73,8 @@ def verdict(outcome: StudyOutcome) -> int:
             f"{m} = {best.values[m]:.4g}" for m in outcome.objective.metrics if m in best.values
         )
         print(f"  {values}")
-        print("  vllm serve flags: " + " ".join(best.config.to_vllm_args()))
+        print(f"  for {outcome.target.describe()}:")
+        print("  " + outcome.vllm_serve())
         return _exit.OK
     if trials and all(not t.ok for t in trials):
         reasons = sorted({(t.error or "").splitlines()[0][:200] for t in trials})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -15,6 +16,19 @@ VLLM_VERSION = "0.32"
 
 _FIELDS_ONLY: ContextVar[bool] = ContextVar("tuner_config_fields_only", default=False)
 """Set by :meth:`ServingConfig.convert`: check each field, skip the cross-field rules."""
+
+
+#: Each knob's ``vllm serve`` option (without the leading dashes).
+KNOB_FLAGS: dict[str, str] = {
+    "max_num_batched_tokens": "max-num-batched-tokens",
+    "max_num_seqs": "max-num-seqs",
+    "long_prefill_token_threshold": "long-prefill-token-threshold",
+    "enable_chunked_prefill": "enable-chunked-prefill",
+    "block_size": "block-size",
+    "max_model_len": "max-model-len",
+    "async_scheduling": "async-scheduling",
+    "num_kv_blocks": "num-gpu-blocks-override",
+}
 
 
 class ServingConfig(FrozenModel):
@@ -115,27 +129,39 @@ class ServingConfig(FrozenModel):
             return None
         return (self.num_kv_blocks - 1) * self.block_size
 
-    def to_vllm_args(self) -> list[str]:
-        """The ``vllm serve`` flags that set this configuration."""
-        args = [
-            "--max-num-batched-tokens",
-            str(self.max_num_batched_tokens),
-            "--max-num-seqs",
-            str(self.max_num_seqs),
-            "--long-prefill-token-threshold",
-            str(self.long_prefill_token_threshold),
-            "--enable-chunked-prefill"
-            if self.enable_chunked_prefill
-            else "--no-enable-chunked-prefill",
-            "--block-size",
-            str(self.block_size),
-            "--max-model-len",
-            str(self.max_model_len),
-            "--async-scheduling" if self.async_scheduling else "--no-async-scheduling",
-        ]
-        if self.num_kv_blocks is not None:
-            args += ["--num-gpu-blocks-override", str(self.num_kv_blocks)]
-        return args
+    def to_vllm_args(self, knobs: Iterable[str] | None = None) -> list[str]:
+        """The ``vllm serve`` flags that set this configuration: every knob (what a live
+        backend starts a server with), or only ``knobs``, in declaration order.
+
+        Example:
+            >>> ServingConfig(max_num_seqs=32).to_vllm_args(["max_num_seqs"])
+            ['--max-num-seqs', '32']
+        """
+        chosen = set(KNOB_FLAGS) if knobs is None else set(knobs)
+        unknown = chosen - set(KNOB_FLAGS)
+        if unknown:
+            raise ConfigError(f"to_vllm_args: unknown knob(s) {sorted(unknown)}")
+        return [a for k in KNOB_FLAGS if k in chosen for a in self.knob_args(k)]
+
+    def knob_args(self, knob: str) -> list[str]:
+        """The ``vllm serve`` flags that set one knob (``[]`` for an unlimited KV cache)."""
+        value = getattr(self, knob)
+        flag = KNOB_FLAGS[knob]
+        if isinstance(value, bool):
+            return [f"--{flag}" if value else f"--no-{flag}"]
+        if value is None:
+            return []
+        return [f"--{flag}", str(value)]
+
+    def to_vllm_config(self, knobs: Iterable[str] | None = None) -> dict[str, Any]:
+        """The same knobs as :meth:`to_vllm_args`, as ``vllm serve --config`` YAML keys (vLLM's
+        flat config file: option names without dashes in front, booleans as true/false)."""
+        chosen = set(KNOB_FLAGS) if knobs is None else set(knobs)
+        out: dict[str, Any] = {}
+        for k, flag in KNOB_FLAGS.items():
+            if k in chosen and getattr(self, k) is not None:
+                out[flag] = getattr(self, k)
+        return out
 
     def describe(self, base: ServingConfig | None = None) -> str:
         """A short one-line description; with ``base``, only the knobs that differ from it."""

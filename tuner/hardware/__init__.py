@@ -22,8 +22,10 @@ from tuner.hardware._memory import (
 )
 from tuner.hardware._model_spec import ModelSpec
 from tuner.hardware._roofline import LinearStepCoefficients, RooflineModel, roofline_step_time
+from tuner.hardware._target import ASSUMED_GPU, Target
 
 __all__ = [
+    "ASSUMED_GPU",
     "GPU",
     "VLLM_DEFAULT_GPU_MEMORY_UTILIZATION",
     "LinearStepCoefficients",
@@ -31,6 +33,7 @@ __all__ = [
     "ModelSpec",
     "RooflineModel",
     "SchedulerDefaults",
+    "Target",
     "UsageContext",
     "activation_peak_bytes",
     "kv_bytes_per_token_per_layer",

@@ -89,8 +89,12 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
     out: list[Block] = [
         Heading("The winner"),
         Para(f"{diff} -- {o.objective.metric} = {fmt(best.values[o.objective.metric])}", True),
-        Para("Paste into `vllm serve`:"),
-        Code("vllm serve <model> " + " ".join(best.config.to_vllm_args())),
+        Para(
+            f"Paste into `vllm serve` on {o.target.describe()} (only the knobs the study tuned "
+            "or set on purpose: vLLM picks the rest for the device), or use `vllm serve <model> "
+            "--config best.yaml`:"
+        ),
+        Code(o.vllm_serve()),
     ]
     if o.slos:
         bind = binding(best, o.slos)

@@ -19,6 +19,7 @@ from tuner.core import (
     Workload,
     parse_length,
 )
+from tuner.hardware import Target
 from tuner.objectives import SLO, Objective, parse_slos
 from tuner.search import (
     GridSearch,
@@ -65,6 +66,28 @@ class StudyOutcome:
         if self.two_tier is not None:
             return self.two_tier.best
         return self.result.best if self.result is not None else None
+
+    @property
+    def target(self) -> Target:
+        """Where the recommendation is for (an assumed H100-class GPU if the study names
+        none)."""
+        return self.spec.target or Target()
+
+    def recommended_knobs(self) -> list[str]:
+        """The knobs the pasted ``vllm serve`` line sets for the winner (see
+        :meth:`Target.recommended_knobs`)."""
+        best = self.best
+        if best is None:
+            return []
+        return self.target.recommended_knobs(best.config, self.space.dimensions,
+                                             self.spec.space.base)  # fmt: skip
+
+    def vllm_serve(self, model: str = "<model>") -> str:
+        """The ``vllm serve`` line to paste for the winner."""
+        best = self.best
+        if best is None:
+            return ""
+        return " ".join(["vllm serve", model, *best.config.to_vllm_args(self.recommended_knobs())])
 
     @property
     def time_unit(self) -> str:
@@ -177,7 +200,12 @@ def _tpe(settings: TPESettings, storage: str | None, name: str) -> TPESearch:
 
 
 def build_space(spec: StudySpec) -> SearchSpace:
+    """The space a study searches; with a target, the base's unset knobs start at vLLM's
+    defaults on that target."""
     base = spec.space.base
+    if spec.target is not None:
+        unset = [k for k in TARGET_KNOBS if k not in base.model_fields_set]
+        base = spec.target.vllm_defaults(base, unset)
     knobs = {str(k): v for k, v in spec.space.knobs.items()}
     return SearchSpace(knobs, base=base, skip_invalid=spec.space.skip_invalid)
 
@@ -291,8 +319,15 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     return outcome
 
 
-def vllm_defaults(space: SearchSpace) -> ServingConfig:
-    """The space's base with every searched knob at vLLM's default: the baseline."""
+#: The knobs vLLM picks by device (``Target.vllm_defaults``).
+TARGET_KNOBS = ("max_num_batched_tokens", "max_num_seqs", "async_scheduling", "block_size")
+
+
+def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:
+    """The space's base with every searched knob at vLLM's default (on ``target`` when
+    given): the baseline."""
+    if target is not None:
+        return target.vllm_defaults(space.base, space.dimensions)
     return space.base.replace(
         **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
     )
@@ -301,7 +336,7 @@ def vllm_defaults(space: SearchSpace) -> ServingConfig:
 def _baseline(outcome: StudyOutcome, sim: SimulatorBackend | None, root: Path) -> Trial | None:
     """vLLM's defaults as a trial: the one the study ran, else measured on the simulator."""
     try:
-        defaults = vllm_defaults(outcome.space)
+        defaults = vllm_defaults(outcome.space, outcome.spec.target)
     except ConfigError:
         return None  # the defaults do not fit this space's base (e.g. max_model_len)
     ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
@@ -332,7 +367,7 @@ def _timelines(outcome: StudyOutcome, sim: SimulatorBackend | None) -> dict[str,
         out["winner"] = best.measurement
     if sim is not None:
         try:
-            defaults = vllm_defaults(outcome.space)
+            defaults = vllm_defaults(outcome.space, outcome.spec.target)
             if "winner" not in out:
                 out["winner"] = sim.evaluate(best.config, outcome.workload)
             if defaults != best.config:

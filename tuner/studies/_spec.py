@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuner.backends import CostModel
 from tuner.backends.live import AttachedSettings, ServerSettings
 from tuner.core import KNOBS, ConfigError, Request, ServingConfig, unknown_key_message
+from tuner.hardware import Target
 from tuner.objectives import CAPACITY_METRICS, DEFAULT_OBJECTIVE, CapacitySettings, Objective
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings
@@ -305,6 +306,11 @@ class StudySpec(_Spec):
     the study's name, the only placeholder."""
     storage: str | None = None
     """An Optuna storage URL for TPE (e.g. sqlite:///runs/chat/optuna.db)."""
+    target: Target | None = None
+    """The device the recommendation is for (``{gpu: h100}``, ``{device: cpu}``). With a
+    target, the knobs the study leaves unset start at vLLM's defaults there (step budget and
+    sequences by memory class, async scheduling on GPUs, block size), and so does the
+    baseline. Without one the pasted flags assume an 80 GB H100-class GPU."""
 
     @model_validator(mode="after")
     def _backend(self) -> StudySpec:
