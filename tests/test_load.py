@@ -302,7 +302,8 @@ import numpy as np  # noqa: E402 - the script part above needs only the stdlib
 import pytest  # noqa: E402
 
 from tuner import BackendError, Workload  # noqa: E402
-from tuner.backends.live._load import prompt_token_ids, replay  # noqa: E402
+from tuner.backends.live._load import replay  # noqa: E402
+from tuner.backends.live._prompts import prompt_token_ids  # noqa: E402
 
 
 def test_every_request_gets_its_tokens_with_ttft_itl_and_e2e() -> None:
