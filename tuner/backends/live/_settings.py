@@ -10,11 +10,14 @@ one a study report prints -- has every secret-looking value redacted
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic import Field, SecretStr, field_serializer, model_validator
 
 from tuner.backends.live._secrets import REDACTED, is_secret_name, redact_args, redact_env
 from tuner.core import ConfigError, Settings
+
+_REDACTED_FIELDS = frozenset({"headers", "env", "server_args"})
 
 
 class LoadSettings(Settings):
@@ -52,6 +55,12 @@ class LoadSettings(Settings):
     @field_serializer("headers", when_used="json")
     def _headers_json(self, headers: dict[str, str]) -> dict[str, str]:
         return {k: REDACTED if is_secret_name(k) else v for k, v in headers.items()}
+
+    def __repr_args__(self) -> Any:
+        """The fields for ``repr``, with the secret-looking values redacted as in JSON dumps."""
+        shown = self.model_dump(mode="json")
+        for name, value in super().__repr_args__():
+            yield name, shown[name] if name in _REDACTED_FIELDS and name is not None else value
 
     def resolved_api_key(self) -> str | None:
         """The API key: ``api_key``, or the value of ``api_key_env`` (ConfigError if unset)."""
