@@ -69,8 +69,9 @@ class VLLMServerBackend(LiveBackend):
     """Measures each configuration on a real ``vllm serve``, loaded with the workload's schedule.
 
     Per :meth:`evaluate`: start ``vllm serve <model>`` with ``server_args``, the configuration's
-    flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and, unless
-    ``server_args`` says otherwise, ``--no-enable-prefix-caching``, on 127.0.0.1 and a free port,
+    flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and
+    ``--no-enable-prefix-caching`` unless the workload shares prefixes (see
+    :meth:`server_command`), on 127.0.0.1 and a free port,
     in its own process group; wait for ``GET /health`` = 200; send one warm-up request; replay the
     workload open loop (:func:`tuner.backends.live._load.replay`); read the engine's steps from the
     log; stop the whole process group (SIGTERM, then SIGKILL) on every way out -- success,
@@ -92,7 +93,8 @@ class VLLMServerBackend(LiveBackend):
 
     Failures raise (and the :class:`~tuner.Loop` records the trial as failed, then goes on):
     :class:`ServerStartError` if vLLM refuses the configuration, dies or is not healthy within
-    ``startup_timeout``; :class:`TrialTimeout` if requests time out; :class:`BackendError` if
+    ``startup_timeout``; :class:`TrialTimeout` if requests time out or the server stalls (no
+    token for ``stall_timeout`` seconds with requests outstanding); :class:`BackendError` if
     requests fail or the server dies mid-trial. Each message has the reason and the last 30 lines
     of the server log. More than ``max_failed_requests`` failed requests fail the trial, because
     failed requests have no latency and would otherwise flatter the configuration.
@@ -104,7 +106,9 @@ class VLLMServerBackend(LiveBackend):
         model: A local model folder or a hub name, as ``vllm serve`` takes it.
         settings: :class:`ServerSettings` (``server_args``, ``env``, ``startup_timeout``,
             ``request_timeout``, ``warmup``, ``max_failed_requests``, ``stop_timeout``,
-            ``vllm_executable``), or give its fields as keywords. ``env`` goes over
+            ``vllm_executable``, ``api_key_env``/``api_key``, ``headers``, ``max_send_lag``,
+            ``stall_timeout``), or give its fields as keywords. Secret-looking values (of
+            ``env``, ``server_args``, the environment) are never written anywhere. ``env`` goes over
             ``os.environ`` and overrides tuner's defaults (``HF_HUB_OFFLINE=1``,
             ``VLLM_NO_USAGE_STATS=1``, caches in ``workdir``, ``VLLM_HOST_IP=127.0.0.1``, the
             timestamping logging config).
