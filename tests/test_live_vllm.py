@@ -104,6 +104,7 @@ def test_the_load_client_agrees_with_vllm_bench_serve_on_the_same_trace(
             *["--dataset-name", "timed_trace", "--dataset-path", str(tmp_path / "trace.jsonl")],
             *["--num-prompts", "30", "--save-result", "--result-dir", str(tmp_path)],
             *["--result-filename", "bench.json", "--disable-tqdm"],
+            *["--percentile-metrics", "ttft,tpot,itl,e2el"],
         ],
         env=env,
         check=True,

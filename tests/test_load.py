@@ -214,6 +214,10 @@ class _FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeVLLM
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: quiet
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class FakeVLLM:
     """A fake vLLM server: ``url`` once started; ``bodies`` holds every completion request."""
