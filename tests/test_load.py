@@ -27,8 +27,9 @@ ERROR_TOKENS = 13  # max_tokens=13: HTTP 400
 SHORT_TOKENS = 7  # max_tokens=7: the stream ends after 5 tokens
 STALL_TOKENS = 11  # max_tokens=11: one token, then nothing (a request timeout)
 MERGED_TOKENS = 6  # max_tokens=6: tokens arrive two per chunk
+NEVER_TOKENS = 17  # max_tokens=17: HTTP 200, then not one token (a healthy server that stalls)
 REFUSED_BUDGET = 999  # the fake `vllm serve` refuses --max-num-batched-tokens 999
-_FAULTS = (ERROR_TOKENS, SHORT_TOKENS, STALL_TOKENS, MERGED_TOKENS)
+_FAULTS = (ERROR_TOKENS, SHORT_TOKENS, STALL_TOKENS, MERGED_TOKENS, NEVER_TOKENS)
 _STEP_LINE = (
     "Engine 000: Iteration(%d): %d context requests, %d context tokens, %d generation requests, "
     "%d generation tokens, iteration elapsed time: %.2f ms, CPU KV cache usage: 0.0%%"
@@ -117,8 +118,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _unauthorized(self) -> bool:
+        """vLLM's AuthenticationMiddleware: /v1/* needs the API key's bearer, if one is set."""
+        fake = self.server.fake
+        fake.headers.append(dict(self.headers.items()))
+        if fake.api_key is None or not self.path.startswith("/v1"):
+            return False
+        if self.headers.get("Authorization") == f"Bearer {fake.api_key}":
+            return False
+        if self.command == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._json(401, {"error": "Unauthorized"})
+        return True
+
     def do_GET(self) -> None:
         fake = self.server.fake
+        if self._unauthorized():
+            return
         if self.path == "/health":
             self._json(200, {})
         elif self.path == "/version":
@@ -140,6 +156,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         fake = self.server.fake
+        if self._unauthorized():
+            return
+        if self.path.startswith("/reset_prefix_cache"):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not fake.dev_mode:  # vLLM serves it only with VLLM_SERVER_DEV_MODE=1
+                self._json(404, {"detail": "Not Found"})
+                return
+            fake.resets += 1
+            self._json(200, {"success": True})
+            return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         fake.bodies.append(body)
         fake.on_request()
@@ -151,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if max_tokens == NEVER_TOKENS:
+            self.wfile.flush()
+            time.sleep(3600)
         req = _Request(prompt, max_tokens)
         fake.engine.submit(req)
         got = pending = 0
@@ -185,6 +214,10 @@ class _FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeVLLM
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: quiet
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class FakeVLLM:
     """A fake vLLM server: ``url`` once started; ``bodies`` holds every completion request."""
@@ -196,9 +229,15 @@ class FakeVLLM:
         step_s: float = 0.002,
         max_model_len: int = 1024,
         log: logging.Logger | None = None,
+        api_key: str | None = None,
+        dev_mode: bool = False,
     ) -> None:
         self.model = model
         self.max_model_len = max_model_len
+        self.api_key = api_key
+        self.dev_mode = dev_mode
+        self.resets = 0
+        self.headers: list[dict[str, str]] = []  # of every request, in order
         self.bodies: list[dict[str, object]] = []
         self.on_request: Callable[[], None] = lambda: None
         self.engine = FakeEngine(step_s, log or logging.getLogger("fake.engine"))
@@ -268,6 +307,10 @@ def main(argv: list[str]) -> int:
         "VLLM_CPU_KVCACHE_SPACE",
     ):
         print(f"fake vllm env {name}={os.environ.get(name)}", flush=True)
+    if mode == "leak":  # a server that prints a secret of its environment, then dies
+        print(f"fake vllm: using token {os.environ.get('HF_TOKEN')}", flush=True)
+        print(f"ValueError: bad key {os.environ.get('VLLM_API_KEY')}", flush=True)
+        return 3
     if mode == "crash":
         print('Traceback (most recent call last):\n  File "fake.py", line 1, in <module>')
         print("ValueError: fake refusal: this configuration is not supported", flush=True)
@@ -277,7 +320,13 @@ def main(argv: list[str]) -> int:
         time.sleep(3600)
         return 0
     fake = FakeVLLM(
-        model, port=port, step_s=0.05 if mode == "slow" else 0.002, max_model_len=max_len, log=log
+        model,
+        port=port,
+        step_s=0.05 if mode == "slow" else 0.002,
+        max_model_len=max_len,
+        log=log,
+        api_key=os.environ.get("VLLM_API_KEY") or None,
+        dev_mode=os.environ.get("VLLM_SERVER_DEV_MODE") == "1",
     )
     if mode == "die":
         seen = []
@@ -301,8 +350,13 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402 - the script part above needs only the stdlib
 import pytest  # noqa: E402
 
-from tuner import BackendError, Workload  # noqa: E402
-from tuner.backends.live._load import prompt_token_ids, replay  # noqa: E402
+from tuner import BackendError, Request, TunerError, Workload  # noqa: E402
+from tuner.backends.live._load import replay  # noqa: E402
+from tuner.backends.live._prompts import (  # noqa: E402
+    hashed_prompt,
+    prompt_token_ids,
+    shares_prefix,
+)
 
 
 def test_every_request_gets_its_tokens_with_ttft_itl_and_e2e() -> None:
@@ -424,3 +478,108 @@ def test_replay_works_from_inside_a_running_event_loop() -> None:
             return replay(fake.url, fake.model, w).requests[0].output_tokens
 
     assert asyncio.run(inside()) == 3
+
+
+# --- prompts from a trace's hash ids ------------------------------------------------------------
+class _HashedRequest(Request):
+    """A Request with vllm bench's chunk hashes, for tuners whose Request has none yet."""
+
+    hash_ids: tuple[int, ...] = ()
+
+
+class _HashedWorkload(Workload):
+    __slots__ = ("_hash_ids", "hash_chunk_size")
+
+    def __iter__(self) -> Iterator[Request]:
+        for r, ids in zip(super().__iter__(), self._hash_ids, strict=True):
+            yield _HashedRequest(**r.model_dump(), hash_ids=ids)
+
+
+def hashed_workload(
+    arrival: list[float],
+    prompt: list[int],
+    output: list[int],
+    hash_ids: list[tuple[int, ...]],
+    chunk: int = 16,
+) -> Workload:
+    """A workload whose requests carry trace hash ids (``Request.hash_ids`` where tuner has
+    them, else a stand-in with the same attributes)."""
+    try:
+        reqs = [
+            Request(arrival=a, prompt_tokens=p, output_tokens=o, hash_ids=h)  # type: ignore[call-arg]
+            for a, p, o, h in zip(arrival, prompt, output, hash_ids, strict=True)
+        ]
+        return Workload(reqs, hash_chunk_size=chunk)  # type: ignore[call-arg]
+    except (TypeError, TunerError):
+        w = _HashedWorkload.__new__(_HashedWorkload)
+        w._init(np.asarray(arrival, float), np.asarray(prompt), np.asarray(output))
+        w._hash_ids = hash_ids
+        w.hash_chunk_size = chunk
+        return w
+
+
+def test_requests_with_shared_hash_ids_share_exactly_that_prefix_of_token_ids() -> None:
+    w = hashed_workload(
+        [0.0, 0.1, 0.2], [40, 40, 20], [2, 2, 2], [(1, 2, 3), (1, 2, 9), (5,)], chunk=16
+    )
+    assert shares_prefix(w)
+    with fake_vllm() as fake:
+        result = replay(fake.url, fake.model, w)
+        a, b, c = (list(body["prompt"]) for body in fake.bodies)  # type: ignore[call-overload]
+    assert not result.failed
+    assert a[:32] == b[:32] and a[32:] != b[32:]  # two 16-token chunks shared, the third not
+    assert len(a) == len(b) == 40 and len(c) == 20  # the last chunk cut to what the prompt needs
+    assert not shares_prefix(Workload.from_arrays([0.0, 0.0], [8, 8], [1, 1]))
+
+
+def test_hash_id_prompts_are_the_prompt_length_whatever_the_ids_cover() -> None:
+    short = hashed_prompt(3, 50, [7], chunk=16)  # one id: 16 tokens, then 34 of its own
+    assert len(short) == 50 and short[:16] == hashed_prompt(4, 16, [7], chunk=16)
+    assert short[16:] != hashed_prompt(4, 50, [7], chunk=16)[16:]
+    assert len(hashed_prompt(0, 10, [1, 2, 3], chunk=16)) == 10
+    assert hashed_prompt(0, 32, [1, 2], salt=1) != hashed_prompt(0, 32, [1, 2], salt=2)
+
+
+# --- headers, lag, stalls -----------------------------------------------------------------------
+def test_every_request_carries_the_given_headers_and_bearer() -> None:
+    w = Workload.from_arrays([0.0, 0.0], [8, 8], [2, 2])
+    with fake_vllm(api_key="k-123") as fake:
+        refused = replay(fake.url, fake.model, w)
+        ok = replay(
+            fake.url, fake.model, w, headers={"Authorization": "Bearer k-123", "X-Team": "a"}
+        )
+        seen = fake.headers
+    assert len(refused.failed) == 2 and "HTTP 401" in (refused.failed[0].error or "")
+    assert not ok.failed
+    assert all(h.get("X-Team") == "a" for h in seen[-2:])
+
+
+def test_each_request_records_how_late_it_was_sent_and_the_loop_its_read_delays() -> None:
+    w = Workload.from_arrays([0.0, 0.05, 0.1], [8] * 3, [3] * 3)
+    with fake_vllm() as fake:
+        result = replay(fake.url, fake.model, w)
+    lag = result.send_lag
+    assert lag.shape == (3,) and (lag >= 0).all() and (lag < 0.05).all()
+    assert [r.send_lag for r in result.requests] == pytest.approx(lag.tolist())
+    assert len(result.read_lag) > 10 and min(result.read_lag) >= 0  # ~every 5 ms for ~0.1 s
+
+
+def test_a_server_that_sends_no_token_for_stall_timeout_is_a_stalled_load() -> None:
+    w = Workload.from_arrays([0.0, 0.0, 0.0, 30.0], [8] * 4, [NEVER_TOKENS] * 3 + [2])
+    with fake_vllm() as fake:
+        t0 = time.perf_counter()
+        result = replay(fake.url, fake.model, w, stall_timeout=0.5, request_timeout=60)
+        took = time.perf_counter() - t0
+    assert result.stalled == "stalled: no token for 0.5 s with 3 requests outstanding"
+    assert took < 5  # neither the request timeout nor the last arrival was waited for
+    assert len(result.failed) == 4 and all(r.timed_out for r in result.failed)
+    assert "abandoned (stalled" in (result.requests[0].error or "")
+    assert "never sent" in (result.requests[3].error or "")
+
+
+def test_a_slow_but_steady_server_is_not_a_stall() -> None:
+    # 10 tokens 50 ms apart: no gap reaches the 0.3 s stall timeout, though the request is 0.5 s
+    w = Workload.from_arrays([0.0], [8], [10])
+    with fake_vllm(step_s=0.05) as fake:
+        result = replay(fake.url, fake.model, w, stall_timeout=0.3)
+    assert result.stalled is None and not result.failed

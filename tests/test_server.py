@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_load import ERROR_TOKENS, REFUSED_BUDGET, STALL_TOKENS, fake_vllm
+from tests.test_load import (
+    ERROR_TOKENS,
+    NEVER_TOKENS,
+    REFUSED_BUDGET,
+    STALL_TOKENS,
+    fake_vllm,
+    hashed_workload,
+)
 from tuner import (
     BackendError,
     ConfigError,
@@ -380,6 +387,7 @@ def test_an_attached_backend_refuses_a_config_that_differs_before_any_request() 
     ("kwargs", "match"),
     [
         ({"url": ""}, "give the server's base URL"),
+        ({"url": None}, "give the server's base URL"),
         ({"config": "x"}, "expected a ServingConfig"),
         ({"request_timeout": 0}, "request_timeout = 0"),
         ({"max_failed_requests": -1}, "max_failed_requests = -1"),
@@ -429,6 +437,76 @@ def test_attach_mode_adopts_the_first_config_when_none_is_declared() -> None:
         assert backend.config == CONFIG
         with pytest.raises(ConfigError, match="omit attach_url"):
             backend.evaluate(CONFIG.replace(max_num_seqs=4), SMALL[:1])
+
+
+# --- stalls, client lag, prefix caching -------------------------------------------------------
+def test_a_healthy_server_that_streams_nothing_fails_the_trial_as_stalled_and_is_replaced(
+    fake_exe: str, tmp_path: Path
+) -> None:
+    stuck = Workload.from_arrays([0.0, 0.0, 0.1], [8, 8, 8], [NEVER_TOKENS] * 3)
+    with fake_backend(fake_exe, tmp_path, stall_timeout=1.0, request_timeout=120) as backend:
+        t0 = time.monotonic()
+        with pytest.raises(TrialTimeout) as info:
+            backend.evaluate(CONFIG, stuck)
+        assert time.monotonic() - t0 < 30  # not the 120 s request timeout
+        m = backend.evaluate(CONFIG, SMALL)  # the next trial: a fresh server
+    first = str(info.value).splitlines()[0]
+    assert first == "stalled: no token for 1 s with 3 requests outstanding during the load"
+    assert "last 30 lines of" in str(info.value)
+    assert m.failed_requests == 0
+    groups = server_groups(backend.log_paths)
+    assert len(backend.log_paths) == 2 and len(set(groups)) == 2
+    assert_no_server_left(backend.log_paths)
+
+
+def test_a_client_that_fell_behind_its_schedule_is_flagged_with_the_reason(
+    fake_exe: str, tmp_path: Path
+) -> None:
+    with fake_backend(fake_exe, tmp_path, max_send_lag=1e-9) as backend:
+        backend.evaluate(CONFIG, SMALL)
+        trial = backend.last_trial
+    assert trial is not None and trial.client_lagged
+    assert trial.client_lag_reason is not None
+    assert trial.client_lag_reason.startswith("client lagged: ")
+    assert "max_send_lag=1e-09 s" in trial.client_lag_reason
+    assert trial.send_lag.p50 <= trial.send_lag.p99 <= trial.send_lag.max
+    assert trial.send_lag.max == pytest.approx(float(trial.load.send_lag.max()))
+    with fake_backend(fake_exe, tmp_path / "b") as backend:
+        backend.evaluate(CONFIG, SMALL)
+        calm = backend.last_trial
+    assert calm is not None and calm.read_lag.max >= 0
+    assert calm.client_lagged == (calm.client_lag_reason is not None)
+
+
+def test_prefix_caching_stays_on_only_for_a_workload_that_shares_prefixes(
+    fake_exe: str,
+) -> None:
+    backend = VLLMServerBackend("m", vllm_executable=fake_exe)
+    shared = hashed_workload([0.0, 0.1], [32, 32], [2, 2], [(1, 2), (1, 3)])
+    distinct = hashed_workload([0.0, 0.1], [32, 32], [2, 2], [(1, 2), (4, 3)])
+    on = backend.server_command(CONFIG, 1, shared)
+    assert "--no-enable-prefix-caching" not in on and "--enable-prompt-tokens-details" in on
+    assert "--no-enable-prefix-caching" in backend.server_command(CONFIG, 1, distinct)
+    assert "--no-enable-prefix-caching" in backend.server_command(CONFIG, 1, SMALL)
+    assert "--no-enable-prefix-caching" in backend.server_command(CONFIG, 1)
+
+
+def test_an_attached_server_has_its_prefix_cache_reset_before_each_load_or_says_it_could_not() -> (
+    None
+):
+    with fake_vllm(dev_mode=True) as fake:
+        backend = AttachedServerBackend(base_url=fake.url)
+        backend.evaluate(CONFIG, SMALL)
+        backend.evaluate(CONFIG, SMALL)
+        assert fake.resets == 2 and backend.last_trial is not None
+        assert backend.last_trial.prefix_cache_reset is True
+    with fake_vllm() as fake:  # no VLLM_SERVER_DEV_MODE: 404
+        backend = AttachedServerBackend(fake.url)
+        m = backend.evaluate(CONFIG, SMALL)
+        trial = backend.last_trial
+    assert m.failed_requests == 0 and trial is not None
+    assert trial.prefix_cache_reset is False
+    assert any("HTTP 404" in n and "VLLM_SERVER_DEV_MODE=1" in n for n in trial.notes)
 
 
 # --- Ctrl-C --------------------------------------------------------------------------------

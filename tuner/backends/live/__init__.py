@@ -2,10 +2,12 @@
 
 :class:`VLLMServerBackend` starts a server per configuration (``_server``, on the process
 lifecycle of ``_process``); :class:`AttachedServerBackend` measures one already running
-(``_attached``). Both measure alike (``_measure``): the open-loop load client (``_load``, over
-the HTTP of ``_http``) and the engine's step log (``_steplog``). ``_errors`` is the one place
-the tier's foreign errors become tuner errors. :func:`build_tiny_model` makes a tiny random
-Llama to serve on any machine.
+(``_attached``). Both measure alike (``_measure``): the open-loop load client (``_load``, its
+prompts from ``_prompts``, each request streamed over aiohttp by ``_stream``), the server's
+answers and counters (``_queries``) and the engine's step log (``_steplog``). ``_errors`` is the
+one place the tier's foreign errors become tuner errors; ``_secrets`` keeps API keys and tokens
+out of everything tuner writes. :func:`build_tiny_model` makes a tiny random Llama to serve on
+any machine.
 """
 
 from tuner.backends.live._attached import AttachedServerBackend

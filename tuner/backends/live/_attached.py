@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.backends.live._measure import LiveBackend
+from tuner.backends.live._secrets import Scrubber, secret_values
 from tuner.backends.live._settings import AttachedSettings
 from tuner.core import ConfigError, Measurement, ServingConfig, Workload
 
@@ -25,8 +26,15 @@ class AttachedServerBackend(LiveBackend):
     the first config evaluated): a search over server knobs raises :class:`ConfigError` for each
     config that differs.
 
+    Before each measured load the server's prefix cache is emptied (``POST
+    /reset_prefix_cache``) so that one trial does not warm the next; vLLM serves that route only
+    with ``VLLM_SERVER_DEV_MODE=1``, and a server without it is measured anyway, with a note in
+    :attr:`last_trial` (``prefix_cache_reset=False``). A secured server (``vllm serve
+    --api-key``) takes ``api_key_env`` (or ``api_key``), sent as ``Authorization: Bearer``.
+
     Args:
-        url: The running server's base URL, e.g. ``http://127.0.0.1:8000``.
+        url: The running server's base URL, e.g. ``http://127.0.0.1:8000`` (or give
+            ``base_url`` in the settings).
         config: The configuration the running server was started with (default: the first
             config evaluated).
         log: The running server's log file (started with
@@ -50,20 +58,23 @@ class AttachedServerBackend(LiveBackend):
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         config: ServingConfig | None = None,
         log: str | os.PathLike[str] | None = None,
         settings: AttachedSettings | None = None,
         **changes: Any,
     ) -> None:
+        self.settings = AttachedSettings.build(settings, changes)
+        url = url if url is not None else self.settings.base_url
         if not isinstance(url, str) or not url:
             raise ConfigError(f"AttachedServerBackend.url = {url!r}: give the server's base URL")
         if config is not None and not isinstance(config, ServingConfig):
             raise ConfigError(
                 f"AttachedServerBackend.config: expected a ServingConfig, got {config!r}"
             )
-        self.settings = AttachedSettings.build(settings, changes)
         super().__init__(self.settings)
+        self.api_key = self.settings.resolved_api_key()
+        self.scrubber = Scrubber(secret_values(self.settings.headers, (), self.api_key))
         self.url = url.rstrip("/")
         #: The configuration the running server serves (set by the first evaluate if not given).
         self.config = config
@@ -99,4 +110,9 @@ class AttachedServerBackend(LiveBackend):
             )
         number = self._trials
         self._trials += 1
-        return self._measure(number, config, workload, self.url, self.log, None, None)
+        return self._measure(
+            number, config, workload, self.url, self.log, None, None, reset_cache=True
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return self.settings.request_headers(self.api_key)

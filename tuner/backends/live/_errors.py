@@ -3,8 +3,10 @@
 Running ``vllm serve`` and talking to it over HTTP raise the standard library's errors:
 :class:`OSError` (a command that cannot run; sockets, ``ssl.SSLError``, ``urllib.error.URLError``
 and ``TimeoutError`` are all OSErrors), :class:`ValueError` (``json.JSONDecodeError``, a
-malformed URL or HTTP answer) and asyncio's stream errors. Each kind of operation catches the
-tuple named here for it and turns what it caught into what is named here::
+malformed URL or HTTP answer), ``asyncio.TimeoutError``, and the load client's aiohttp errors
+(:class:`aiohttp.ClientError`: a refused connection, a server that disconnects, a cut or
+malformed body). Each kind of operation catches the tuple named here for it and turns what it
+caught into what is named here::
 
     the server command cannot run           START_ERRORS  -> ServerStartError  (start_error)
     a query the trial needs fails           ANSWER_ERRORS -> BackendError      (query_error)
@@ -13,6 +15,7 @@ tuple named here for it and turns what it caught into what is named here::
     too many failed requests                               -> TrialTimeout if any timed out,
                                                               else BackendError
                                                               (failed_requests_error)
+    no token for stall_timeout seconds                     -> TrialTimeout (stall_error)
 
 Whatever else the live tier raises is its own decision (a server that exits or is never
 healthy, a wrong answer), raised where it is found, already as a tuner error. Best-effort
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from tuner.core import BackendError, ServerStartError, TrialTimeout
 
 #: Starting a process: the command is missing, not executable, or the system refuses.
@@ -33,13 +38,12 @@ START_ERRORS: tuple[type[Exception], ...] = (OSError,)
 HTTP_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)
 #: An HTTP GET whose JSON answer is read: also a missing key or element, or a wrong type.
 ANSWER_ERRORS: tuple[type[Exception], ...] = (*HTTP_ERRORS, KeyError, IndexError, TypeError)
-#: One streamed request: it timed out (``asyncio.TimeoutError``), the connection broke, or the
-#: stream was cut or malformed.
+#: One streamed request: it timed out (``asyncio.TimeoutError``), the connection failed or
+#: broke, or the stream was cut or malformed (aiohttp's errors, a JSON that does not parse).
 REQUEST_ERRORS: tuple[type[Exception], ...] = (
     asyncio.TimeoutError,
+    aiohttp.ClientError,
     OSError,
-    asyncio.IncompleteReadError,
-    asyncio.LimitOverrunError,
     ValueError,
 )
 
@@ -68,9 +72,19 @@ def request_error(
     """
     if isinstance(error, asyncio.TimeoutError):
         return f"timed out after {request_timeout:g} s with {received} of {requested} tokens", True
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return (
+            f"ConnectionError: cannot connect to {error.host}:{error.port}: {error.os_error}",
+            False,
+        )
     return (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__), False
 
 
 def failed_requests_error(message: str, *, timed_out: bool) -> BackendError:
     """The error for a trial with too many failed requests: TrialTimeout if any timed out."""
     return (TrialTimeout if timed_out else BackendError)(message)
+
+
+def stall_error(message: str) -> TrialTimeout:
+    """The error for a server that stayed up but made no progress (a load that stalled)."""
+    return TrialTimeout(message)

@@ -2,45 +2,38 @@
 
 Each request is sent at its arrival time whatever the server is doing (open loop, like
 ``vllm bench serve --dataset-name timed_trace``), as a streamed ``/v1/completions`` call whose
-prompt is a list of token ids of the requested length, with ``max_tokens`` = the output length
-and ``ignore_eos`` so that exactly that many tokens come back. Tokens are counted from the
-server's per-chunk usage (``stream_options.continuous_usage_stats``), so a chunk that carries
-several tokens counts as several.
+prompt is a list of token ids of the requested length (:mod:`._prompts`: distinct per request,
+or expanded from the trace's hash ids so that shared prefixes hit the cache as in the trace),
+with ``max_tokens`` = the output length and ``ignore_eos`` so that exactly that many tokens come
+back. The HTTP is aiohttp's, as in ``vllm bench serve`` (:mod:`._stream`).
 
-Plain asyncio streams and HTTP/1.1 (one connection per request, :mod:`._http`): no
-dependency, and nothing between the socket and the clock.
+The client watches itself and the server while it replays: how late it sent each request
+(:attr:`LoadResult.send_lag`), how late its event loop woke up (:attr:`LoadResult.read_lag`,
+which bounds how late any token was read and stamped), and whether the server stopped making
+progress (no token for ``stall_timeout`` seconds with requests outstanding:
+:attr:`LoadResult.stalled`, every outstanding request abandoned).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import math
-import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import numpy as np
 
 from tuner.backends.live._errors import REQUEST_ERRORS, request_error
-from tuner.backends.live._http import (
-    RequestFailed,
-    Target,
-    connect,
-    error_message,
-    events,
-    post_stream,
-)
+from tuner.backends.live._prompts import DEFAULT_TOKEN_RANGE, workload_prompts
+from tuner.backends.live._stream import Progress, RequestFailed, payload, stream_completion
 from tuner.core import BackendError, Workload
 
-#: Prompt token ids are drawn from [low, high): ids that every real vocabulary has and that are
-#: not special tokens in common tokenizers (and the tiny model's 2048-token vocabulary).
-DEFAULT_TOKEN_RANGE = (100, 1000)
-_KEY_TOKENS = 4  # leading tokens that encode (salt, request id): distinct prompts, no cache hit
+_TICK = 0.005  # the event-loop monitor's period (seconds)
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,9 @@ class RequestRecord:
         requested_tokens: ``max_tokens`` asked for.
         prompt_tokens: Prompt tokens the server counted (None if it did not say).
         error: Why the request failed (None when it succeeded).
-        timed_out: Whether it failed by running past the request timeout.
+        timed_out: Whether it failed by running past the request timeout (or a stall).
+        cached_tokens: Prompt tokens the server served from its prefix cache (None unless the
+            server reports ``prompt_tokens_details``).
     """
 
     request_id: int
@@ -66,6 +61,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     error: str | None = None
     timed_out: bool = False
+    cached_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,6 +72,11 @@ class RequestRecord:
     def output_tokens(self) -> int:
         """Output tokens received."""
         return len(self.token_times)
+
+    @property
+    def send_lag(self) -> float:
+        """How late the client sent it against its schedule (seconds)."""
+        return self.sent - self.scheduled
 
     @property
     def ttft(self) -> float:
@@ -106,12 +107,17 @@ class LoadResult:
             server-side timestamps with the client's clock.
         time_offset: Add this to a time of this result to put it on the workload's clock (the
             load's origin is the workload's first arrival).
+        read_lag: How late the client's event loop woke up, sampled every 5 ms during the load
+            (seconds): a token can have been read and stamped at most this late.
+        stalled: Why the load was cut short when the server made no progress (None if not).
     """
 
     requests: tuple[RequestRecord, ...]
     origin_unix: float
     time_offset: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    read_lag: tuple[float, ...] = field(default=())
+    stalled: str | None = None
 
     @property
     def failed(self) -> tuple[RequestRecord, ...]:
@@ -135,118 +141,59 @@ class LoadResult:
 
     @property
     def send_lag(self) -> np.ndarray:
-        """How late each request was sent against its schedule (seconds)."""
-        return np.array([r.sent - r.scheduled for r in self.requests], dtype=np.float64)
+        """How late each request was sent against its schedule (seconds), in workload order."""
+        return np.array([r.send_lag for r in self.requests], dtype=np.float64)
 
 
-def prompt_token_ids(
-    request_id: int,
-    length: int,
-    *,
-    salt: int = 0,
-    token_range: tuple[int, int] = DEFAULT_TOKEN_RANGE,
-) -> list[int]:
-    """A prompt of ``length`` token ids, distinct for each (salt, request id).
-
-    The first four tokens spell out ``(salt, request_id)`` in base ``high - low``, least
-    significant digit first, so two prompts of one replay (or of replays with different salts)
-    never share a first KV block and prefix caching never hits; the rest are pseudo-random,
-    seeded by the same pair.
-
-    Example:
-        >>> a, b = prompt_token_ids(0, 32), prompt_token_ids(1, 32)
-        >>> len(a), a[:4] != b[:4], all(100 <= t < 1000 for t in a + b)
-        (32, True, True)
-    """
-    low, high = token_range
-    span = high - low
-    if span < 2 or low < 0:
-        raise ValueError(f"token_range={token_range!r}: need 0 <= low < high - 1")
-    if length < 1:
-        raise ValueError(f"prompt length must be >= 1, got {length}")
-    key = (salt % 1_000_003) * 1_000_003 + request_id
-    head = []
-    k = key
-    for _ in range(min(_KEY_TOKENS, length)):
-        head.append(low + k % span)
-        k //= span
-    rng = random.Random(key)
-    return head + [low + rng.randrange(span) for _ in range(length - len(head))]
+def completions_url(url: str) -> str:
+    """``{url}/v1/completions``; BackendError if ``url`` is not an http(s) base URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BackendError(f"server URL {url!r}: expected http://host:port or https://...")
+    return url.rstrip("/") + "/v1/completions"
 
 
-# --- one request ---------------------------------------------------------------------------------
-@dataclass
-class _Progress:
-    times: list[float] = field(default_factory=list)
-    prompt_tokens: int | None = None
-    finish_reason: str | None = None
-    usage_total: int | None = None
+class _Watch:
+    """The replay's shared state: outstanding requests, the last sign of progress, the stall."""
 
+    def __init__(self, progress: list[Progress], now: Any) -> None:
+        self.progress = progress
+        self.now = now
+        self.outstanding: set[int] = set()
+        self.last_activity = 0.0
+        self.stalled: str | None = None
+        self.read_lag: list[float] = []
 
-async def _stream_one(
-    target: Target, payload: bytes, now: Callable[[], float], progress: _Progress
-) -> None:
-    reader, writer = await connect(target)
-    try:
-        buffer = bytearray()
-        counted = 0
-        async for piece in post_stream(reader, writer, target, "/v1/completions", payload):
-            t = now()
-            buffer += piece.replace(b"\r\n", b"\n")
-            for data in events(buffer):
-                if data.strip() == b"[DONE]":
-                    _reconcile(progress, counted)
-                    return
-                obj = json.loads(data)
-                if not isinstance(obj, dict):
-                    raise RequestFailed(f"unexpected data in the stream: {data[:200]!r}")
-                if "error" in obj:
-                    raise RequestFailed(f"error in the stream: {error_message(data)}")
-                usage = obj.get("usage") or {}
-                if usage.get("prompt_tokens") is not None:
-                    progress.prompt_tokens = int(usage["prompt_tokens"])
-                choices = obj.get("choices") or []
-                if not choices:  # the final usage-only chunk
-                    if usage.get("completion_tokens") is not None:
-                        progress.usage_total = int(usage["completion_tokens"])
-                    continue
-                if choices[0].get("finish_reason"):
-                    progress.finish_reason = str(choices[0]["finish_reason"])
-                if usage.get("completion_tokens") is not None:
-                    new = int(usage["completion_tokens"]) - counted
-                else:  # no per-chunk usage: one token per chunk with text
-                    new = 1 if choices[0].get("text") else 0
-                counted += max(new, 0)
-                progress.times.extend([t] * max(new, 0))
-        _reconcile(progress, counted)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+    def started(self, i: int) -> None:
+        if not self.outstanding:
+            self.last_activity = self.now()
+        self.outstanding.add(i)
 
+    def ended(self, i: int) -> None:
+        self.outstanding.discard(i)
+        self.last_activity = self.now()
 
-def _reconcile(progress: _Progress, counted: int) -> None:
-    """Trust the final usage count over chunk counting (servers without per-chunk usage)."""
-    total = progress.usage_total
-    if total is None or total == counted or not progress.times:
-        return
-    if total > counted:
-        progress.times.extend([progress.times[-1]] * (total - counted))
-    else:
-        del progress.times[total:]
+    def last_progress(self) -> float:
+        last = [self.progress[i].times[-1] for i in self.outstanding if self.progress[i].times]
+        return max([self.last_activity, *last])
 
-
-def _payload(model: str, prompt: Sequence[int], max_tokens: int, extra: Mapping[str, Any]) -> bytes:
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": list(prompt),
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-    }
-    body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    async def monitor(self, stall_timeout: float | None, stop: Any) -> None:
+        """Sample the loop's lateness; on a stall, record why and call ``stop``."""
+        expected = self.now() + _TICK
+        while True:
+            await asyncio.sleep(_TICK)
+            t = self.now()
+            self.read_lag.append(max(0.0, t - expected))
+            expected = t + _TICK
+            if stall_timeout is None or not self.outstanding or self.stalled:
+                continue
+            quiet = t - self.last_progress()
+            if quiet >= stall_timeout:
+                self.stalled = (
+                    f"stalled: no token for {stall_timeout:g} s with "
+                    f"{len(self.outstanding)} requests outstanding"
+                )
+                stop()
 
 
 # --- the replay ----------------------------------------------------------------------------------
@@ -259,105 +206,135 @@ async def replay_async(
     salt: int = 0,
     token_range: tuple[int, int] = DEFAULT_TOKEN_RANGE,
     extra_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    stall_timeout: float | None = None,
 ) -> LoadResult:
     """Replay ``workload`` against the server at ``url``; see :func:`replay`."""
-    target = Target.parse(url)
+    target = completions_url(url)
     extra = dict(extra_body or {})
+    send_headers = {"Content-Type": "application/json", **dict(headers or {})}
     arrival = workload.arrival.tolist()
-    prompt = workload.prompt_tokens.tolist()
     output = workload.output_tokens.tolist()
+    prompt = workload.prompt_tokens.tolist()
     order = workload.schedule_order.tolist()
     first = arrival[order[0]]
     # Build every payload before the clock starts, so that sending costs only the write.
-    payloads = [
-        _payload(
-            model,
-            prompt_token_ids(i, prompt[i], salt=salt, token_range=token_range),
-            output[i],
-            extra,
-        )
-        for i in range(len(workload))
-    ]
+    prompts = workload_prompts(workload, salt=salt, token_range=token_range)
+    payloads = [payload(model, prompts[i], output[i], extra) for i in range(len(workload))]
     records: list[RequestRecord | None] = [None] * len(workload)
+    progress = [Progress() for _ in range(len(workload))]
     t0 = time.perf_counter()
     origin_unix = time.time()
 
     def now() -> float:
         return time.perf_counter() - t0
 
-    async def one(i: int, scheduled: float) -> None:
-        progress = _Progress()
+    watch = _Watch(progress, now)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(session: aiohttp.ClientSession, i: int, scheduled: float) -> None:
+        p = progress[i]
         sent = now()
+        watch.started(i)
         error: str | None = None
         timed_out = False
         try:
-            await asyncio.wait_for(_stream_one(target, payloads[i], now, progress), request_timeout)
+            stream = stream_completion(session, target, payloads[i], send_headers, now, p)
+            await asyncio.wait_for(stream, request_timeout)
         except RequestFailed as e:
             error = str(e)
         except REQUEST_ERRORS as e:
             error, timed_out = request_error(
-                e,
-                request_timeout=request_timeout,
-                received=len(progress.times),
-                requested=output[i],
+                e, request_timeout=request_timeout, received=len(p.times), requested=output[i]
             )
-        got = len(progress.times)
+        except asyncio.CancelledError:
+            if watch.stalled is None:
+                raise
+            error, timed_out = f"abandoned ({watch.stalled}) with {len(p.times)} tokens", True
+        finally:
+            watch.ended(i)
+        got = len(p.times)
         if error is None and got != output[i]:
             error = (
-                f"received {got} of {output[i]} output tokens "
-                f"(finish_reason={progress.finish_reason!r})"
+                f"received {got} of {output[i]} output tokens (finish_reason={p.finish_reason!r})"
             )
-        if error is None and progress.prompt_tokens not in (None, prompt[i]):
-            error = (
-                f"the server counted {progress.prompt_tokens} prompt tokens, expected {prompt[i]}"
-            )
+        if error is None and p.prompt_tokens not in (None, prompt[i]):
+            error = f"the server counted {p.prompt_tokens} prompt tokens, expected {prompt[i]}"
         records[i] = RequestRecord(
             request_id=i,
             scheduled=scheduled,
             sent=sent,
-            token_times=tuple(progress.times),
+            token_times=tuple(p.times),
             requested_tokens=output[i],
-            prompt_tokens=progress.prompt_tokens,
+            prompt_tokens=p.prompt_tokens,
             error=error,
             timed_out=timed_out,
+            cached_tokens=p.cached_tokens,
         )
 
-    tasks = []
-    try:
+    async def send_all(session: aiohttp.ClientSession) -> None:
         for i in order:
             scheduled = arrival[i] - first
             delay = scheduled - now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
+            tasks.append(asyncio.create_task(one(session, i, scheduled)))
+
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False
+    ) as session:
+        sender = asyncio.create_task(send_all(session))
+
+        def stop() -> None:
+            sender.cancel()
+            for task in tasks:
+                task.cancel()
+
+        monitor = asyncio.create_task(watch.monitor(stall_timeout, stop))
+        try:
+            await asyncio.wait([sender])
+            if watch.stalled is None:
+                sender.result()  # a bug in the sender is raised, not swallowed
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                cut = isinstance(outcome, asyncio.CancelledError) and watch.stalled is not None
+                if isinstance(outcome, BaseException) and not cut:
+                    raise outcome
+        finally:
+            monitor.cancel()
+            for task in [sender, *tasks]:
+                task.cancel()
+    for i in [i for i in order if records[i] is None]:  # a stall stopped them before their send
+        records[i] = RequestRecord(
+            request_id=i,
+            scheduled=arrival[i] - first,
+            sent=now(),
+            token_times=(),
+            requested_tokens=output[i],
+            error=f"never sent ({watch.stalled})",
+            timed_out=True,
+        )
     done = tuple(r for r in records if r is not None)
     if len(done) != len(workload):  # pragma: no cover - every task records, even on failure
         raise BackendError("the load client lost track of some requests")
-    return LoadResult(requests=done, origin_unix=origin_unix, time_offset=first)
+    return LoadResult(
+        requests=done,
+        origin_unix=origin_unix,
+        time_offset=first,
+        read_lag=tuple(watch.read_lag),
+        stalled=watch.stalled,
+    )
 
 
-def replay(
-    url: str,
-    model: str,
-    workload: Workload,
-    *,
-    request_timeout: float = 300.0,
-    salt: int = 0,
-    token_range: tuple[int, int] = DEFAULT_TOKEN_RANGE,
-    extra_body: Mapping[str, Any] | None = None,
-) -> LoadResult:
+def replay(url: str, model: str, workload: Workload, **options: Any) -> LoadResult:
     """Send every request of ``workload`` at its arrival time and record what comes back.
 
     Open loop: request ``i`` is sent ``arrival[i] - min(arrival)`` seconds after the start,
     however many are still running. Each is a streamed ``POST {url}/v1/completions`` with the
-    prompt as ``prompt_tokens[i]`` token ids (see :func:`prompt_token_ids`), ``max_tokens =
-    output_tokens[i]`` and ``ignore_eos``. A request fails (and is recorded as failed, not
-    raised) on an HTTP error, a broken stream, fewer tokens than asked, a prompt the server
-    counted differently, or when it runs past ``request_timeout`` seconds.
+    prompt as ``prompt_tokens[i]`` token ids (see :mod:`tuner.backends.live._prompts`),
+    ``max_tokens = output_tokens[i]`` and ``ignore_eos``. A request fails (and is recorded as
+    failed, not raised) on an HTTP error, a broken stream, fewer tokens than asked, a prompt
+    the server counted differently, or when it runs past ``request_timeout`` seconds.
 
     Latencies follow ``vllm bench serve``: TTFT and E2E are measured from the moment the
     request is sent (``time.perf_counter``); the client's lag behind the schedule is kept in
@@ -370,10 +347,13 @@ def replay(
         url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
         model: The served model name (``GET /v1/models``).
         workload: The requests and their arrival times (seconds).
-        request_timeout: Seconds a request may take from its send to its last token.
-        salt: Mixed into every prompt, so that replays with different salts share no prefix.
-        token_range: Prompt token ids are drawn from ``[low, high)``.
-        extra_body: More fields for every request body (e.g. ``{"temperature": 0}``).
+        **options: Of :func:`replay_async`: ``request_timeout`` (seconds a request may take
+            from its send to its last token), ``salt`` (mixed into every prompt, so that
+            replays with different salts share no prefix), ``token_range`` (prompt token ids
+            are drawn from ``[low, high)``), ``extra_body`` (more fields for every request
+            body, e.g. ``{"temperature": 0}``), ``headers`` (sent with every request, e.g.
+            ``Authorization``), ``stall_timeout`` (seconds without any token, with requests
+            outstanding, after which the load is abandoned; None: never).
 
     Example:
         >>> from tuner import Workload
@@ -382,21 +362,15 @@ def replay(
         >>> [r.ttft for r in result.requests]  # doctest: +SKIP
         [0.012, 0.009]
     """
-    coro_args: dict[str, Any] = {
-        "request_timeout": request_timeout,
-        "salt": salt,
-        "token_range": token_range,
-        "extra_body": extra_body,
-    }
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(replay_async(url, model, workload, **coro_args))
+        return asyncio.run(replay_async(url, model, workload, **options))
     box: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            box["result"] = asyncio.run(replay_async(url, model, workload, **coro_args))
+            box["result"] = asyncio.run(replay_async(url, model, workload, **options))
         except BaseException as e:  # handed to the caller's thread
             box["error"] = e
 

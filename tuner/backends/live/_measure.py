@@ -2,46 +2,61 @@
 
 :class:`LiveBackend` owns the measurement of a server that answers at a URL -- the checks of
 what it serves, the warm-up, the open-loop load, the engine's steps read from its log, the
-preemption counter, the failure policy (``max_failed_requests``) -- and the record of the last
-trial (:class:`LiveTrial`). How the server comes to be running is the subclass's business:
+server's counters (preemptions, prefix-cache hits), the failure policy (``max_failed_requests``,
+a stalled server), the client's own lag -- and the record of the last trial (:class:`LiveTrial`).
+How the server comes to be running is the subclass's business:
 :class:`~tuner.backends.live.VLLMServerBackend` starts one per configuration,
 :class:`~tuner.backends.live.AttachedServerBackend` measures one that is already up.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
-import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tuner.backends._base import Backend, check_fits
-from tuner.backends.live._errors import (
-    ANSWER_ERRORS,
-    HTTP_ERRORS,
-    failed_requests_error,
-    query_error,
-)
+from tuner.backends.live._errors import failed_requests_error, stall_error
 from tuner.backends.live._load import LoadResult, replay
-from tuner.backends.live._process import (
-    LOG_TAIL_LINES,
-    ServerProcess,
-    failure_reason,
-    http_get,
-    log_tail,
+from tuner.backends.live._process import LOG_TAIL_LINES, ServerProcess, failure_reason, log_tail
+from tuner.backends.live._queries import (
+    PREEMPTIONS,
+    PREFIX_HITS,
+    PREFIX_QUERIES,
+    counters,
+    reset_prefix_cache,
+    served_model,
+    server_version,
 )
+from tuner.backends.live._secrets import Scrubber
 from tuner.backends.live._settings import LoadSettings
-from tuner.backends.live._steplog import StepLog, parse_step_log
+from tuner.backends.live._steplog import LogTail, StepLog
 from tuner.core import BackendError, ConfigError, Measurement, ServingConfig, Workload
 
 _WARMUP = Workload.from_arrays([0.0], [16], [4])
 _WARMUP_SALT = 999_983
+_COUNTERS = (PREEMPTIONS, PREFIX_HITS, PREFIX_QUERIES)
+
+
+@dataclass(frozen=True)
+class Lag:
+    """A summary of the client's lateness (seconds): median, 99th percentile, maximum."""
+
+    p50: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def of(cls, values: Any) -> Lag:
+        a = np.asarray(values, dtype=np.float64)
+        if a.size == 0:
+            return cls()
+        p50, p99 = np.percentile(a, [50, 99])
+        return cls(float(p50), float(p99), float(a.max()))
 
 
 @dataclass(frozen=True)
@@ -55,11 +70,23 @@ class LiveTrial:
         served_model: The model name the server reported (``GET /v1/models``).
         vllm_version: The server's version (``GET /version``), if it said.
         log_path: The server's log (None when attached without a ``log``).
-        command: The command line run (empty when attached).
+        command: The command line run, secrets redacted (empty when attached).
         startup_seconds: From the start of the process to ``/health`` = 200 (None if attached).
         load: Everything the load client recorded.
         steps: The engine steps parsed from the log during the load (None if no log).
         preemptions: Preemptions counted by the server during the load (None if unknown).
+        send_lag: How late the client sent the requests against their schedule.
+        read_lag: How late the client's event loop woke up to read tokens.
+        client_lagged: Whether the client fell behind by more than ``max_send_lag`` (the
+            latencies then hold some of the client's own delay; measure again).
+        client_lag_reason: What lagged, and by how much (None when it did not).
+        prefix_cache_hits: Prompt tokens vLLM served from its prefix cache during the load
+            (``vllm:prefix_cache_hits``; None if the server does not say).
+        prefix_cache_queries: Prompt tokens vLLM looked up in its prefix cache
+            (``vllm:prefix_cache_queries``; None if the server does not say).
+        prefix_cache_reset: Whether the prefix cache was emptied before the load (None: not
+            needed, a fresh server; False: the server refused, see ``notes``).
+        notes: What else happened that a reader of the trial should know.
     """
 
     number: int
@@ -73,16 +100,62 @@ class LiveTrial:
     load: LoadResult
     steps: StepLog | None
     preemptions: int | None
+    send_lag: Lag = field(default_factory=Lag)
+    read_lag: Lag = field(default_factory=Lag)
+    client_lagged: bool = False
+    client_lag_reason: str | None = None
+    prefix_cache_hits: int | None = None
+    prefix_cache_queries: int | None = None
+    prefix_cache_reset: bool | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Hits over queries during the load (None if unknown or nothing was looked up)."""
+        if self.prefix_cache_hits is None or not self.prefix_cache_queries:
+            return None
+        return self.prefix_cache_hits / self.prefix_cache_queries
+
+
+def client_lag(load: LoadResult, max_lag: float) -> tuple[Lag, Lag, str | None]:
+    """The send-lag and read-lag summaries of a load, and why it lagged (None if it did not).
+
+    Example:
+        >>> from tuner.backends.live._load import LoadResult, RequestRecord
+        >>> r = RequestRecord(0, scheduled=1.0, sent=1.2, token_times=(1.3,), requested_tokens=1)
+        >>> client_lag(LoadResult((r,), origin_unix=0.0), 0.05)[2]
+        'client lagged: request 0 was sent 0.2 s late (max_send_lag=0.05 s)'
+    """
+    send = Lag.of(load.send_lag)
+    read = Lag.of(load.read_lag)
+    if send.max > max_lag:
+        worst = max(load.requests, key=lambda r: r.send_lag)
+        return (
+            send,
+            read,
+            (
+                f"client lagged: request {worst.request_id} was sent {worst.send_lag:.3g} s late "
+                f"(max_send_lag={max_lag:g} s)"
+            ),
+        )
+    if read.max > max_lag:
+        return (
+            send,
+            read,
+            (
+                f"client lagged: its event loop woke up to {read.max:.3g} s late, so tokens may "
+                f"have been stamped that late (max_send_lag={max_lag:g} s)"
+            ),
+        )
+    return send, read, None
 
 
 class LiveBackend(Backend):
     """Measures configurations on a server reachable over HTTP (the base of both live backends).
 
     Args:
-        request_timeout: Seconds a request may take from its send to its last token.
-        warmup: Send one small request before the load (the first request of a fresh server
-            pays one-off costs).
-        max_failed_requests: Failed requests tolerated before the trial fails.
+        settings: The load settings (request timeout, warm-up, failure policy, API key and
+            headers, the client-lag threshold, the stall timeout).
     """
 
     name = "vllm-server"
@@ -91,10 +164,19 @@ class LiveBackend(Backend):
         self.request_timeout = settings.request_timeout
         self.warmup = settings.warmup
         self.max_failed_requests = settings.max_failed_requests
+        self.max_send_lag = settings.max_send_lag
+        self.stall_timeout = settings.stall_timeout
+        self._load_settings = settings
         self._trials = 0
         self._salt = secrets.randbelow(1 << 30)
+        #: Removes every known secret from text taken from a server log.
+        self.scrubber = Scrubber()
         #: Details of the last successful trial (log path, startup time, load record, steps).
         self.last_trial: LiveTrial | None = None
+
+    def _headers(self) -> dict[str, str]:
+        """The headers of every request to the server (the API key's bearer included)."""
+        return self._load_settings.request_headers()
 
     def _check_request(self, config: ServingConfig, workload: Workload) -> None:
         """Refuse what is not a config and a workload, or a request that does not fit."""
@@ -108,13 +190,24 @@ class LiveBackend(Backend):
         self, what: str, config: ServingConfig, log_path: Path | None, *, cause: bool = False
     ) -> str:
         """``what`` happened (after the log's root-cause exception when ``cause``), the config,
-        and the last lines of the server log."""
+        and the last lines of the server log; every known secret scrubbed."""
         reason = failure_reason(log_path) if cause and log_path is not None else None
         lines = [f"{reason} ({what})" if reason else what, f"config: {config.describe()}"]
         if log_path is not None:
             lines.append(f"--- last {LOG_TAIL_LINES} lines of {log_path} ---")
             lines += log_tail(log_path)
-        return "\n".join(lines)
+        return "\n".join(self.scrubber.lines(lines))
+
+    def _replay(self, url: str, model: str, workload: Workload, salt: int) -> LoadResult:
+        return replay(
+            url,
+            model,
+            workload,
+            request_timeout=self.request_timeout,
+            salt=salt,
+            headers=self._headers(),
+            stall_timeout=self.stall_timeout,
+        )
 
     # --- one measurement -----------------------------------------------------------------------
     def _measure(
@@ -126,23 +219,22 @@ class LiveBackend(Backend):
         log_path: Path | None,
         server: ServerProcess | None,
         startup: float | None,
+        *,
+        reset_cache: bool = False,
     ) -> Measurement:
-        served, max_len = _served_model(url)
+        headers = self._headers()
+        served, max_len = served_model(url, headers)
         if max_len is not None and max_len != config.max_model_len:
             raise ConfigError(
                 f"the server at {url} serves max_model_len={max_len}, but the trial's config "
                 f"says {config.max_model_len}"
             )
-        version = _server_version(url)
-        tail = _LogTail(log_path) if log_path is not None else None
+        version = server_version(url, headers)
+        tail = LogTail(log_path) if log_path is not None else None
+        notes: list[str] = []
         if self.warmup:
-            warm = replay(
-                url,
-                served,
-                _WARMUP,
-                request_timeout=self.request_timeout,
-                salt=_WARMUP_SALT + number,
-            )
+            warm = self._replay(url, served, _WARMUP, _WARMUP_SALT + number)
+            self._check_stall(warm, config, log_path, "the warm-up request")
             if warm.failed:
                 raise BackendError(
                     self._failure(
@@ -152,23 +244,33 @@ class LiveBackend(Backend):
             if tail is not None:
                 tail.wait_for(_scheduled_tokens(_WARMUP), timeout=5.0)
                 tail.skip()
-        preempted_before = _preemptions(url)
-        load = replay(
-            url, served, workload, request_timeout=self.request_timeout, salt=self._salt + number
-        )
+        reset: bool | None = None
+        if reset_cache:  # a server that served before: one trial must not warm the next
+            reset, said = reset_prefix_cache(url, headers)
+            if not reset:
+                notes.append(said)
+        before = counters(url, headers, _COUNTERS)
+        load = self._replay(url, served, workload, self._salt + number)
+        self._check_stall(load, config, log_path, "the load")
         ok = [r for r in load.requests if r.ok]
         steps = None
         if tail is not None:
             expected = _scheduled_tokens(workload) if len(ok) == len(workload) else None
+            if expected is not None:  # cached prompt tokens are not scheduled
+                expected -= _delta(before, counters(url, headers, [PREFIX_HITS])).get(
+                    PREFIX_HITS, 0
+                )
             steps = tail.wait_for(expected, timeout=10.0)
             if expected is not None and steps.total_tokens < expected:
                 warnings.warn(
                     f"{log_path}: the engine's step log holds {steps.total_tokens} tokens, "
                     f"fewer than the {expected} the workload needs (prompt + output - 1 per "
-                    "request); was the server started with --enable-logging-iteration-details?",
+                    "request, less prefix-cache hits); was the server started with "
+                    "--enable-logging-iteration-details?",
                     stacklevel=3,
                 )
-        preempted_after = _preemptions(url)
+        # read once the log settled: preemption recomputes logged late are counted too
+        delta = _delta(before, counters(url, headers, _COUNTERS))
         if server is not None and server.returncode is not None:
             raise BackendError(
                 self._failure(
@@ -179,11 +281,9 @@ class LiveBackend(Backend):
                 )
             )
         self._check_failures(load, config, log_path)
-        preemptions = (
-            preempted_after - preempted_before
-            if preempted_after is not None and preempted_before is not None
-            else None
-        )
+        send_lag, read_lag, lagged = client_lag(load, self.max_send_lag)
+        if lagged is not None:
+            notes.append(lagged)
         self.last_trial = LiveTrial(
             number=number,
             config=config,
@@ -191,16 +291,30 @@ class LiveBackend(Backend):
             served_model=served,
             vllm_version=version,
             log_path=log_path,
-            command=server.command if server else (),
+            command=server.shown_command if server else (),
             startup_seconds=startup,
             load=load,
             steps=steps,
-            preemptions=preemptions,
+            preemptions=delta.get(PREEMPTIONS),
+            send_lag=send_lag,
+            read_lag=read_lag,
+            client_lagged=lagged is not None,
+            client_lag_reason=lagged,
+            prefix_cache_hits=delta.get(PREFIX_HITS),
+            prefix_cache_queries=delta.get(PREFIX_QUERIES),
+            prefix_cache_reset=reset,
+            notes=tuple(notes),
         )
         where = [f"attached {url}"] if server is None else []
         where += [f"log {log_path}"] if log_path is not None else []
         source = f"{self.name}(vllm {version or '?'}, {', '.join(where)})"
-        return _measurement(source, workload, load, steps, preemptions)
+        return _measurement(source, workload, load, steps, delta.get(PREEMPTIONS))
+
+    def _check_stall(
+        self, load: LoadResult, config: ServingConfig, log_path: Path | None, what: str
+    ) -> None:
+        if load.stalled is not None:
+            raise stall_error(self._failure(f"{load.stalled} during {what}", config, log_path))
 
     def _check_failures(
         self, load: LoadResult, config: ServingConfig, log_path: Path | None
@@ -219,96 +333,16 @@ class LiveBackend(Backend):
         )
 
 
-# --- what the server says ------------------------------------------------------------------------
-def _served_model(url: str) -> tuple[str, int | None]:
-    try:
-        status, body = http_get(f"{url}/v1/models", timeout=10.0)
-        data = json.loads(body) if status == 200 else None
-        first = data["data"][0] if data else None
-    except ANSWER_ERRORS as e:
-        raise query_error(f"GET {url}/v1/models", e) from e
-    if not isinstance(first, dict) or "id" not in first:
-        raise BackendError(f"GET {url}/v1/models: no model in the answer (HTTP {status})")
-    max_len = first.get("max_model_len")
-    return str(first["id"]), int(max_len) if isinstance(max_len, int) else None
-
-
-def _server_version(url: str) -> str | None:
-    try:
-        status, body = http_get(f"{url}/version", timeout=5.0)
-        return str(json.loads(body)["version"]) if status == 200 else None
-    except ANSWER_ERRORS:
-        return None
-
-
-_PREEMPTIONS = re.compile(r"^vllm:num_preemptions(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+]+)\s*$")
-
-
-def _preemptions(url: str) -> int | None:
-    """The server's preemption counter (``/metrics``), summed over engines; None if unknown."""
-    try:
-        status, body = http_get(f"{url}/metrics", timeout=5.0)
-    except HTTP_ERRORS:
-        return None
-    if status != 200:
-        return None
-    total, seen = 0.0, False
-    for line in body.decode("utf-8", "replace").splitlines():
-        m = _PREEMPTIONS.match(line)
-        if m:
-            total += float(m.group(1))
-            seen = True
-    return int(total) if seen else None
+# --- helpers -------------------------------------------------------------------------------------
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """How much each counter known both times grew."""
+    return {k: after[k] - before[k] for k in after if k in before}
 
 
 def _scheduled_tokens(workload: Workload) -> int:
     """Tokens vLLM schedules for a workload without preemption: every prompt token and every
     output token but the last of each request (the last sampled token is never fed back)."""
     return workload.total_prompt_tokens + workload.total_output_tokens - len(workload)
-
-
-class _LogTail:
-    """Reads the step lines a log gains from a point on (complete lines only)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-        self._lines: list[str] = []
-
-    def _read(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        if end:
-            self._lines += data[:end].decode("utf-8", "replace").splitlines()
-            self.offset += end
-
-    def skip(self) -> None:
-        """Forget everything logged so far."""
-        self._read()
-        self._lines = []
-
-    def wait_for(self, tokens: int | None, timeout: float) -> StepLog:
-        """The steps logged since the start, once the log is quiet: for 0.3 s after they hold
-        ``tokens`` tokens (later lines would be preemption recomputes), else for 1 s; at most
-        ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        last_growth = time.monotonic()
-        size = -1
-        while True:
-            self._read()
-            steps = parse_step_log(self._lines)
-            now = time.monotonic()
-            if self.offset != size:
-                size, last_growth = self.offset, now
-            reached = tokens is not None and steps.total_tokens >= tokens
-            if now >= deadline or now - last_growth >= (0.3 if reached else 1.0):
-                return steps
-            time.sleep(0.05)
 
 
 def _measurement(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tuner.backends.live._errors import START_ERRORS, start_error
+from tuner.backends.live._secrets import redact_args
 from tuner.core import BackendError
 
 LOG_TAIL_LINES = 30
@@ -70,13 +71,34 @@ def free_port(host: str = "127.0.0.1") -> int:
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
     """GET ``url`` directly (never through a proxy): (status, body)."""
+    return http_request("GET", url, timeout, headers)
+
+
+def http_request(
+    method: str, url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One ``method`` request to ``url`` with an empty body, never through a proxy:
+    (status, body). An HTTP error status is returned, not raised."""
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, headers=dict(headers or {}), method=method)
     try:
-        with _NO_PROXY.open(url, timeout=timeout) as r:
+        with _NO_PROXY.open(request, timeout=timeout) as r:
             return int(r.status), bytes(r.read())
     except urllib.error.HTTPError as e:
         return int(e.code), bytes(e.read() or b"")
+
+
+def private_file(path: Path, mode: str = "ab") -> IO[bytes]:
+    """Open ``path`` for binary writing, creating it readable by its owner only (0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)  # an existing file keeps its mode otherwise
+    return os.fdopen(fd, mode)
 
 
 # --- the server process and its process group ---------------------------------------------------
@@ -155,11 +177,13 @@ class ServerProcess:
         stop_timeout: float = 30.0,
     ) -> None:
         self.command = tuple(command)
+        #: The command with secret-looking flag values redacted: the form tuner writes.
+        self.shown_command = tuple(redact_args(command))
         self.log_path = log_path
         self.stop_timeout = stop_timeout
         self.started = time.monotonic()
         self._shm: set[str] = set()
-        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log: IO[bytes] = private_file(log_path)  # closed in stop()
         try:
             self.proc = subprocess.Popen(
                 list(command),

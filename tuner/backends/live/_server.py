@@ -28,7 +28,15 @@ from typing import Any
 
 from tuner.backends.live._errors import HTTP_ERRORS
 from tuner.backends.live._measure import LiveBackend
-from tuner.backends.live._process import ServerProcess, find_vllm, free_port, http_get
+from tuner.backends.live._process import (
+    ServerProcess,
+    find_vllm,
+    free_port,
+    http_get,
+    private_file,
+)
+from tuner.backends.live._prompts import shares_prefix
+from tuner.backends.live._secrets import Scrubber, redact_args, redact_env, secret_values
 from tuner.backends.live._settings import ServerSettings
 from tuner.core import ConfigError, Measurement, ServerStartError, ServingConfig, Workload
 
@@ -49,9 +57,11 @@ _KNOB_FLAGS = frozenset(
 _OWNED_FLAGS = frozenset({"--host", "--port"})
 _PREFIX_FLAGS = frozenset({"--enable-prefix-caching", "--no-enable-prefix-caching"})
 _ITERATION_FLAG = "--enable-logging-iteration-details"
+_DETAILS_FLAG = "--enable-prompt-tokens-details"  # per-request cached tokens in the usage
 # Longest run folder: vLLM's socket paths add "/" + a 36-character uuid, within 107 bytes, and
 # Python's multiprocessing adds about as much in TMPDIR.
 _MAX_RUN_DIR = 64
+_SHOWN_ENV = ("VLLM_", "HF_")  # the environment a trial log's header shows (secrets redacted)
 _LOG_FORMAT = "%(created).6f %(levelname)s %(process)d [%(filename)s:%(lineno)d] %(message)s"
 
 
@@ -59,8 +69,9 @@ class VLLMServerBackend(LiveBackend):
     """Measures each configuration on a real ``vllm serve``, loaded with the workload's schedule.
 
     Per :meth:`evaluate`: start ``vllm serve <model>`` with ``server_args``, the configuration's
-    flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and, unless
-    ``server_args`` says otherwise, ``--no-enable-prefix-caching``, on 127.0.0.1 and a free port,
+    flags (:meth:`ServingConfig.to_vllm_args`), ``--enable-logging-iteration-details`` and
+    ``--no-enable-prefix-caching`` unless the workload shares prefixes (see
+    :meth:`server_command`), on 127.0.0.1 and a free port,
     in its own process group; wait for ``GET /health`` = 200; send one warm-up request; replay the
     workload open loop (:func:`tuner.backends.live._load.replay`); read the engine's steps from the
     log; stop the whole process group (SIGTERM, then SIGKILL) on every way out -- success,
@@ -82,7 +93,8 @@ class VLLMServerBackend(LiveBackend):
 
     Failures raise (and the :class:`~tuner.Loop` records the trial as failed, then goes on):
     :class:`ServerStartError` if vLLM refuses the configuration, dies or is not healthy within
-    ``startup_timeout``; :class:`TrialTimeout` if requests time out; :class:`BackendError` if
+    ``startup_timeout``; :class:`TrialTimeout` if requests time out or the server stalls (no
+    token for ``stall_timeout`` seconds with requests outstanding); :class:`BackendError` if
     requests fail or the server dies mid-trial. Each message has the reason and the last 30 lines
     of the server log. More than ``max_failed_requests`` failed requests fail the trial, because
     failed requests have no latency and would otherwise flatter the configuration.
@@ -94,7 +106,9 @@ class VLLMServerBackend(LiveBackend):
         model: A local model folder or a hub name, as ``vllm serve`` takes it.
         settings: :class:`ServerSettings` (``server_args``, ``env``, ``startup_timeout``,
             ``request_timeout``, ``warmup``, ``max_failed_requests``, ``stop_timeout``,
-            ``vllm_executable``), or give its fields as keywords. ``env`` goes over
+            ``vllm_executable``, ``api_key_env``/``api_key``, ``headers``, ``max_send_lag``,
+            ``stall_timeout``), or give its fields as keywords. Secret-looking values (of
+            ``env``, ``server_args``, the environment) are never written anywhere. ``env`` goes over
             ``os.environ`` and overrides tuner's defaults (``HF_HUB_OFFLINE=1``,
             ``VLLM_NO_USAGE_STATS=1``, caches in ``workdir``, ``VLLM_HOST_IP=127.0.0.1``, the
             timestamping logging config).
@@ -131,6 +145,10 @@ class VLLMServerBackend(LiveBackend):
         self.stop_timeout = self.settings.stop_timeout
         self.env = dict(self.settings.env)
         self.vllm_executable = find_vllm(self.settings.vllm_executable)
+        server_env = {**os.environ, **self.env}
+        #: The key the client sends: the settings' own, else the one the server will demand.
+        self.api_key = self.settings.resolved_api_key() or server_env.get("VLLM_API_KEY") or None
+        self.scrubber = Scrubber(secret_values(server_env, self.server_args, self.api_key))
         self._given_workdir = Path(workdir).expanduser().resolve() if workdir else None
         self._workdir: Path | None = None
         self._server: ServerProcess | None = None
@@ -143,7 +161,8 @@ class VLLMServerBackend(LiveBackend):
         """The per-study folder (created on first use)."""
         if self._workdir is None:
             if self._given_workdir is not None:
-                self._given_workdir.mkdir(parents=True, exist_ok=True)
+                if not self._given_workdir.exists():
+                    self._given_workdir.mkdir(parents=True, mode=0o700)
                 self._workdir = self._given_workdir
             else:
                 self._workdir = Path(tempfile.mkdtemp(prefix="tuner-live-"))
@@ -154,29 +173,44 @@ class VLLMServerBackend(LiveBackend):
     def describe(self) -> str:
         """The model, server arguments and environment: what a study's trials were measured on,
         stable across runs so that a trial log can be resumed."""
-        parts = [self.model, *self.server_args]
-        parts += [f"{k}={v}" for k, v in sorted(self.env.items())]
+        parts = [self.model, *redact_args(self.server_args)]
+        parts += [f"{k}={v}" for k, v in sorted(redact_env(self.env).items())]
         return f"{self.name}({' '.join(parts)})"
 
-    def server_command(self, config: ServingConfig, port: int) -> list[str]:
-        """The ``vllm serve`` command line for ``config`` on ``port``."""
+    def server_command(
+        self, config: ServingConfig, port: int, workload: Workload | None = None
+    ) -> list[str]:
+        """The ``vllm serve`` command line for ``config`` on ``port`` (serving ``workload``).
+
+        Prefix caching stays on (vLLM's default) unless ``server_args`` or the configuration say
+        otherwise, or the workload shares no prefix (no two requests start with the same hash
+        id), where it is turned off so that the step log counts every prompt token.
+        """
+        knob_args = config.to_vllm_args()
         args = [
             self.vllm_executable,
             "serve",
             self.model,
             *self.server_args,
-            *config.to_vllm_args(),
+            *knob_args,
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
         ]
-        flags = {_flag_name(a) for a in self.server_args}
+        flags = {_flag_name(a) for a in [*self.server_args, *knob_args]}
         if _ITERATION_FLAG not in flags:
             args.append(_ITERATION_FLAG)
         if not flags & _PREFIX_FLAGS:
-            args.append("--no-enable-prefix-caching")
+            caching = bool(getattr(config, "enable_prefix_caching", True))
+            if not caching or workload is None or not shares_prefix(workload):
+                args.append("--no-enable-prefix-caching")
+            elif _DETAILS_FLAG not in flags:
+                args.append(_DETAILS_FLAG)
         return args
+
+    def _headers(self) -> dict[str, str]:
+        return self.settings.request_headers(self.api_key)
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Serve ``config``, replay ``workload`` against it, stop the server, return the figures.
@@ -194,7 +228,7 @@ class VLLMServerBackend(LiveBackend):
         self.log_paths.append(log_path)
         run_dir = _run_dir(self.workdir, number)
         try:
-            server, url, startup = self._start(config, log_path, run_dir)
+            server, url, startup = self._start(config, log_path, run_dir, workload)
             try:
                 return self._measure(number, config, workload, url, log_path, server, startup)
             finally:
@@ -222,7 +256,10 @@ class VLLMServerBackend(LiveBackend):
         wd = self.workdir
         logging_config = wd / "logging.json"
         if not logging_config.exists():
-            logging_config.write_text(json.dumps(_logging_config(self.env)), encoding="utf-8")
+            with private_file(logging_config, "wb") as f:
+                f.write(json.dumps(_logging_config(self.env)).encode("utf-8"))
+        for folder in ("cache", "config"):  # vLLM's and torch's caches: the owner's only
+            (wd / folder).mkdir(mode=0o700, exist_ok=True)
         defaults = {
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
@@ -240,16 +277,20 @@ class VLLMServerBackend(LiveBackend):
         return env
 
     def _start(
-        self, config: ServingConfig, log_path: Path, run_dir: Path
+        self, config: ServingConfig, log_path: Path, run_dir: Path, workload: Workload
     ) -> tuple[ServerProcess, str, float]:
         env = self._env(run_dir)
         for attempt in range(3):
             port = free_port()
-            command = self.server_command(config, port)
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(f"# tuner: {config.describe()}\n# tuner: command: {' '.join(command)}\n")
-                shown = {k: env[k] for k in sorted(env) if k.startswith(("VLLM_", "HF_"))}
-                f.write(f"# tuner: env: {shown}\n")
+            command = self.server_command(config, port, workload)
+            with private_file(log_path) as f:
+                shown = redact_env({k: env[k] for k in sorted(env) if k.startswith(_SHOWN_ENV)})
+                header = (
+                    f"# tuner: {config.describe()}\n"
+                    f"# tuner: command: {' '.join(redact_args(command))}\n"
+                    f"# tuner: env: {shown}\n"
+                )
+                f.write(header.encode("utf-8"))
             server = ServerProcess(
                 command, env=env, log_path=log_path, stop_timeout=self.stop_timeout
             )
@@ -353,7 +394,8 @@ def _run_dir(workdir: Path, number: int) -> Path:
     run_dir = workdir / "run" / f"trial-{number:03d}"
     if len(os.fsencode(run_dir)) <= _MAX_RUN_DIR:
         shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
+        run_dir.parent.mkdir(mode=0o700, exist_ok=True)
+        run_dir.mkdir(mode=0o700)
         return run_dir
     return Path(tempfile.mkdtemp(prefix=f"tuner-{number:03d}-"))
 

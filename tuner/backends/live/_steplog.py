@@ -11,14 +11,17 @@ requests decode one token each; the elapsed time is measured around the model's 
 engine process. The line carries no wall-clock time of its own: :class:`~tuner.backends.
 VLLMServerBackend` prefixes every log line with the time it was logged (``%(created).6f``, via a
 logging config), and :func:`step_times` turns those times and the elapsed times into step
-start/end times. Everything here is pure: text in, numbers out.
+start/end times. Everything here is pure (text in, numbers out) but :class:`LogTail`, which
+reads the lines a running server's log gains.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -246,3 +249,47 @@ def step_times(logged_at: npt.ArrayLike, elapsed: npt.ArrayLike) -> tuple[FloatA
     for i in range(len(end) - 2, -1, -1):
         end[i] = min(end[i], end[i + 1] - dur[i + 1])
     return end - dur, end
+
+
+class LogTail:
+    """Reads the step lines a log gains from a point on (complete lines only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self._lines: list[str] = []
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        if end:
+            self._lines += data[:end].decode("utf-8", "replace").splitlines()
+            self.offset += end
+
+    def skip(self) -> None:
+        """Forget everything logged so far."""
+        self._read()
+        self._lines = []
+
+    def wait_for(self, tokens: int | None, timeout: float) -> StepLog:
+        """The steps logged since the start, once the log is quiet: for 0.3 s after they hold
+        ``tokens`` tokens (later lines would be preemption recomputes), else for 1 s; at most
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        last_growth = time.monotonic()
+        size = -1
+        while True:
+            self._read()
+            steps = parse_step_log(self._lines)
+            now = time.monotonic()
+            if self.offset != size:
+                size, last_growth = self.offset, now
+            reached = tokens is not None and steps.total_tokens >= tokens
+            if now >= deadline or now - last_growth >= (0.3 if reached else 1.0):
+                return steps
+            time.sleep(0.05)
