@@ -42,7 +42,7 @@ def test_a_two_tier_study_on_a_live_cpu_vllm_reports_cheap_against_live(
     out = tmp_path / "out"
     study.write_text(STUDY.replace("MODEL", str(tiny_model)).replace("OUT", str(out)))
     assert main(["run", str(study)]) == 0
-    assert "best: ServingConfig(" in capsys.readouterr().out
+    assert "chosen: ServingConfig(" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     assert "## Cheap tier against live measurements" in md
     assert "were measured by the expensive backend" in md
