@@ -52,3 +52,46 @@ def test_a_two_tier_study_on_a_live_cpu_vllm_reports_cheap_against_live(
     assert "-> vllm-server(" in md  # the answer came from the live server
     logs = list((out / "live").glob("trial-*.log"))
     assert len(logs) == 1  # top_k=1: one live trial, not the whole grid
+
+
+CAPACITY_STUDY = """
+name: live-capacity
+workload:
+  poisson: {rate: 2, requests: 10, prompt_len: 64, output_len: 8, seed: 0}
+space:
+  base: {max_model_len: 1024, block_size: 128}
+  knobs:
+    max_num_seqs: [1, 8]
+objective: {maximize: capacity, low: 0.5, high: 32, rel_tol: 0.2, shortcut: false}
+slos: ["ttft.p99 <= 1s"]
+backend:
+  live:
+    model: MODEL
+    server_args: ["--dtype", "bfloat16", "--enforce-eager"]
+    env: {VLLM_CPU_KVCACHE_SPACE: "1"}
+    startup_timeout: 300
+search: {grid: {}}
+output: OUT
+"""
+
+
+@pytest.mark.vllm
+def test_a_live_capacity_study_probes_every_load_of_a_configuration_on_one_server(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "cap.yaml"
+    out = tmp_path / "out"
+    study.write_text(CAPACITY_STUDY.replace("MODEL", str(tiny_model)).replace("OUT", str(out)))
+    code = main(["run", str(study)])
+    printed = capsys.readouterr().out
+    assert code in (0, 3), printed
+    logs = sorted((out / "live").glob("trial-*.log"))
+    assert len(logs) == 2  # one server per configuration, whatever the number of loads
+    records = [line for line in (out / "trials.jsonl").read_text().splitlines()[1:]]
+    assert len(records) == 2
+    import json
+
+    trials = [json.loads(r) for r in records]
+    assert all(len(t["load_points"]) >= 2 for t in trials), "several loads per server"
+    md = (out / "report.md").read_text()
+    assert "## Capacity" in md

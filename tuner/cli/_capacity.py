@@ -95,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
             "name": "capacity",
             "workload": {"poisson": values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)},
             "space": {"knobs": space_knobs or {"max_num_seqs": [128]}},
-            "objective": {"maximize": "capacity", **values(args, CapacitySettings)},
+            # Every listed configuration's own capacity: no incumbent shortcut.
+            "objective": {
+                "maximize": "capacity",
+                "shortcut": False,
+                **values(args, CapacitySettings),
+            },
             "slos": args.slo,
             "backend": {"simulator": simulator},
             "search": {"list": configs},

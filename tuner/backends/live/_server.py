@@ -22,7 +22,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,21 +222,45 @@ class VLLMServerBackend(LiveBackend):
             TrialTimeout: more than ``max_failed_requests`` requests, some timed out.
             BackendError: more than ``max_failed_requests`` requests failed, or the server died.
         """
-        self._check_request(config, workload)
+        with self.session(config) as measure:
+            return measure(workload)
+
+    @contextmanager
+    def session(self, config: ServingConfig) -> Iterator[Callable[[Workload], Measurement]]:
+        """One server for ``config``, started at the first workload and kept for the next
+        ones (a capacity search's loads, repeats), stopped on the way out. The prefix cache is
+        reset before every load after the first, so one load does not warm the next."""
         number = self._trials
         self._trials += 1
         log_path = self.workdir / f"trial-{number:03d}.log"
-        self.log_paths.append(log_path)
         run_dir = _run_dir(self.workdir, number)
-        try:
-            server, url, startup = self._start(config, log_path, run_dir, workload)
-            try:
+        running: list[tuple[ServerProcess, str, float]] = []
+
+        def measure(workload: Workload) -> Measurement:
+            self._check_request(config, workload)
+            if not running:
+                self.log_paths.append(log_path)
+                running.append(self._start(config, log_path, run_dir, workload))
+                server, url, startup = running[0]
                 return self._measure(number, config, workload, url, log_path, server, startup)
-            finally:
-                self._server = None
-                server.stop()
+            server, url, _ = running[0]
+            return self._measure(
+                number, config, workload, url, log_path, server, None, reset_cache=True
+            )
+
+        try:
+            yield measure
         finally:
+            self._server = None
+            for server, _, _ in running:
+                server.stop()
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    def cancel(self) -> None:
+        """Stop the running server (a trial past its time limit): its evaluation then fails."""
+        server = self._server
+        if server is not None:
+            server.stop()
 
     def close(self) -> None:
         """Stop a running server and delete the temporary workdir (idempotent).
