@@ -26,10 +26,11 @@ from tuner.core._errors import (
 )
 from tuner.core._measurement import Measurement
 from tuner.core._model import FrozenModel
+from tuner.core._request import Request
 from tuner.core._settings import Settings, unknown_key_message
 from tuner.core._space import SearchSpace
 from tuner.core._trial import SLOResult, Trial, TrialStatus
-from tuner.core._workload import Request, Workload
+from tuner.core._workload import Workload
 
 __all__ = [
     "KNOBS",

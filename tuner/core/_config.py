@@ -49,6 +49,12 @@ class ServingConfig(FrozenModel):
     async_scheduling: bool = False
     """Overlap scheduling with the model step: a finished request frees its slot and blocks one
     step later (GPU default in vLLM; the CPU platform forces it off)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV blocks of a prompt prefix computed before (``--[no-]enable-prefix-caching``,
+    on by default in vLLM): full blocks are hashed in a chain, a new (or preempted) request
+    starts from the longest cached run of its blocks (never its last prompt token), and freed
+    blocks stay cached until evicted, least recently used first. It changes the schedule only
+    when prompts share prefixes (hash ids) or a preempted request finds its own blocks again."""
 
     @model_validator(mode="after")
     def _check_like_vllm(self) -> ServingConfig:
@@ -132,6 +138,9 @@ class ServingConfig(FrozenModel):
             "--max-model-len",
             str(self.max_model_len),
             "--async-scheduling" if self.async_scheduling else "--no-async-scheduling",
+            "--enable-prefix-caching"
+            if self.enable_prefix_caching
+            else "--no-enable-prefix-caching",
         ]
         if self.num_kv_blocks is not None:
             args += ["--num-gpu-blocks-override", str(self.num_kv_blocks)]
