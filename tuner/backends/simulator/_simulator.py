@@ -14,6 +14,7 @@ from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._engine import Engine
 from tuner.backends.simulator._fast_engine import FastEngine
+from tuner.backends.simulator._prefix_engine import PrefixEngine
 from tuner.core import VLLM_VERSION, ConfigError, Measurement, ServingConfig, Workload
 
 SUPPORTED_VLLM_VERSIONS = ("0.32",)
@@ -65,7 +66,18 @@ class SimulatorBackend(Backend):
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         check_fits(config, workload)
-        timeline = Timeline(workload, self.cost_model, f"simulator(vllm {self.vllm_version})")
+        source = f"simulator(vllm {self.vllm_version})"
+        timeline = Timeline(workload, self.cost_model, source)
+        caching = config.enable_prefix_caching
+        if caching and workload.shares_prefixes:
+            PrefixEngine(config, workload, timeline).run()
+            return timeline.build()
         engine = FastEngine if self.fast_forward else Engine
         engine(config, workload, timeline).run()
+        if caching and timeline.any_preempted:
+            # A preempted request can find its own blocks in the prefix cache when readmitted:
+            # the block-level engine decides (without preemption no prompt can hit, and both
+            # engines agree).
+            timeline = Timeline(workload, self.cost_model, source)
+            PrefixEngine(config, workload, timeline).run()
         return timeline.build()
