@@ -7,6 +7,7 @@ Nothing in :mod:`tuner.backends` imports it.
 
 from tuner.fidelity._compare import (
     CASE_KINDS,
+    PREFIX_KINDS,
     FidelityCase,
     FidelityReport,
     cases,
@@ -17,6 +18,7 @@ from tuner.fidelity._compare import (
 
 __all__ = [
     "CASE_KINDS",
+    "PREFIX_KINDS",
     "FidelityCase",
     "FidelityReport",
     "cases",
