@@ -191,6 +191,7 @@ EXPORTS: dict[str, list[str]] = {
         "fingerprint",
     ],
     "tuner.fidelity": [
+        "CACHE_CASE_KINDS",
         "CASE_KINDS",
         "FidelityCase",
         "FidelityReport",

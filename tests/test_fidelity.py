@@ -15,8 +15,8 @@ from tuner import Request, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
 from tuner.core import ConfigError
 from tuner.fidelity import (
+    CACHE_CASE_KINDS,
     CASE_KINDS,
-    PREFIX_KINDS,
     cases,
     random_case,
     run_fidelity,
@@ -53,7 +53,7 @@ def test_kv_pressure_cases_really_preempt(replay: Backend) -> None:
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("kind", PREFIX_KINDS)
+@pytest.mark.parametrize("kind", CACHE_CASE_KINDS)
 def test_prefix_cases_really_hit_the_cache(kind: str, replay: Backend) -> None:
     case_list = [c for c in cases(N_CASES, seed=0) if c.kind == kind]
     hitting = [c for c in case_list if replay.evaluate(c.config, c.workload).cached_tokens.sum()]
@@ -76,7 +76,7 @@ def test_prefix_pressure_cases_preempt_and_evict(replay: Backend) -> None:
 
 @pytest.mark.vllm
 def test_prefix_caching_off_matches_vllm_on_shared_prompts(replay: Backend) -> None:
-    for c in [c for c in cases(N_CASES, seed=1) if c.kind in PREFIX_KINDS][:20]:
+    for c in [c for c in cases(N_CASES, seed=1) if c.kind in CACHE_CASE_KINDS][:20]:
         cfg = c.config.replace(enable_prefix_caching=False)
         got, ref = SimulatorBackend().evaluate(cfg, c.workload), replay.evaluate(cfg, c.workload)
         assert schedule_differences(got, ref) == [], c.describe()

@@ -6,8 +6,8 @@ Nothing in :mod:`tuner.backends` imports it.
 """
 
 from tuner.fidelity._compare import (
+    CACHE_CASE_KINDS,
     CASE_KINDS,
-    PREFIX_KINDS,
     FidelityCase,
     FidelityReport,
     cases,
@@ -17,8 +17,8 @@ from tuner.fidelity._compare import (
 )
 
 __all__ = [
+    "CACHE_CASE_KINDS",
     "CASE_KINDS",
-    "PREFIX_KINDS",
     "FidelityCase",
     "FidelityReport",
     "cases",

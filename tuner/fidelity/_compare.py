@@ -17,7 +17,7 @@ import numpy as np
 from tuner.backends import Backend
 from tuner.core import ConfigError, Measurement, ServingConfig, Workload
 
-PREFIX_KINDS = (
+CACHE_CASE_KINDS = (
     "system_prompt",
     "multi_turn",
     "identical_prompts",
@@ -34,7 +34,7 @@ CASE_KINDS = (
     "single",
     "kv_pressure",
     "no_chunking",
-    *PREFIX_KINDS,
+    *CACHE_CASE_KINDS,
 )
 """The kinds of random case, each aimed at a scheduler path."""
 
@@ -65,7 +65,7 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     if kind not in CASE_KINDS:
         raise ConfigError(f"fidelity case kind {kind!r}: allowed: {', '.join(CASE_KINDS)}")
     rng = np.random.default_rng([CASE_KINDS.index(kind), seed])
-    if kind in PREFIX_KINDS:
+    if kind in CACHE_CASE_KINDS:
         return _prefix_case(kind, seed, rng)
     n = {"single": 1, "kv_pressure": int(rng.integers(4, 14))}.get(kind, int(rng.integers(2, 16)))
     if kind == "poisson":

@@ -30,8 +30,9 @@ from tuner.search import (
     TPESettings,
 )
 from tuner.studies._progress import Progress
-from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
+from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec
 from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
+from tuner.studies._workload_spec import TraceFile, WorkloadSpec
 from tuner.tuning import Exploration, Loop
 
 
@@ -73,16 +74,45 @@ class StudyOutcome:
 def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
     """The workload a spec describes (traces are read relative to the study file)."""
     if spec.trace is not None:
-        path = (root / spec.trace) if not Path(spec.trace).is_absolute() else Path(spec.trace)
-        w = Workload.from_csv(path) if path.suffix == ".csv" else Workload.from_jsonl(path)
+        t = spec.trace if isinstance(spec.trace, TraceFile) else TraceFile(path=spec.trace)
+        path = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
+        read = Workload.from_csv if path.suffix == ".csv" else Workload.from_jsonl
+        w = read(path, time_unit=t.time_unit, hash_chunk_size=t.hash_chunk_size)
     elif spec.requests is not None:
         w = Workload(spec.requests)
+    elif spec.multi_turn is not None:
+        m = spec.multi_turn
+        w = Workload.multi_turn(
+            m.conversations,
+            m.turns,
+            m.rate,
+            parse_length(str(m.user_len)),
+            parse_length(str(m.answer_len)),
+            think_time=m.think_time,
+            system_prompt_tokens=m.system_prompt_tokens,
+            seed=m.seed,
+            hash_chunk_size=m.hash_chunk_size,
+        )
     else:
         a = spec.poisson
-        if a is None:  # pragma: no cover - the spec requires one of the three
-            raise ConfigError("workload: give 'poisson', 'trace' or 'requests'")
+        if a is None:  # pragma: no cover - the spec requires one of the four
+            raise ConfigError("workload: give 'poisson', 'multi_turn', 'trace' or 'requests'")
         p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
-        if a.burstiness == 1.0:
+        if spec.shared_prefix is not None:
+            sp = spec.shared_prefix
+            w = Workload.shared_prefix(
+                a.rate,
+                a.requests,
+                p,
+                o,
+                sp.tokens,
+                fraction=sp.fraction,
+                num_prefixes=sp.prompts,
+                burstiness=a.burstiness,
+                seed=a.seed,
+                hash_chunk_size=sp.hash_chunk_size,
+            )
+        elif a.burstiness == 1.0:
             w = Workload.poisson(a.rate, a.requests, p, o, seed=a.seed)
         else:
             w = Workload.gamma(a.rate, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
