@@ -2,9 +2,12 @@
 
 The scheduling semantics live in :mod:`tuner.backends.simulator._engine` (the reference
 engine, every step simulated) and :mod:`tuner.backends.simulator._fast_engine` (the same
-schedule at a cost proportional to the number of events). The fidelity suite (``tuner
-fidelity``, ``tests/test_fidelity.py``) checks them against vLLM's own ``Scheduler`` token for
-token.
+schedule at a cost proportional to the number of events). With prefix caching, when it can
+change the schedule (prompts that share prefixes, or a preemption after which a request may find
+its own blocks again), both give way to :mod:`tuner.backends.simulator._prefix_engine`, which
+keeps the KV cache block for block (step by step: the fast engine's implicit decoders do not
+track blocks). The fidelity suite (``tuner fidelity``, ``tests/test_fidelity.py``) checks them
+against vLLM's own ``Scheduler`` token for token.
 """
 
 from __future__ import annotations
