@@ -49,6 +49,11 @@ def test_equal_hash_ids_give_equal_tokens_and_partial_chunks_differ() -> None:
     assert a[:16] == c[:16] and a[16:32] != c[16:32]
     assert all(4 <= t < 32000 for t in a)
     assert w.prompt_token_ids(0) == a  # deterministic
+    small = w.prompt_token_ids(0, vocab_size=2048)  # a small model's vocabulary: same sharing
+    assert (
+        all(4 <= t < 2048 for t in small)
+        and small[:32] == w.prompt_token_ids(1, vocab_size=2048)[:32]
+    )
 
 
 def test_prompts_without_hash_ids_share_nothing() -> None:

@@ -45,7 +45,7 @@ def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return out
 
 
-def _tokens(seeds: npt.NDArray[np.uint64], sizes: IntArray) -> IntArray:
+def _tokens(seeds: npt.NDArray[np.uint64], sizes: IntArray, vocab_size: int) -> IntArray:
     """``sizes[k]`` tokens drawn from ``seeds[k]``, for each k, concatenated."""
     total = int(sizes.sum())
     if total == 0:
@@ -54,7 +54,7 @@ def _tokens(seeds: npt.NDArray[np.uint64], sizes: IntArray) -> IntArray:
     offset = np.arange(total, dtype=np.uint64) - np.repeat(starts.astype(np.uint64), sizes)
     with np.errstate(over="ignore"):
         h = _mix(np.repeat(seeds, sizes) + offset)
-    span = _U64(VOCAB_SIZE - VOCAB_LOW)
+    span = _U64(vocab_size - VOCAB_LOW)
     out: IntArray = (h % span).astype(np.int64) + VOCAB_LOW
     return out
 
@@ -74,9 +74,16 @@ def chunk_lengths(prompt_tokens: int, num_ids: int, chunk_size: int) -> list[int
 
 
 def prompt_tokens(
-    prompt_tokens: int, hash_ids: Sequence[int], chunk_size: int, request_index: int
+    prompt_tokens: int,
+    hash_ids: Sequence[int],
+    chunk_size: int,
+    request_index: int,
+    vocab_size: int = VOCAB_SIZE,
 ) -> IntArray:
-    """The token ids of one prompt of ``prompt_tokens`` tokens (see the module docstring).
+    """The token ids of one prompt of ``prompt_tokens`` tokens (see the module docstring), in
+    ``[VOCAB_LOW, vocab_size)`` (a smaller model's vocabulary gives other token values, but
+    the same sharing: equal chunks stay equal, different ones differ but for collisions of
+    ``(vocab_size - 4) ** -tokens``).
 
     Example:
         >>> a = prompt_tokens(20, [7, 8], 16, request_index=0)
@@ -88,11 +95,11 @@ def prompt_tokens(
     ids = np.array(hash_ids[: len(sizes)], dtype=np.uint64)
     with np.errstate(over="ignore"):
         seeds = _mix(_mix(ids ^ _CHUNK_SALT) ^ np.array(sizes, dtype=np.uint64))
-    out = _tokens(seeds, np.array(sizes, dtype=np.int64))
+    out = _tokens(seeds, np.array(sizes, dtype=np.int64), vocab_size)
     rest = prompt_tokens - len(out)
     if rest > 0:  # no ids left: tokens of this request alone
         with np.errstate(over="ignore"):
             seed = _mix(np.array([request_index], dtype=np.uint64) ^ _FILL_SALT)
             seed = _mix(seed ^ _U64(len(out)))
-        out = np.concatenate([out, _tokens(seed, np.array([rest], dtype=np.int64))])
+        out = np.concatenate([out, _tokens(seed, np.array([rest], dtype=np.int64), vocab_size)])
     return out

@@ -327,15 +327,19 @@ class Workload(WorkloadGenerators):
             self._shares = shares
         return self._shares
 
-    def prompt_token_ids(self, i: int) -> list[int]:
+    def prompt_token_ids(self, i: int, *, vocab_size: int = _prompts.VOCAB_SIZE) -> list[int]:
         """The token ids of request ``i``'s prompt, as ``vllm bench serve`` builds them from
         hash ids: the prompt is cut into chunks of :attr:`hash_chunk_size` tokens (the last one
         may be shorter), and the k-th chunk's tokens are a fixed function of the request's k-th
         hash id and the chunk's length. So the same ids give the same tokens in every request
         (and every process), and prompts that start with the same ids share that prefix; a
         prompt with no hash ids (or too few) gets tokens of its own for the rest. Ids are in
-        ``[4, 32000)``. The simulator's prefix cache, the scheduler replay and the live client
-        all send these prompts. See :mod:`tuner.core._prompts`.
+        ``[4, vocab_size)`` (pass the served model's vocabulary size when it is below 32000:
+        same sharing, other token values). The simulator's prefix cache, the scheduler replay
+        and the live client all send these prompts. See :mod:`tuner.core._prompts`.
+
+        Raises:
+            WorkloadError: ``vocab_size`` is not an integer >= 5.
 
         Example:
             >>> w = Workload([Request(arrival=0, prompt_tokens=20, output_tokens=1,
@@ -346,13 +350,15 @@ class Workload(WorkloadGenerators):
             >>> len(a), a[:16] == b[:16], a[16:18] == b[16:]
             (20, True, False)
         """
-        return self.prompt_token_array(i).tolist()  # type: ignore[no-any-return]
+        return self.prompt_token_array(i, vocab_size=vocab_size).tolist()  # type: ignore[no-any-return]
 
-    def prompt_token_array(self, i: int) -> IntArray:
+    def prompt_token_array(self, i: int, *, vocab_size: int = _prompts.VOCAB_SIZE) -> IntArray:
         """:meth:`prompt_token_ids` as an int64 array."""
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
+            raise WorkloadError(f"prompt_token_ids(vocab_size={vocab_size!r}): must be >= 5")
         n = int(self._prompt[i])
         ids = self._hash[i] if self._hash is not None else ()
-        return _prompts.prompt_tokens(n, ids, self._chunk, int(i) % len(self))
+        return _prompts.prompt_tokens(n, ids, self._chunk, int(i) % len(self), vocab_size)
 
     @property
     def schedule_order(self) -> IntArray:
