@@ -80,6 +80,7 @@ EXPORTS: dict[str, list[str]] = {
         "FrozenModel",
         "InfeasibleError",
         "KNOBS",
+        "KNOB_FLAGS",
         "LengthDistribution",
         "LengthSpec",
         "LoadPoint",
@@ -211,6 +212,7 @@ EXPORTS: dict[str, list[str]] = {
         "gpus_of",
     ],
     "tuner.fidelity": [
+        "CACHE_CASE_KINDS",
         "CASE_KINDS",
         "FidelityCase",
         "FidelityReport",

@@ -15,6 +15,7 @@ from tuner import Request, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
 from tuner.core import ConfigError
 from tuner.fidelity import (
+    CACHE_CASE_KINDS,
     CASE_KINDS,
     cases,
     random_case,
@@ -22,7 +23,7 @@ from tuner.fidelity import (
     schedule_differences,
 )
 
-N_CASES = 360  # hundreds of random cases, every kind equally (60 each)
+N_CASES = 60 * len(CASE_KINDS)  # hundreds of random cases, every kind equally (60 each)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,37 @@ def test_kv_pressure_cases_really_preempt(replay: Backend) -> None:
     case_list = [c for c in cases(N_CASES, seed=0) if c.kind == "kv_pressure"]
     preempting = sum(replay.evaluate(c.config, c.workload).preemptions > 0 for c in case_list)
     assert preempting >= len(case_list) // 4  # the suite exercises preemption, not just admission
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("kind", CACHE_CASE_KINDS)
+def test_prefix_cases_really_hit_the_cache(kind: str, replay: Backend) -> None:
+    case_list = [c for c in cases(N_CASES, seed=0) if c.kind == kind]
+    hitting = [c for c in case_list if replay.evaluate(c.config, c.workload).cached_tokens.sum()]
+    assert len(hitting) >= len(case_list) // 2
+
+
+@pytest.mark.vllm
+def test_prefix_pressure_cases_preempt_and_evict(replay: Backend) -> None:
+    case_list = [c for c in cases(N_CASES, seed=0) if c.kind == "prefix_pressure"]
+    preempting = sum(replay.evaluate(c.config, c.workload).preemptions > 0 for c in case_list)
+    assert preempting >= len(case_list) // 4
+    # Eviction: the same workload hits less in a small cache than in an unlimited one.
+    evicting = 0
+    for c in case_list:
+        small = replay.evaluate(c.config, c.workload).cached_tokens.sum()
+        big = replay.evaluate(c.config.replace(num_kv_blocks=None), c.workload).cached_tokens.sum()
+        evicting += small < big
+    assert evicting >= len(case_list) // 4
+
+
+@pytest.mark.vllm
+def test_prefix_caching_off_matches_vllm_on_shared_prompts(replay: Backend) -> None:
+    for c in [c for c in cases(N_CASES, seed=1) if c.kind in CACHE_CASE_KINDS][:20]:
+        cfg = c.config.replace(enable_prefix_caching=False)
+        got, ref = SimulatorBackend().evaluate(cfg, c.workload), replay.evaluate(cfg, c.workload)
+        assert schedule_differences(got, ref) == [], c.describe()
+        assert ref.cached_tokens.sum() == got.cached_tokens.sum() == 0
 
 
 @pytest.mark.vllm

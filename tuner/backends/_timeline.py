@@ -43,6 +43,7 @@ class Timeline:
         self._last_emit = [float("nan")] * n
         self._emitted = [0] * n
         self._preempt = [0] * n
+        self._cached = [0] * n
         self._itl_values: list[float] = []  # gaps of the requests named in step()
 
     @property
@@ -116,6 +117,15 @@ class Timeline:
         """Note that a request was preempted (its KV freed, to be recomputed)."""
         self._preempt[request_id] += 1
 
+    @property
+    def any_preempted(self) -> bool:
+        """Whether any request was preempted so far."""
+        return any(self._preempt)
+
+    def cached(self, request_id: int, tokens: int) -> None:
+        """Note the prompt tokens a request found in the prefix cache when first scheduled."""
+        self._cached[request_id] = tokens
+
     def emitted(self, request_id: int) -> int:
         """Tokens delivered to a request so far."""
         return self._emitted[request_id]
@@ -157,6 +167,7 @@ class Timeline:
             first_token_step=first_step,
             finish_step=finish_step,
             preemptions_per_request=preempt,
+            cached_tokens=np.array(self._cached, dtype=np.int64),
             step_tokens=prefill + decode,
             step_prefill_tokens=prefill,
             step_seqs=seqs,

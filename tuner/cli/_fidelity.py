@@ -53,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(["case kind", "cases", "identical", "agreement"], rows))
     print(
         f"({time.perf_counter() - t0:.1f}s; identical = same step_tokens, first_token_step, "
-        "finish_step and preemptions per request)"
+        "finish_step, preemptions and prefix-cache hits per request)"
     )
     return 0 if not report.disagreements else 1

@@ -10,7 +10,7 @@ from tuner.core._arrivals import (
     Uniform,
     parse_length,
 )
-from tuner.core._config import KNOBS, VLLM_VERSION, ServingConfig
+from tuner.core._config import KNOB_FLAGS, KNOBS, VLLM_VERSION, ServingConfig
 from tuner.core._errors import (
     BackendError,
     ConfigError,
@@ -26,13 +26,15 @@ from tuner.core._errors import (
 )
 from tuner.core._measurement import Measurement
 from tuner.core._model import FrozenModel
+from tuner.core._request import Request
 from tuner.core._settings import Settings, unknown_key_message
 from tuner.core._space import SearchSpace
 from tuner.core._trial import LoadPoint, SLOResult, Trial, TrialStatus
-from tuner.core._workload import Request, Workload
+from tuner.core._workload import Workload
 
 __all__ = [
     "KNOBS",
+    "KNOB_FLAGS",
     "VLLM_VERSION",
     "BackendError",
     "ConfigError",

@@ -27,6 +27,7 @@ KNOB_FLAGS: dict[str, str] = {
     "block_size": "block-size",
     "max_model_len": "max-model-len",
     "async_scheduling": "async-scheduling",
+    "enable_prefix_caching": "enable-prefix-caching",
     "num_kv_blocks": "num-gpu-blocks-override",
 }
 
@@ -63,6 +64,12 @@ class ServingConfig(FrozenModel):
     async_scheduling: bool = False
     """Overlap scheduling with the model step: a finished request frees its slot and blocks one
     step later (GPU default in vLLM; the CPU platform forces it off)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV blocks of a prompt prefix computed before (``--[no-]enable-prefix-caching``,
+    on by default in vLLM): full blocks are hashed in a chain, a new (or preempted) request
+    starts from the longest cached run of its blocks (never its last prompt token), and freed
+    blocks stay cached until evicted, least recently used first. It changes the schedule only
+    when prompts share prefixes (hash ids) or a preempted request finds its own blocks again."""
 
     @model_validator(mode="after")
     def _check_like_vllm(self) -> ServingConfig:

@@ -77,6 +77,10 @@ class Measurement(FrozenModel):
     """Index of the step that emitted each request's last token."""
     preemptions_per_request: Ints | None = None
     """How many times each request was preempted (recomputed from scratch)."""
+    cached_tokens: Ints | None = None
+    """Prompt tokens each request found in the prefix cache when first scheduled (vLLM's
+    ``num_cached_tokens``, the ``prompt_tokens_details.cached_tokens`` of its usage; hits after
+    a preemption are not counted); None when the backend could not see it."""
 
     # --- per executed step ------------------------------------------------------------------
     step_tokens: Ints | None = None
@@ -113,6 +117,7 @@ class Measurement(FrozenModel):
             "first_token_step": self.first_token_step,
             "finish_step": self.finish_step,
             "preemptions_per_request": self.preemptions_per_request,
+            "cached_tokens": self.cached_tokens,
         }
         for name, arr in per_request.items():
             if arr is not None and len(arr) != n:

@@ -1,10 +1,13 @@
 """Trace files: the ``timed_trace`` JSONL of ``vllm bench serve``, and a plain CSV.
 
 The JSONL reader accepts what ``TimedTrace.sample`` in ``vllm/benchmarks/datasets/datasets.py``
-(vLLM 0.32) accepts: one JSON object per line with a timestamp, an input length and an output
-length under configurable keys (``--timed-trace-label-*``), timestamps scaled by
-``--timed-trace-sec-multiplier``; ``hash_ids`` and any other key are ignored. It is stricter than
-vLLM where vLLM would fail later or silently (blank lines, wrong types, values below 1).
+(vLLM 0.32) accepts: one JSON object per line with a timestamp, an input length, an output
+length and optionally ``hash_ids`` (the prompt's chunk hashes, see
+:meth:`tuner.Workload.prompt_token_ids`) under configurable keys (``--timed-trace-label-*``),
+timestamps scaled by ``--timed-trace-sec-multiplier`` or a ``time_unit``; any other key is
+ignored. Mooncake / AIPerf traces have the same keys with millisecond timestamps and 512-token
+chunks (``time_unit="ms"``, ``hash_chunk_size=512``). It is stricter than vLLM where vLLM would
+fail later or silently (blank lines, wrong types, values below 1).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import io
 import json
 import math
 import os
-from typing import Any
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,15 +28,34 @@ from tuner.core._errors import WorkloadError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Arrays = tuple[FloatArray, IntArray, IntArray]
+HashIds = tuple[int, ...]
+Arrays = tuple[FloatArray, IntArray, IntArray, "list[HashIds] | None"]
+"""Arrivals, prompt and output lengths, and each request's hash ids (None: no line had any)."""
 PathLike = str | os.PathLike[str]
+TimeUnit = Literal["s", "ms", "us"]
+TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6}
+"""Timestamp units a trace may use -> timestamps per second (arrival = timestamp / this)."""
+MAX_HASH_ID = 2**63 - 1
+MS_SUSPECT_GAP = 60.0
+"""A mean gap between arrivals over this many seconds suggests milliseconds read as seconds."""
 
 MAX_TOKENS = 10_000_000
 CHUNK_SIZE = 16
 """Tokens per hash id: the default of ``--timed-trace-chunk-hash-size``."""
 CSV_HEADER = ("arrival", "prompt_tokens", "output_tokens")
+CSV_HASH_COLUMN = "hash_ids"
+"""The optional fourth CSV column: the hash ids, separated by spaces."""
 
-__all__ = ["CHUNK_SIZE", "CSV_HEADER", "read_csv", "read_jsonl", "write_csv", "write_jsonl"]
+__all__ = [
+    "CHUNK_SIZE",
+    "CSV_HEADER",
+    "TIME_UNITS",
+    "check_time_unit",
+    "read_csv",
+    "read_jsonl",
+    "write_csv",
+    "write_jsonl",
+]
 
 
 def _at(path: PathLike, lineno: int) -> str:
@@ -60,13 +84,17 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
-def _arrival(value: Any, where: str, field: str, scale: float = 1.0) -> float:
+def _arrival(
+    value: Any, where: str, field: str, scale: float = 1.0, per_second: float = 1.0
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WorkloadError(
             f"{where}: field {field!r} = {_show(value)}: must be a number (seconds)"
         )
     try:
         seconds = float(value) * scale
+        if per_second != 1.0:  # divided, not multiplied by 0.001: 1500 ms is exactly 1.5 s
+            seconds /= per_second
     except OverflowError:  # an integer too large for a float
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
@@ -82,10 +110,60 @@ def _tokens(value: Any, where: str, field: str) -> int:
     return value
 
 
-def _done(path: PathLike, a: list[float], p: list[int], o: list[int]) -> Arrays:
+def _hash_ids(value: Any, where: str, field: str) -> HashIds:
+    if not isinstance(value, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= MAX_HASH_ID for h in value
+    ):
+        raise WorkloadError(
+            f"{where}: field {field!r} = {_show(value)}: must be a list of integers in "
+            f"[0, {MAX_HASH_ID}]"
+        )
+    return tuple(value)
+
+
+def check_time_unit(time_unit: Any, where: str) -> float:
+    """Timestamps per second for a ``time_unit`` ("s", "ms" or "us"), or WorkloadError."""
+    if not isinstance(time_unit, str) or time_unit not in TIME_UNITS:
+        raise WorkloadError(
+            f"{where}(time_unit={time_unit!r}): allowed: {', '.join(map(repr, TIME_UNITS))}"
+        )
+    return TIME_UNITS[time_unit]
+
+
+def _warn_if_milliseconds(path: PathLike, a: list[float], time_unit: str) -> None:
+    """Warn when second-timestamps look like milliseconds (a mean gap over a minute)."""
+    if time_unit != "s" or len(a) < 2:
+        return
+    gap = (max(a) - min(a)) / (len(a) - 1)
+    if gap > MS_SUSPECT_GAP:
+        warnings.warn(
+            f"{os.fspath(path)}: the mean gap between arrivals is {gap:.4g} s; if the "
+            "timestamps are milliseconds (Mooncake / AIPerf traces), read it with "
+            "time_unit='ms'",
+            UserWarning,
+            stacklevel=5,
+        )
+
+
+def _done(
+    path: PathLike,
+    a: list[float],
+    p: list[int],
+    o: list[int],
+    hashes: list[HashIds] | None,
+    time_unit: str = "s",
+) -> Arrays:
     if not a:
         raise WorkloadError(f"{os.fspath(path)}: empty trace file, needs at least one request")
-    return np.array(a, dtype=np.float64), np.array(p, dtype=np.int64), np.array(o, dtype=np.int64)
+    _warn_if_milliseconds(path, a, time_unit)
+    if hashes is not None and not any(hashes):
+        hashes = None
+    return (
+        np.array(a, dtype=np.float64),
+        np.array(p, dtype=np.int64),
+        np.array(o, dtype=np.int64),
+        hashes,
+    )
 
 
 def read_jsonl(
@@ -95,16 +173,22 @@ def read_jsonl(
     label_timestamp: str = "timestamp",
     label_input_length: str = "input_length",
     label_output_length: str = "output_length",
+    label_hash_ids: str = "hash_ids",
+    time_unit: TimeUnit = "s",
 ) -> Arrays:
-    """Arrivals, prompt and output lengths from a ``timed_trace`` JSONL file, in file order.
+    """Arrivals, prompt and output lengths and hash ids from a ``timed_trace`` JSONL file, in
+    file order.
 
     Args:
         path: The file, one JSON object per line.
-        sec_multiplier: Arrival = timestamp * this (``--timed-trace-sec-multiplier``; 0.001 for
-            milliseconds).
+        sec_multiplier: Arrival = timestamp * this (``--timed-trace-sec-multiplier``).
         label_timestamp: The key of the timestamp (``--timed-trace-label-timestamp``).
         label_input_length: The key of the prompt length (``--timed-trace-label-input-length``).
         label_output_length: The key of the output length (``--timed-trace-label-output-length``).
+        label_hash_ids: The key of the hash ids (``--timed-trace-label-hash-ids``); a line
+            without it has none.
+        time_unit: The timestamps' unit: "s", "ms" (Mooncake, AIPerf) or "us". A warning says
+            when second-timestamps have a mean gap over a minute (milliseconds, probably).
 
     Raises:
         WorkloadError: for an unreadable or empty file, or a malformed line, naming the file,
@@ -113,10 +197,13 @@ def read_jsonl(
     Example:
         >>> import pathlib, tempfile
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
-        >>> _ = p.write_text('{"timestamp": 0.5, "input_length": 20, "output_length": 4}\\n')
-        >>> [x.tolist() for x in read_jsonl(p)]
-        [[0.5], [20], [4]]
+        >>> _ = p.write_text('{"timestamp": 500, "input_length": 20, "output_length": 4, '
+        ...                  '"hash_ids": [7, 8]}\\n')
+        >>> a, prompt, output, hashes = read_jsonl(p, time_unit="ms")
+        >>> a.tolist(), prompt.tolist(), output.tolist(), hashes
+        ([0.5], [20], [4], [(7, 8)])
     """
+    per_second = check_time_unit(time_unit, "read_jsonl")
     if not (
         isinstance(sec_multiplier, (int, float))
         and not isinstance(sec_multiplier, bool)
@@ -129,6 +216,7 @@ def read_jsonl(
     a: list[float] = []
     p: list[int] = []
     o: list[int] = []
+    hashes: list[HashIds] = []
     for lineno, line in enumerate(_read_lines(path, "utf-8"), start=1):
         where = _at(path, lineno)
         if not line.strip():
@@ -151,10 +239,33 @@ def read_jsonl(
                 raise WorkloadError(
                     f"{where}: missing field {key!r} (fields present: {sorted(entry)})"
                 )
-        a.append(_arrival(entry[label_timestamp], where, label_timestamp, sec_multiplier))
+        a.append(
+            _arrival(entry[label_timestamp], where, label_timestamp, sec_multiplier, per_second)
+        )
         p.append(_tokens(entry[label_input_length], where, label_input_length))
         o.append(_tokens(entry[label_output_length], where, label_output_length))
-    return _done(path, a, p, o)
+        ids = entry.get(label_hash_ids)
+        hashes.append(() if ids is None else _hash_ids(ids, where, label_hash_ids))
+    return _done(path, a, p, o, hashes, time_unit)
+
+
+def complete_hash_ids(
+    prompt: IntArray, hashes: Sequence[HashIds] | None, chunk_size: int
+) -> list[HashIds]:
+    """Each request's hash ids, completed to ``ceil(prompt / chunk_size)`` with fresh ids (above
+    every id in use, so distinct from all) where a request has fewer: what ``vllm bench serve``
+    needs to build a full-length prompt. Extra ids are kept (vllm bench ignores them)."""
+    used = [max(h) for h in hashes or () if h]
+    next_id = max(used) + 1 if used else 0
+    out: list[HashIds] = []
+    for i, n in enumerate(prompt.tolist()):
+        ids = hashes[i] if hashes is not None else ()
+        missing = -(-n // chunk_size) - len(ids)
+        if missing > 0:
+            ids = (*ids, *range(next_id, next_id + missing))
+            next_id += missing
+        out.append(ids)
+    return out
 
 
 def write_jsonl(
@@ -164,37 +275,39 @@ def write_jsonl(
     output: IntArray,
     *,
     chunk_size: int = CHUNK_SIZE,
+    hash_ids: Sequence[HashIds] | None = None,
 ) -> None:
     """Write a ``timed_trace`` JSONL file that ``vllm bench serve`` replays exactly.
 
     Each line is ``{"timestamp": s, "input_length": n, "output_length": m, "hash_ids": [...]}``
-    with ``ceil(n / chunk_size)`` hash ids, enough for vLLM to build a prompt of exactly ``n``
-    tokens. Hash ids are distinct across all requests so no two prompts share a prefix block
-    (vLLM seeds each block's tokens from a 32-bit hash of the id, so a collision is possible
-    but negligible). Timestamps are written with ``repr`` precision, so reading back is exact.
+    with at least ``ceil(n / chunk_size)`` hash ids, enough for vLLM to build a prompt of
+    exactly ``n`` tokens: the request's own ``hash_ids`` (shared prefixes stay shared), completed
+    with fresh ids, distinct across all requests, where it has fewer (none: a prompt that shares
+    no prefix block with any other; vLLM seeds each chunk's tokens from a 32-bit hash of the id,
+    so a collision is possible but negligible). Timestamps are written with ``repr`` precision,
+    so reading back is exact.
 
     Raises:
         WorkloadError: if ``chunk_size`` is not an integer >= 1.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise WorkloadError(f"write_jsonl(chunk_size={chunk_size!r}): must be an integer >= 1")
+    ids = complete_hash_ids(prompt, hash_ids, chunk_size)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        next_id = 0
-        for s, n, m in zip(arrival.tolist(), prompt.tolist(), output.tolist(), strict=True):
-            k = -(-n // chunk_size)
+        for s, n, m, h in zip(arrival.tolist(), prompt.tolist(), output.tolist(), ids, strict=True):
             row = {
                 "timestamp": float(s),
                 "input_length": n,
                 "output_length": m,
-                "hash_ids": list(range(next_id, next_id + k)),
+                "hash_ids": list(h),
             }
-            next_id += k
             f.write(json.dumps(row) + "\n")
 
 
-def read_csv(path: PathLike) -> Arrays:
-    """Arrivals, prompt and output lengths from a CSV with header
-    ``arrival,prompt_tokens,output_tokens``, in file order.
+def read_csv(path: PathLike, *, time_unit: TimeUnit = "s") -> Arrays:
+    """Arrivals, prompt and output lengths (and hash ids) from a CSV with header
+    ``arrival,prompt_tokens,output_tokens`` and optionally a fourth column ``hash_ids`` (the
+    ids separated by spaces), in file order. ``time_unit`` as in :func:`read_jsonl`.
 
     Raises:
         WorkloadError: for an unreadable or empty file, a wrong header, or a malformed row,
@@ -204,14 +317,17 @@ def read_csv(path: PathLike) -> Arrays:
         >>> import pathlib, tempfile
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
         >>> _ = p.write_text("arrival,prompt_tokens,output_tokens\\n0.25,20,4\\n")
-        >>> [x.tolist() for x in read_csv(p)]
+        >>> [x.tolist() for x in read_csv(p)[:3]]
         [[0.25], [20], [4]]
     """
+    per_second = check_time_unit(time_unit, "read_csv")
     a: list[float] = []
     p: list[int] = []
     o: list[int] = []
+    hashes: list[HashIds] = []
     reader = csv.reader(_read_lines(path, "utf-8-sig"))
     header_seen = False
+    header: tuple[str, ...] = CSV_HEADER
     while True:
         try:
             row = next(reader)
@@ -222,38 +338,54 @@ def read_csv(path: PathLike) -> Arrays:
             raise WorkloadError(f"{where}: not a readable CSV row: {e}") from None
         where = _at(path, reader.line_num)
         if not header_seen:
-            if tuple(c.strip() for c in row) != CSV_HEADER:
+            header = tuple(c.strip() for c in row)
+            if header not in (CSV_HEADER, (*CSV_HEADER, CSV_HASH_COLUMN)):
                 raise WorkloadError(
                     f"{where}: field 'header' = {_show(','.join(row))}: "
-                    f"must be {','.join(CSV_HEADER)!r}"
+                    f"must be {','.join(CSV_HEADER)!r} (optionally with ',{CSV_HASH_COLUMN}')"
                 )
             header_seen = True
             continue
         if not any(c.strip() for c in row):
             raise WorkloadError(f"{where}: blank line")
-        if len(row) != len(CSV_HEADER):
+        if len(row) != len(header):
             raise WorkloadError(
-                f"{where}: expected {len(CSV_HEADER)} fields {','.join(CSV_HEADER)}, got {len(row)}"
+                f"{where}: expected {len(header)} fields {','.join(header)}, got {len(row)}"
             )
-        cells = dict(zip(CSV_HEADER, row, strict=True))
+        cells = dict(zip(header, row, strict=True))
         try:
             arrival: Any = float(cells["arrival"])
         except ValueError:
             arrival = cells["arrival"]  # _arrival rejects the string, naming the field
-        a.append(_arrival(arrival, where, "arrival"))
+        a.append(_arrival(arrival, where, "arrival", per_second=per_second))
         for field, out in (("prompt_tokens", p), ("output_tokens", o)):
             try:
                 value: Any = int(cells[field])
             except ValueError:
                 value = cells[field]
             out.append(_tokens(value, where, field))
-    return _done(path, a, p, o)
+        text = cells.get(CSV_HASH_COLUMN, "")
+        try:
+            ids: Any = [int(x) for x in text.split()]
+        except ValueError:
+            ids = text
+        hashes.append(_hash_ids(ids, where, CSV_HASH_COLUMN))
+    return _done(path, a, p, o, hashes, time_unit)
 
 
-def write_csv(path: PathLike, arrival: FloatArray, prompt: IntArray, output: IntArray) -> None:
-    """Write a CSV with header ``arrival,prompt_tokens,output_tokens``; arrivals with ``repr``
-    precision, so reading back is exact."""
+def write_csv(
+    path: PathLike,
+    arrival: FloatArray,
+    prompt: IntArray,
+    output: IntArray,
+    hash_ids: Sequence[HashIds] | None = None,
+) -> None:
+    """Write a CSV with header ``arrival,prompt_tokens,output_tokens`` (and ``hash_ids``, space
+    separated, when given); arrivals with ``repr`` precision, so reading back is exact."""
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(",".join(CSV_HEADER) + "\n")
-        for s, n, m in zip(arrival.tolist(), prompt.tolist(), output.tolist(), strict=True):
-            f.write(f"{float(s)!r},{n},{m}\n")
+        header = CSV_HEADER if hash_ids is None else (*CSV_HEADER, CSV_HASH_COLUMN)
+        f.write(",".join(header) + "\n")
+        rows = zip(arrival.tolist(), prompt.tolist(), output.tolist(), strict=True)
+        for i, (s, n, m) in enumerate(rows):
+            tail = "" if hash_ids is None else "," + " ".join(map(str, hash_ids[i]))
+            f.write(f"{float(s)!r},{n},{m}{tail}\n")

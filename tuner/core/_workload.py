@@ -5,110 +5,24 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar, overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, field_validator
+from typing_extensions import Self
 
-from tuner.core import _traces
-from tuner.core._arrivals import LengthSpec, sample_workload_arrays
-from tuner.core._errors import TunerError, WorkloadError
-from tuner.core._model import FrozenModel
+from tuner.core import _prompts, _traces
+from tuner.core._errors import WorkloadError
+from tuner.core._request import Request, check_hash_ids, checked_column, column, readonly
+from tuner.core._workload_generators import WorkloadGenerators
+
+HashIds = tuple[int, ...]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class Request(FrozenModel):
-    """One request of a workload.
-
-    Example:
-        >>> Request(arrival=0.5, prompt_tokens=128, output_tokens=16)
-        Request(arrival=0.5, prompt_tokens=128, output_tokens=16)
-    """
-
-    _error_class: ClassVar[type[TunerError]] = WorkloadError
-
-    arrival: float = Field(ge=0.0, allow_inf_nan=False)
-    """When the request reaches the server, in the workload's time unit (seconds, or steps on
-    the unit step clock), relative to the start of the run."""
-    prompt_tokens: int = Field(ge=1, le=_traces.MAX_TOKENS)
-    """Prompt length in tokens."""
-    output_tokens: int = Field(ge=1, le=_traces.MAX_TOKENS)
-    """Exact number of tokens to generate (served with ``ignore_eos``)."""
-
-    @field_validator("prompt_tokens", "output_tokens", mode="before")
-    @classmethod
-    def _whole_float_as_int(cls, value: Any) -> Any:
-        # So that 1e20 is reported against the bound, not as an integer too long to parse.
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        return value
-
-
-_FINE_ROW = {"arrival": 0.0, "prompt_tokens": 1, "output_tokens": 1}
-
-
-def _column(name: str, values: npt.ArrayLike) -> npt.NDArray[Any]:
-    """``values`` as an array, kept as objects where numpy would hide a bool among numbers."""
-    try:
-        if isinstance(values, (list, tuple)) and any(
-            isinstance(v, (bool, np.bool_)) for v in values
-        ):
-            return np.array(values, dtype=object)
-        return np.asarray(values)
-    except (ValueError, TypeError) as e:  # ragged or otherwise not an array
-        raise WorkloadError(f"workload.{name}: not a 1-D array of numbers: {e}") from None
-
-
-def _checked(name: str, col: npt.NDArray[Any], raw: dict[str, npt.NDArray[Any]]) -> Any:
-    """The column as float64 (arrival) or int64 (lengths), or the first bad element's error."""
-    tokens = name != "arrival"
-    kind = col.dtype.kind
-    if kind in "iuf":
-        with np.errstate(invalid="ignore", over="ignore"):
-            if tokens:
-                ok = (col >= 1) & (col <= _traces.MAX_TOKENS)
-                if kind == "f":
-                    ok &= np.isfinite(col) & (col % 1 == 0)
-            else:
-                ok = np.isfinite(col) & (col >= 0)
-            bad = np.flatnonzero(~ok)
-        if not len(bad):
-            return col.astype(np.int64 if tokens else np.float64)
-        raise _row_error(int(bad[0]), name, raw)
-    # Anything else (bools, strings, objects, complex): each element as Request takes it.
-    out = np.empty(len(col), dtype=np.int64 if tokens else np.float64)
-    for i, v in enumerate(col.tolist()):
-        try:
-            out[i] = getattr(Request(**{**_FINE_ROW, name: v}), name)
-        except WorkloadError:
-            raise _row_error(i, name, raw) from None
-    return out
-
-
-def _row_error(i: int, name: str, raw: dict[str, npt.NDArray[Any]]) -> WorkloadError:
-    """Request's own message for element ``i`` of column ``name``."""
-    value = raw[name][i]
-    value = value.item() if isinstance(value, np.generic) else value
-    why = "not a valid value"
-    try:
-        Request(**{**_FINE_ROW, name: value})
-    except WorkloadError as e:
-        prefix = f"Request.{name} = "
-        clauses = [c for c in str(e).split("; ") if c.startswith(prefix)]
-        if clauses:
-            why = clauses[0].split(": ", 1)[1]
-    return WorkloadError(f"requests[{i}].{name} = {value!r}: {why}")
-
-
-def _readonly(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    a.setflags(write=False)
-    return a
-
-
-class Workload:
+class Workload(WorkloadGenerators):
     """An immutable list of requests. Request ids are positions 0..n-1 in the given order.
 
     The scheduler sees requests in arrival order (stable: equal arrivals keep the given order),
@@ -121,9 +35,11 @@ class Workload:
         (2, 12)
     """
 
-    __slots__ = ("_arrival", "_order", "_output", "_prompt")
+    __slots__ = ("_arrival", "_chunk", "_hash", "_order", "_output", "_prompt", "_shares")
 
-    def __init__(self, requests: Iterable[Request]) -> None:
+    def __init__(
+        self, requests: Iterable[Request], hash_chunk_size: int = _traces.CHUNK_SIZE
+    ) -> None:
         reqs = list(requests)
         for i, r in enumerate(reqs):
             if not isinstance(r, Request):
@@ -134,15 +50,42 @@ class Workload:
             np.array([r.arrival for r in reqs], dtype=np.float64),
             np.array([r.prompt_tokens for r in reqs], dtype=np.int64),
             np.array([r.output_tokens for r in reqs], dtype=np.int64),
+            [r.hash_ids for r in reqs],
+            hash_chunk_size,
         )
 
-    def _init(self, arrival: FloatArray, prompt: IntArray, output: IntArray) -> None:
+    def _init(
+        self,
+        arrival: FloatArray,
+        prompt: IntArray,
+        output: IntArray,
+        hash_ids: Sequence[HashIds] | None = None,
+        hash_chunk_size: int = _traces.CHUNK_SIZE,
+    ) -> None:
         if len(arrival) == 0:
             raise WorkloadError("workload: needs at least one request, got none")
-        self._arrival = _readonly(arrival)
-        self._prompt = _readonly(prompt)
-        self._output = _readonly(output)
-        self._order = _readonly(np.argsort(arrival, kind="stable").astype(np.int64))
+        if (
+            isinstance(hash_chunk_size, bool)
+            or not isinstance(hash_chunk_size, (int, np.integer))
+            or not 1 <= hash_chunk_size <= _traces.MAX_TOKENS
+        ):
+            raise WorkloadError(
+                f"workload.hash_chunk_size = {hash_chunk_size!r}: must be an integer in "
+                f"[1, {_traces.MAX_TOKENS}] (tokens per hash id; vllm bench's default is 16)"
+            )
+        self._arrival = readonly(arrival)
+        self._prompt = readonly(prompt)
+        self._output = readonly(output)
+        self._order = readonly(np.argsort(arrival, kind="stable").astype(np.int64))
+        self._chunk = int(hash_chunk_size)
+        self._hash: tuple[HashIds, ...] | None = None
+        self._shares: bool | None = None
+        if hash_ids is not None and any(hash_ids):
+            if len(hash_ids) != len(arrival):
+                raise WorkloadError(
+                    f"workload.hash_ids: {len(hash_ids)} entries for {len(arrival)} requests"
+                )
+            self._hash = tuple(tuple(h) for h in hash_ids)
 
     @classmethod
     def from_arrays(
@@ -150,20 +93,24 @@ class Workload:
         arrival: npt.ArrayLike,
         prompt_tokens: npt.ArrayLike,
         output_tokens: npt.ArrayLike,
-    ) -> Workload:
-        """Build a workload from three equal-length arrays (fast path for large workloads).
+        hash_ids: Sequence[Sequence[int]] | None = None,
+        *,
+        hash_chunk_size: int = _traces.CHUNK_SIZE,
+    ) -> Self:
+        """Build a workload from equal-length arrays (fast path for large workloads).
 
         The bounds and the messages are :class:`Request`'s: a bad element is reported as
         ``requests[i].field = value: what is allowed`` (bools, fractions, NaN, values out of
-        range or not numbers at all).
+        range or not numbers at all). ``hash_ids`` (optional) holds each request's hash ids
+        (see :meth:`prompt_token_ids`), ``hash_chunk_size`` the tokens per id.
 
         Raises:
             WorkloadError: for arrays of different shapes or a bad element.
         """
         raw = {
-            "arrival": _column("arrival", arrival),
-            "prompt_tokens": _column("prompt_tokens", prompt_tokens),
-            "output_tokens": _column("output_tokens", output_tokens),
+            "arrival": column("arrival", arrival),
+            "prompt_tokens": column("prompt_tokens", prompt_tokens),
+            "output_tokens": column("output_tokens", output_tokens),
         }
         a, p, o = raw.values()
         if not (a.ndim == p.ndim == o.ndim == 1) or not (len(a) == len(p) == len(o)):
@@ -171,86 +118,38 @@ class Workload:
                 "workload arrays: arrival, prompt_tokens and output_tokens must be 1-D and of "
                 f"equal length, got shapes {a.shape}, {p.shape}, {o.shape}"
             )
-        checked = {name: _checked(name, col, raw) for name, col in raw.items()}
+        checked = {name: checked_column(name, col, raw) for name, col in raw.items()}
+        ids: list[HashIds] | None = None
+        if hash_ids is not None:
+            ids = []
+            for i, h in enumerate(hash_ids):
+                try:
+                    ids.append(check_hash_ids(h))
+                except (ValueError, TypeError) as e:
+                    raise WorkloadError(f"requests[{i}].hash_ids = {h!r}: {e}") from None
         w = cls.__new__(cls)
-        w._init(checked["arrival"], checked["prompt_tokens"], checked["output_tokens"])
+        w._init(
+            checked["arrival"],
+            checked["prompt_tokens"],
+            checked["output_tokens"],
+            ids,
+            hash_chunk_size,
+        )
         return w
 
     @classmethod
-    def from_dicts(cls, rows: Sequence[dict[str, Any]]) -> Workload:
-        """Build a workload from mappings with ``arrival``, ``prompt_tokens``, ``output_tokens``."""
+    def from_dicts(
+        cls, rows: Sequence[dict[str, Any]], hash_chunk_size: int = _traces.CHUNK_SIZE
+    ) -> Workload:
+        """Build a workload from mappings with ``arrival``, ``prompt_tokens``, ``output_tokens``
+        (and optionally ``hash_ids``)."""
         reqs = []
         for i, row in enumerate(rows):
             try:
                 reqs.append(Request.parse_obj_strict(row))
             except WorkloadError as e:
                 raise WorkloadError(f"requests[{i}]: {e}") from None
-        return cls(reqs)
-
-    # --- generators (definitions in _arrivals.py) --------------------------------------------
-    @classmethod
-    def poisson(
-        cls,
-        rate: float,
-        n: int,
-        prompt_len: LengthSpec,
-        output_len: LengthSpec,
-        seed: int = 0,
-    ) -> Workload:
-        """``n`` requests arriving as a Poisson process, like ``vllm bench serve --request-rate``.
-
-        Same as :meth:`gamma` with ``burstiness=1``: exponential gaps of mean ``1 / rate``
-        seconds; the first request arrives after the first gap and the times are rescaled so the
-        last one arrives at exactly ``n / rate`` (as vLLM 0.32's ``get_request`` does).
-
-        Args:
-            rate: Requests per second, > 0; ``float("inf")`` puts every arrival at 0.
-            n: The number of requests, >= 1.
-            prompt_len: An int (fixed) or a length distribution (``Fixed``, ``Uniform``,
-                ``LogNormal``, ``Empirical``).
-            output_len: Likewise, for the output lengths.
-            seed: Seeds every draw; the same seed gives the same workload.
-
-        Raises:
-            WorkloadError: naming the bad parameter, its value and what is allowed.
-
-        Example:
-            >>> from tuner.core._arrivals import Uniform
-            >>> w = Workload.poisson(4.0, 100, prompt_len=Uniform(512, 0.5), output_len=64)
-            >>> len(w), float(w.arrival.max())
-            (100, 25.0)
-        """
-        a, p, o = sample_workload_arrays(
-            "Workload.poisson", rate, n, prompt_len, output_len, 1.0, seed
-        )
-        return cls.from_arrays(a, p, o)
-
-    @classmethod
-    def gamma(
-        cls,
-        rate: float,
-        n: int,
-        prompt_len: LengthSpec,
-        output_len: LengthSpec,
-        burstiness: float,
-        seed: int = 0,
-    ) -> Workload:
-        """``n`` requests with gamma gaps, like ``vllm bench serve --request-rate --burstiness``.
-
-        Gaps have shape ``burstiness`` and scale ``1 / (rate * burstiness)``: mean ``1 / rate``,
-        coefficient of variation ``1 / sqrt(burstiness)`` (1 = Poisson, < 1 burstier, > 1 more
-        regular, ``inf`` evenly spaced). See :meth:`poisson` for the first arrival and the
-        rescaling, and :func:`tuner.core._arrivals.arrival_times` for the definition.
-
-        Example:
-            >>> w = Workload.gamma(2.0, 8, 128, 16, burstiness=float("inf"))
-            >>> w.arrival.tolist()
-            [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
-        """
-        a, p, o = sample_workload_arrays(
-            "Workload.gamma", rate, n, prompt_len, output_len, burstiness, seed
-        )
-        return cls.from_arrays(a, p, o)
+        return cls(reqs, hash_chunk_size)
 
     # --- trace files (formats in _traces.py) --------------------------------------------------
     @classmethod
@@ -262,14 +161,20 @@ class Workload:
         label_timestamp: str = "timestamp",
         label_input_length: str = "input_length",
         label_output_length: str = "output_length",
+        label_hash_ids: str = "hash_ids",
+        time_unit: _traces.TimeUnit = "s",
+        hash_chunk_size: int = _traces.CHUNK_SIZE,
     ) -> Workload:
         """Read a ``vllm bench serve --dataset-name timed_trace`` JSONL file (ids in file order).
 
-        Lines are ``{"timestamp": s, "input_length": n, "output_length": m, ...}``; ``hash_ids``
-        and other keys are ignored. The keyword arguments are vLLM's
-        ``--timed-trace-sec-multiplier`` and ``--timed-trace-label-*`` options. Timestamps need
-        not be sorted here, but vllm bench sends lines in file order, so a line earlier than
-        the one before it is sent late there.
+        Lines are ``{"timestamp": s, "input_length": n, "output_length": m, "hash_ids": [...]}``
+        (``hash_ids`` optional; other keys are ignored). The keyword arguments are vLLM's
+        ``--timed-trace-sec-multiplier``, ``--timed-trace-label-*`` and
+        ``--timed-trace-chunk-hash-size`` options, and ``time_unit`` the timestamps' unit ("s",
+        "ms" or "us"): a Mooncake / AIPerf trace (millisecond ``timestamp``, 512-token chunks)
+        reads with ``time_unit="ms", hash_chunk_size=512``; a warning says when second
+        timestamps look like milliseconds. Timestamps need not be sorted here, but vllm bench
+        sends lines in file order, so a line earlier than the one before it is sent late there.
 
         Raises:
             WorkloadError: for an unreadable or empty file, or a malformed line (naming the
@@ -279,27 +184,48 @@ class Workload:
             >>> import pathlib, tempfile
             >>> p = pathlib.Path(tempfile.mkdtemp()) / "trace.jsonl"
             >>> Workload.poisson(1.0, 3, 100, 10).to_jsonl(p)
-            >>> Workload.from_jsonl(p) == Workload.poisson(1.0, 3, 100, 10)
-            True
+            >>> Workload.from_jsonl(p).prompt_tokens.tolist()
+            [100, 100, 100]
         """
-        return cls.from_arrays(
-            *_traces.read_jsonl(
-                path,
-                sec_multiplier=sec_multiplier,
-                label_timestamp=label_timestamp,
-                label_input_length=label_input_length,
-                label_output_length=label_output_length,
-            )
+        a, p, o, h = _traces.read_jsonl(
+            path,
+            sec_multiplier=sec_multiplier,
+            label_timestamp=label_timestamp,
+            label_input_length=label_input_length,
+            label_output_length=label_output_length,
+            label_hash_ids=label_hash_ids,
+            time_unit=time_unit,
         )
+        return cls._from_trace(path, a, p, o, h, hash_chunk_size)
 
-    def to_jsonl(self, path: str | os.PathLike[str], *, chunk_size: int = 16) -> None:
+    @classmethod
+    def _from_trace(
+        cls,
+        path: str | os.PathLike[str],
+        a: FloatArray,
+        p: IntArray,
+        o: IntArray,
+        h: list[HashIds] | None,
+        hash_chunk_size: int,
+    ) -> Workload:
+        try:
+            return cls.from_arrays(a, p, o, h, hash_chunk_size=hash_chunk_size)
+        except WorkloadError as e:
+            raise WorkloadError(f"{os.fspath(path)}: {e}") from None
+
+    def to_jsonl(self, path: str | os.PathLike[str], *, chunk_size: int | None = None) -> None:
         """Write this workload as a ``timed_trace`` JSONL file, one line per request in id order.
 
-        Each line carries ``ceil(input_length / chunk_size)`` hash ids, distinct across requests,
-        so ``vllm bench serve`` builds full-length prompts that never share a cached prefix.
-        ``chunk_size`` must equal ``--timed-trace-chunk-hash-size`` (default 16). vllm bench
-        sends lines in file order, waiting for each timestamp; pass ``--num-prompts`` >= the
-        number of requests (its default is 1000).
+        Each line carries at least ``ceil(input_length / chunk_size)`` hash ids: the request's
+        own (so shared prefixes stay shared), completed with fresh ids distinct across requests,
+        so ``vllm bench serve`` builds full-length prompts that share exactly what this
+        workload's prompts share. ``chunk_size`` (default: :attr:`hash_chunk_size`) must equal
+        ``--timed-trace-chunk-hash-size`` (vllm bench's default is 16). vllm bench sends lines in
+        file order, waiting for each timestamp; pass ``--num-prompts`` >= the number of requests
+        (its default is 1000).
+
+        Raises:
+            WorkloadError: ``chunk_size`` differs from the chunk size of this workload's hash ids.
 
         Example:
             >>> import pathlib, tempfile
@@ -308,11 +234,27 @@ class Workload:
             >>> p.read_text()
             '{"timestamp": 0.0, "input_length": 40, "output_length": 8, "hash_ids": [0, 1, 2]}\\n'
         """
-        _traces.write_jsonl(path, self._arrival, self._prompt, self._output, chunk_size=chunk_size)
+        size = self._chunk if chunk_size is None else chunk_size
+        if self._hash is not None and size != self._chunk:
+            raise WorkloadError(
+                f"to_jsonl(chunk_size={chunk_size!r}): this workload's hash ids name chunks of "
+                f"{self._chunk} tokens; write it with chunk_size={self._chunk}"
+            )
+        _traces.write_jsonl(
+            path, self._arrival, self._prompt, self._output, chunk_size=size, hash_ids=self._hash
+        )
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike[str]) -> Workload:
-        """Read a CSV with header ``arrival,prompt_tokens,output_tokens`` (ids in file order).
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        time_unit: _traces.TimeUnit = "s",
+        hash_chunk_size: int = _traces.CHUNK_SIZE,
+    ) -> Workload:
+        """Read a CSV with header ``arrival,prompt_tokens,output_tokens`` (ids in file order),
+        optionally with a fourth column ``hash_ids`` (space-separated); ``time_unit`` and
+        ``hash_chunk_size`` as in :meth:`from_jsonl`.
 
         Raises:
             WorkloadError: for an unreadable or empty file, a wrong header or a malformed row
@@ -325,12 +267,13 @@ class Workload:
             >>> Workload.from_csv(p)[0]
             Request(arrival=0.5, prompt_tokens=64, output_tokens=8)
         """
-        return cls.from_arrays(*_traces.read_csv(path))
+        a, p, o, h = _traces.read_csv(path, time_unit=time_unit)
+        return cls._from_trace(path, a, p, o, h, hash_chunk_size)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write this workload as a CSV with header ``arrival,prompt_tokens,output_tokens``, in id
-        order; arrivals are written with ``repr`` precision, so :meth:`from_csv` reads it back
-        exactly.
+        """Write this workload as a CSV with header ``arrival,prompt_tokens,output_tokens`` (and
+        ``hash_ids`` when it has some), in id order; arrivals are written with ``repr``
+        precision, so :meth:`from_csv` reads it back exactly.
 
         Example:
             >>> import pathlib, tempfile
@@ -339,7 +282,7 @@ class Workload:
             >>> p.read_text()
             'arrival,prompt_tokens,output_tokens\\n0.1,64,8\\n'
         """
-        _traces.write_csv(path, self._arrival, self._prompt, self._output)
+        _traces.write_csv(path, self._arrival, self._prompt, self._output, self._hash)
 
     # --- views -----------------------------------------------------------------------------
     @property
@@ -356,6 +299,66 @@ class Workload:
     def output_tokens(self) -> IntArray:
         """Output lengths, in request-id order (read-only)."""
         return self._output
+
+    @property
+    def hash_ids(self) -> tuple[HashIds, ...] | None:
+        """Each request's hash ids, in id order; None when no request has any."""
+        return self._hash
+
+    @property
+    def hash_chunk_size(self) -> int:
+        """Tokens per hash id (``--timed-trace-chunk-hash-size``; vllm bench's default is 16)."""
+        return self._chunk
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether two prompts can share a prefix (some requests start with the same chunk),
+        so that a prefix cache can serve one request from another's blocks."""
+        if self._shares is None:
+            firsts = set()
+            shares = False
+            for n, ids in zip(self._prompt.tolist(), self._hash or (), strict=False):
+                if ids:
+                    key = (ids[0], min(n, self._chunk))
+                    if key in firsts:
+                        shares = True
+                        break
+                    firsts.add(key)
+            self._shares = shares
+        return self._shares
+
+    def prompt_token_ids(self, i: int, *, vocab_size: int = _prompts.VOCAB_SIZE) -> list[int]:
+        """The token ids of request ``i``'s prompt, as ``vllm bench serve`` builds them from
+        hash ids: the prompt is cut into chunks of :attr:`hash_chunk_size` tokens (the last one
+        may be shorter), and the k-th chunk's tokens are a fixed function of the request's k-th
+        hash id and the chunk's length. So the same ids give the same tokens in every request
+        (and every process), and prompts that start with the same ids share that prefix; a
+        prompt with no hash ids (or too few) gets tokens of its own for the rest. Ids are in
+        ``[4, vocab_size)`` (pass the served model's vocabulary size when it is below 32000:
+        same sharing, other token values). The simulator's prefix cache, the scheduler replay
+        and the live client all send these prompts. See :mod:`tuner.core._prompts`.
+
+        Raises:
+            WorkloadError: ``vocab_size`` is not an integer >= 5.
+
+        Example:
+            >>> w = Workload([Request(arrival=0, prompt_tokens=20, output_tokens=1,
+            ...                       hash_ids=(5, 6)),
+            ...               Request(arrival=1, prompt_tokens=18, output_tokens=1,
+            ...                       hash_ids=(5, 7))])
+            >>> a, b = w.prompt_token_ids(0), w.prompt_token_ids(1)
+            >>> len(a), a[:16] == b[:16], a[16:18] == b[16:]
+            (20, True, False)
+        """
+        return self.prompt_token_array(i, vocab_size=vocab_size).tolist()  # type: ignore[no-any-return]
+
+    def prompt_token_array(self, i: int, *, vocab_size: int = _prompts.VOCAB_SIZE) -> IntArray:
+        """:meth:`prompt_token_ids` as an int64 array."""
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
+            raise WorkloadError(f"prompt_token_ids(vocab_size={vocab_size!r}): must be >= 5")
+        n = int(self._prompt[i])
+        ids = self._hash[i] if self._hash is not None else ()
+        return _prompts.prompt_tokens(n, ids, self._chunk, int(i) % len(self), vocab_size)
 
     @property
     def schedule_order(self) -> IntArray:
@@ -384,8 +387,8 @@ class Workload:
         return len(self._arrival)
 
     def __iter__(self) -> Iterator[Request]:
-        for a, p, o in zip(self._arrival, self._prompt, self._output, strict=False):
-            yield Request(arrival=float(a), prompt_tokens=int(p), output_tokens=int(o))
+        for i in range(len(self)):
+            yield self[i]
 
     @overload
     def __getitem__(self, i: int) -> Request: ...
@@ -393,29 +396,40 @@ class Workload:
     def __getitem__(self, i: slice) -> Workload: ...
     def __getitem__(self, i: int | slice) -> Request | Workload:
         if isinstance(i, slice):
-            return Workload.from_arrays(self._arrival[i], self._prompt[i], self._output[i])
+            return self._subset(np.arange(len(self))[i])
         return Request(
             arrival=float(self._arrival[i]),
             prompt_tokens=int(self._prompt[i]),
             output_tokens=int(self._output[i]),
+            hash_ids=self._hash[i] if self._hash is not None else (),
         )
+
+    def _subset(self, keep: IntArray) -> Workload:
+        """The requests at positions ``keep``, in that order, with their hash ids."""
+        w = Workload.__new__(Workload)
+        hashes = None if self._hash is None else [self._hash[k] for k in keep.tolist()]
+        w._init(self._arrival[keep], self._prompt[keep], self._output[keep], hashes, self._chunk)
+        return w
+
+    def _key(self) -> tuple[Any, ...]:
+        """What equality compares: the arrays, and the hash ids with their chunk size."""
+        extra = () if self._hash is None else (self._hash, self._chunk)
+        return (self._arrival.tobytes(), self._prompt.tobytes(), self._output.tobytes(), *extra)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Workload):
             return NotImplemented
-        return (
-            np.array_equal(self._arrival, other._arrival)
-            and np.array_equal(self._prompt, other._prompt)
-            and np.array_equal(self._output, other._output)
-        )
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self._arrival.tobytes(), self._prompt.tobytes(), self._output.tobytes()))
+        return hash(self._key())
 
     def __repr__(self) -> str:
+        prefix = "" if self._hash is None else f", hash_chunk_size={self._chunk}"
         return (
             f"Workload(n={len(self)}, span={float(self._arrival.max() - self._arrival.min()):g}, "
-            f"prompt_tokens={self.total_prompt_tokens}, output_tokens={self.total_output_tokens})"
+            f"prompt_tokens={self.total_prompt_tokens}, output_tokens={self.total_output_tokens}"
+            f"{prefix})"
         )
 
     @property
@@ -473,5 +487,4 @@ class Workload:
         ):
             raise WorkloadError(f"head(fraction={fraction!r}): fraction must be in (0, 1]")
         n = max(1, math.ceil(len(self) * fraction - 1e-9))
-        keep = np.sort(self._order[:n])
-        return Workload.from_arrays(self._arrival[keep], self._prompt[keep], self._output[keep])
+        return self._subset(np.sort(self._order[:n]))

@@ -6,6 +6,7 @@ Nothing in :mod:`tuner.backends` imports it.
 """
 
 from tuner.fidelity._compare import (
+    CACHE_CASE_KINDS,
     CASE_KINDS,
     FidelityCase,
     FidelityReport,
@@ -16,6 +17,7 @@ from tuner.fidelity._compare import (
 )
 
 __all__ = [
+    "CACHE_CASE_KINDS",
     "CASE_KINDS",
     "FidelityCase",
     "FidelityReport",

@@ -2,8 +2,9 @@
 
 Random cases (workload + configuration) of the kinds that stress different scheduler paths are
 run through two backends -- typically the simulator against vLLM's own scheduler -- and the
-schedules are compared: per-step tokens, each request's first-token and finish steps, and
-preemptions. Any difference is a simulator bug to fix, not a tolerance to widen.
+schedules are compared: per-step tokens, each request's first-token and finish steps,
+preemptions and prefix-cache hits. Any difference is a simulator bug to fix, not a tolerance to
+widen. The prefix kinds give prompts shared prefixes (hash ids) with prefix caching on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,25 @@ import numpy as np
 from tuner.backends import Backend
 from tuner.core import ConfigError, Measurement, ServingConfig, Workload
 
-CASE_KINDS = ("burst", "poisson", "long_short", "single", "kv_pressure", "no_chunking")
+CACHE_CASE_KINDS = (
+    "system_prompt",
+    "multi_turn",
+    "identical_prompts",
+    "prefix_blocks",
+    "prefix_pressure",
+)
+"""Kinds whose prompts share prefixes: a system prompt; conversations; the same prompt again
+and again; shared prefixes longer and shorter than a block (chunks of 1-40 tokens against
+blocks of 4-32); the same under KV pressure (eviction, preemption, shared blocks)."""
+CASE_KINDS = (
+    "burst",
+    "poisson",
+    "long_short",
+    "single",
+    "kv_pressure",
+    "no_chunking",
+    *CACHE_CASE_KINDS,
+)
 """The kinds of random case, each aimed at a scheduler path."""
 
 _MAX_MODEL_LEN = 512
@@ -46,6 +65,8 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     if kind not in CASE_KINDS:
         raise ConfigError(f"fidelity case kind {kind!r}: allowed: {', '.join(CASE_KINDS)}")
     rng = np.random.default_rng([CASE_KINDS.index(kind), seed])
+    if kind in CACHE_CASE_KINDS:
+        return _prefix_case(kind, seed, rng)
     n = {"single": 1, "kv_pressure": int(rng.integers(4, 14))}.get(kind, int(rng.integers(2, 16)))
     if kind == "poisson":
         gaps = rng.exponential(rng.uniform(0.3, 6.0), n)
@@ -86,6 +107,68 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     return FidelityCase(kind, seed, config, Workload.from_arrays(arrival, prompt, output))
 
 
+def _prefix_workload(kind: str, rng: np.random.Generator, chunk: int) -> Workload:
+    seed = int(rng.integers(0, 2**31))
+    if kind == "multi_turn":
+        return Workload.multi_turn(
+            int(rng.integers(1, 6)),
+            int(rng.integers(2, 5)),
+            float(rng.uniform(0.05, 1.0)),
+            user_len=int(rng.integers(1, 60)),
+            answer_len=int(rng.integers(1, 30)),
+            think_time=float(rng.uniform(0, 40)),
+            system_prompt_tokens=int(rng.choice([0, 0, 8, 50])),
+            seed=seed,
+            hash_chunk_size=chunk,
+        )
+    n = int(rng.integers(2, 16))
+    if kind == "identical_prompts":
+        arrival = np.sort(rng.integers(0, 40, n)).astype(np.float64)
+        length = int(rng.integers(1, 200))
+        ids = tuple(range(-(-length // chunk)))
+        lengths = np.full(n, length)
+        outputs = rng.integers(1, 40, n)
+        return Workload.from_arrays(arrival, lengths, outputs, [ids] * n, hash_chunk_size=chunk)
+    pressure = kind == "prefix_pressure"  # more prompts, more prefixes: some get evicted
+    return Workload.shared_prefix(
+        float(rng.uniform(0.1, 2.0)),
+        int(rng.integers(8, 25)) if pressure else n,
+        prompt_len=int(rng.integers(1, 120)),
+        output_len=int(rng.integers(1, 40)),
+        prefix_tokens=int(rng.integers(50, 300) if pressure else rng.integers(1, 200)),
+        fraction=float(rng.choice([1.0, 0.8, 0.5])),
+        num_prefixes=int(rng.integers(2, 6) if pressure else rng.integers(1, 3)),
+        seed=seed,
+        hash_chunk_size=chunk,
+    )
+
+
+def _prefix_case(kind: str, seed: int, rng: np.random.Generator) -> FidelityCase:
+    """A case whose prompts share prefixes, with prefix caching on."""
+    block_size = int(rng.choice([4, 16, 32]))
+    chunk = int(rng.choice([1, 3, 16, 40])) if kind == "prefix_blocks" else 16
+    workload = _prefix_workload(kind, rng, chunk)
+    longest = int((workload.prompt_tokens + workload.output_tokens).max())
+    max_model_len = max(_MAX_MODEL_LEN, longest)
+    min_blocks = -(-max_model_len // block_size) + 1
+    kv: int | None
+    if kind == "prefix_pressure":
+        kv = int(rng.integers(min_blocks, int(min_blocks * 1.6) + 1))
+    else:
+        kv = None if rng.random() < 0.4 else int(rng.integers(min_blocks, min_blocks * 4))
+    seqs = int(rng.integers(1, 17))
+    config = ServingConfig(
+        max_num_batched_tokens=int(rng.integers(max(seqs, 8), 600)),
+        max_num_seqs=seqs,
+        long_prefill_token_threshold=int(rng.choice([0, 0, 1, 8, 32, 100])),
+        num_kv_blocks=kv,
+        block_size=block_size,
+        max_model_len=max_model_len,
+        enable_prefix_caching=True,
+    )
+    return FidelityCase(kind, seed, config, workload)
+
+
 def cases(n: int, seed: int = 0) -> list[FidelityCase]:
     """``n`` cases cycling through every kind, reproducible from ``seed``."""
     return [random_case(CASE_KINDS[i % len(CASE_KINDS)], seed * 1_000_003 + i) for i in range(n)]
@@ -100,9 +183,12 @@ def schedule_differences(a: Measurement, b: Measurement) -> list[str]:
         "first_token_step",
         "finish_step",
         "preemptions_per_request",
+        "cached_tokens",
     )
     for name in names:
         x, y = getattr(a, name), getattr(b, name)
+        if name == "cached_tokens" and (x is None or y is None):
+            continue  # compared where both backends see the prefix cache
         if x is None or y is None:
             out.append(f"{name}: missing in {a.source if x is None else b.source}")
             continue

@@ -17,7 +17,7 @@ from tuner.core import BackendError, Measurement, SLOError
 from tuner.objectives._goodput import CRITERIA, request_goodput
 from tuner.objectives._stats import STATISTICS, check_statistic, statistic
 
-Kind = Literal["time", "steps", "tokens", "count", "rate", "cost"]
+Kind = Literal["time", "steps", "tokens", "count", "rate", "cost", "fraction"]
 
 KIND_NOUNS: dict[str, str] = {
     "time": "a latency",
@@ -26,7 +26,9 @@ KIND_NOUNS: dict[str, str] = {
     "count": "a count",
     "rate": "a throughput",
     "cost": "a price",
+    "fraction": "a fraction",
 }
+"""How error messages name a metric of each kind."""
 
 #: Figures of a capacity search (``tuner.objectives._capacity``), not of one measurement.
 CAPACITY_KINDS: dict[str, Kind] = {
@@ -34,7 +36,6 @@ CAPACITY_KINDS: dict[str, Kind] = {
     "throughput_per_gpu": "rate",
     "cost_per_million_tokens": "cost",
 }
-"""How error messages name a metric of each kind."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,28 @@ def _steps_field(m: Measurement) -> np.ndarray:
             "ttft_steps is not available (use ttft in seconds)"
         )
     return np.asarray(m.ttft_steps, dtype=np.float64)
+
+
+def _cached_tokens(m: Measurement) -> np.ndarray:
+    if m.cached_tokens is None:
+        raise BackendError(
+            f"{m.source} did not record the prompt tokens each request found in the prefix "
+            "cache; prefix_cache_hit_rate and prefix_cache_hit_requests are not available"
+        )
+    return np.asarray(m.cached_tokens)
+
+
+def prefix_cache_hit_rate(m: Measurement) -> float:
+    """The fraction of all prompt tokens served from the prefix cache (vLLM's
+    ``num_cached_tokens`` summed over requests, over their prompt tokens)."""
+    total = int(np.sum(m.prompt_tokens))
+    return float(np.sum(_cached_tokens(m)) / total) if total else 0.0
+
+
+def prefix_cache_hit_requests(m: Measurement) -> float:
+    """The fraction of requests that found any of their prompt in the prefix cache."""
+    cached = _cached_tokens(m)
+    return float(np.mean(cached > 0)) if len(cached) else 0.0
 
 
 DISTRIBUTIONS: dict[str, _Distribution] = {
@@ -118,6 +141,16 @@ SCALARS: dict[str, _Scalar] = {
     "preemptions": _Scalar("count", "preemptions (recompute)", lambda m: float(m.preemptions)),
     "failed_requests": _Scalar(
         "count", "requests that errored", lambda m: float(m.failed_requests)
+    ),
+    "prefix_cache_hit_rate": _Scalar(
+        "fraction",
+        "fraction of prompt tokens served from the prefix cache (vLLM's num_cached_tokens)",
+        prefix_cache_hit_rate,
+    ),
+    "prefix_cache_hit_requests": _Scalar(
+        "fraction",
+        "fraction of requests with any prefix-cache hit",
+        prefix_cache_hit_requests,
     ),
 }
 

@@ -120,20 +120,26 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
 def _trials(o: StudyOutcome) -> list[Block]:
     knobs = list(o.space.dimensions)
     metrics = list(dict.fromkeys([*o.objective.metrics, *(s.metric for s in o.slos)]))
+    # Prompts that share prefixes: how much of them each configuration served from the cache.
+    hits = o.workload.hash_ids is not None and "prefix_cache_hit_rate" not in metrics
     best = o.best
     rows = []
     for t in sorted(o.trials, key=lambda t: t.number):
         mark = " (chosen)" if best is not None and t.number == best.number else ""
+        rate = t.values.get("prefix_cache_hit_rate", math.nan)
         rows.append(
             [
                 str(t.number) + mark,
                 *(str(getattr(t.config, k)) for k in knobs),
                 fmt(t.fidelity),
                 *(fmt(t.values.get(m, math.nan)) for m in metrics),
+                *([f"{100 * rate:.1f}%" if math.isfinite(rate) else "-"] if hits else []),
                 t.verdict(),
             ]
         )
-    return [Heading("Trials"), Table(["#", *knobs, "fidelity", *metrics, "feasible"], rows)]
+    extra = ["prefix cache hit rate"] if hits else []
+    header = ["#", *knobs, "fidelity", *metrics, *extra, "feasible"]
+    return [Heading("Trials"), Table(header, rows)]
 
 
 def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:

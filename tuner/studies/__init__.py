@@ -3,8 +3,9 @@ command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
 from tuner.studies._run import StudyOutcome, run_study
-from tuner.studies._spec import Arrivals, StudySpec, build_spec, load_study
+from tuner.studies._spec import StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
+from tuner.studies._workload_spec import Arrivals
 
 __all__ = [
     "Arrivals",

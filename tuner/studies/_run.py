@@ -32,8 +32,9 @@ from tuner.search import (
     TPESettings,
 )
 from tuner.studies._progress import Progress
-from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec, WorkloadSpec
+from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec
 from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
+from tuner.studies._workload_spec import TraceFile, WorkloadSpec
 from tuner.tuning import Exploration, Loop, WorkloadAt
 
 
@@ -106,22 +107,53 @@ class StudyOutcome:
         return self.result is not None and self.result.interrupted
 
 
-def build_workload(spec: WorkloadSpec, root: Path) -> Workload:
-    """The workload a spec describes (traces are read relative to the study file)."""
+def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) -> Workload:
+    """The workload a spec describes (traces are read relative to the study file); a
+    generated one at ``rate`` instead of its own when given."""
     if spec.trace is not None:
-        path = (root / spec.trace) if not Path(spec.trace).is_absolute() else Path(spec.trace)
-        w = Workload.from_csv(path) if path.suffix == ".csv" else Workload.from_jsonl(path)
+        t = spec.trace if isinstance(spec.trace, TraceFile) else TraceFile(path=spec.trace)
+        path = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
+        read = Workload.from_csv if path.suffix == ".csv" else Workload.from_jsonl
+        w = read(path, time_unit=t.time_unit, hash_chunk_size=t.hash_chunk_size)
     elif spec.requests is not None:
         w = Workload(spec.requests)
+    elif spec.multi_turn is not None:
+        m = spec.multi_turn
+        w = Workload.multi_turn(
+            m.conversations,
+            m.turns,
+            m.rate if rate is None else rate,
+            parse_length(str(m.user_len)),
+            parse_length(str(m.answer_len)),
+            think_time=m.think_time,
+            system_prompt_tokens=m.system_prompt_tokens,
+            seed=m.seed,
+            hash_chunk_size=m.hash_chunk_size,
+        )
     else:
         a = spec.poisson
-        if a is None:  # pragma: no cover - the spec requires one of the three
-            raise ConfigError("workload: give 'poisson', 'trace' or 'requests'")
+        if a is None:  # pragma: no cover - the spec requires one of the four
+            raise ConfigError("workload: give 'poisson', 'multi_turn', 'trace' or 'requests'")
         p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
-        if a.burstiness == 1.0:
-            w = Workload.poisson(a.rate, a.requests, p, o, seed=a.seed)
+        if spec.shared_prefix is not None:
+            sp = spec.shared_prefix
+            w = Workload.shared_prefix(
+                a.rate if rate is None else rate,
+                a.requests,
+                p,
+                o,
+                sp.tokens,
+                fraction=sp.fraction,
+                num_prefixes=sp.prompts,
+                burstiness=a.burstiness,
+                seed=a.seed,
+                hash_chunk_size=sp.hash_chunk_size,
+            )
+        elif a.burstiness == 1.0:
+            w = Workload.poisson(a.rate if rate is None else rate, a.requests, p, o, seed=a.seed)
         else:
-            w = Workload.gamma(a.rate, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
+            r = a.rate if rate is None else rate
+            w = Workload.gamma(r, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
     return w if spec.head >= 1 else w.head(spec.head)
 
 
@@ -129,19 +161,9 @@ def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
     """How a capacity objective offers the workload at a rate: a generated workload is
     regenerated at the rate with the same seed; a trace or literal requests return None (the
     Loop then scales their arrivals, ``Workload.at_rate``)."""
-    a = spec.poisson
-    if a is None:
+    if spec.poisson is None and spec.multi_turn is None:
         return None
-    p, o = parse_length(str(a.prompt_len)), parse_length(str(a.output_len))
-
-    def at(rate: float) -> Workload:
-        if a.burstiness == 1.0:
-            w = Workload.poisson(rate, a.requests, p, o, seed=a.seed)
-        else:
-            w = Workload.gamma(rate, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
-        return w if spec.head >= 1 else w.head(spec.head)
-
-    return at
+    return lambda rate: build_workload(spec, root, rate)
 
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:

@@ -27,11 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuner.backends import CostModel
 from tuner.backends.live import AttachedSettings, ServerSettings
-from tuner.core import KNOBS, ConfigError, Request, ServingConfig, unknown_key_message
+from tuner.core import KNOBS, ConfigError, ServingConfig, unknown_key_message
 from tuner.hardware import Target
 from tuner.objectives import CAPACITY_METRICS, DEFAULT_OBJECTIVE, CapacitySettings, Objective
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
 from tuner.studies._two_tier import TwoTierSettings
+from tuner.studies._workload_spec import (
+    WorkloadSpec,
+    _Spec,
+)
 from tuner.studies._yaml import Path_, line_of, load_with_lines
 from tuner.tuning import Budget
 
@@ -39,52 +43,6 @@ Knob = Literal[KNOBS]  # type: ignore[valid-type]
 
 #: The placeholders an ``output`` pattern may use.
 OUTPUT_PLACEHOLDERS = ("name",)
-
-
-class _Spec(BaseModel):
-    """Base of every study-file section: frozen, unknown keys are errors. (Plain pydantic, so
-    that :func:`load_study` sees the path of every nested error and can give its line.)"""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-
-class Arrivals(_Spec):
-    """A synthetic workload with vllm bench serve's arrivals and lengths."""
-
-    rate: float = Field(gt=0)
-    """Requests per second (per step on the unit clock); .inf sends all at once."""
-    requests: int = Field(ge=1, le=10_000_000)
-    """How many requests."""
-    prompt_len: int | str = 512
-    """N, 'uniform:MEAN:RANGE_RATIO' or 'lognormal:MEAN:SIGMA[:MAX]'."""
-    output_len: int | str = 128
-    """As prompt_len."""
-    seed: int = 0
-    """Seed of arrivals and lengths."""
-    burstiness: float = Field(default=1.0, gt=0)
-    """1 = Poisson; < 1 burstier; > 1 more regular (gamma-distributed gaps)."""
-
-
-class WorkloadSpec(_Spec):
-    """Exactly one of ``poisson``, ``trace`` or ``requests``."""
-
-    poisson: Arrivals | None = None
-    """Generated arrivals (gamma when burstiness != 1)."""
-    trace: str | None = None
-    """A trace file: timed_trace JSONL (.jsonl) or CSV (.csv), relative to the study file."""
-    requests: list[Request] | None = Field(default=None, min_length=1)
-    """The requests themselves: ``[{arrival: 0, prompt_tokens: 8, output_tokens: 24}, ...]``."""
-    head: float = Field(default=1.0, gt=0, le=1)
-    """Use only this fraction of the requests (by arrival)."""
-
-    @model_validator(mode="after")
-    def _one(self) -> WorkloadSpec:
-        given = [k for k in ("poisson", "trace", "requests") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of 'poisson', 'trace' or 'requests' (got {given or 'none'})"
-            )
-        return self
 
 
 class SpaceSpec(_Spec):

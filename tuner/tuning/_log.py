@@ -39,6 +39,9 @@ def fingerprint(
     digest = hashlib.sha1()
     for a in (workload.arrival, workload.prompt_tokens, workload.output_tokens):
         digest.update(a.tobytes())
+    if workload.hash_ids is not None:  # two workloads differing only in prefixes differ
+        digest.update(f"chunk {workload.hash_chunk_size}:".encode())
+        digest.update(json.dumps(workload.hash_ids, separators=(",", ":")).encode())
     return {
         "format": FORMAT,
         "workload": f"{len(workload)} requests, sha1 {digest.hexdigest()[:16]}",

@@ -55,6 +55,7 @@ HEADLINE_METRICS = (
     "ttft_steps.max",
     "ttft.p99",
     "output_throughput",
+    "prefix_cache_hit_rate",
 )
 
 

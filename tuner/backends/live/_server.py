@@ -39,7 +39,14 @@ from tuner.backends.live._process import (
 from tuner.backends.live._prompts import shares_prefix
 from tuner.backends.live._secrets import Scrubber, redact_args, redact_env, secret_values
 from tuner.backends.live._settings import ServerSettings
-from tuner.core import ConfigError, Measurement, ServerStartError, ServingConfig, Workload
+from tuner.core import (
+    KNOB_FLAGS,
+    ConfigError,
+    Measurement,
+    ServerStartError,
+    ServingConfig,
+    Workload,
+)
 
 _KNOB_FLAGS = frozenset(
     {
@@ -187,7 +194,8 @@ class VLLMServerBackend(LiveBackend):
         otherwise, or the workload shares no prefix (no two requests start with the same hash
         id), where it is turned off so that the step log counts every prompt token.
         """
-        knob_args = config.to_vllm_args()
+        # Prefix caching is decided below (it also depends on the workload).
+        knob_args = config.to_vllm_args(k for k in KNOB_FLAGS if k != "enable_prefix_caching")
         args = [
             self.vllm_executable,
             "serve",

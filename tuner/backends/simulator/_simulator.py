@@ -2,9 +2,12 @@
 
 The scheduling semantics live in :mod:`tuner.backends.simulator._engine` (the reference
 engine, every step simulated) and :mod:`tuner.backends.simulator._fast_engine` (the same
-schedule at a cost proportional to the number of events). The fidelity suite (``tuner
-fidelity``, ``tests/test_fidelity.py``) checks them against vLLM's own ``Scheduler`` token for
-token.
+schedule at a cost proportional to the number of events). With prefix caching, when it can
+change the schedule (prompts that share prefixes, or a preemption after which a request may find
+its own blocks again), both give way to :mod:`tuner.backends.simulator._prefix_engine`, which
+keeps the KV cache block for block (step by step: the fast engine's implicit decoders do not
+track blocks). The fidelity suite (``tuner fidelity``, ``tests/test_fidelity.py``) checks them
+against vLLM's own ``Scheduler`` token for token.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._engine import Engine
 from tuner.backends.simulator._fast_engine import FastEngine
+from tuner.backends.simulator._prefix_engine import PrefixEngine
 from tuner.core import VLLM_VERSION, ConfigError, Measurement, ServingConfig, Workload
 
 SUPPORTED_VLLM_VERSIONS = ("0.32",)
@@ -66,7 +70,18 @@ class SimulatorBackend(Backend):
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         check_fits(config, workload)
-        timeline = Timeline(workload, self.cost_model, f"simulator(vllm {self.vllm_version})")
+        source = f"simulator(vllm {self.vllm_version})"
+        timeline = Timeline(workload, self.cost_model, source)
+        caching = config.enable_prefix_caching
+        if caching and workload.shares_prefixes:
+            PrefixEngine(config, workload, timeline).run()
+            return timeline.build()
         engine = FastEngine if self.fast_forward else Engine
         engine(config, workload, timeline).run()
+        if caching and timeline.any_preempted:
+            # A preempted request can find its own blocks in the prefix cache when readmitted:
+            # the block-level engine decides (without preemption no prompt can hit, and both
+            # engines agree).
+            timeline = Timeline(workload, self.cost_model, source)
+            PrefixEngine(config, workload, timeline).run()
         return timeline.build()
