@@ -146,3 +146,10 @@ def test_the_markdown_report_escapes_html_in_user_strings(tmp_path: Path) -> Non
     ]
     assert all("<script>" not in line for line in body)
     assert "<script>" not in page.read_text()
+
+
+def test_a_bool_is_not_a_number_anywhere_in_a_study_file(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("requests: 20", "requests: true"))
+    assert f"{p}:3: workload.poisson.requests: Input should be a valid integer (got True)" in (
+        error(p)
+    )

@@ -15,7 +15,9 @@ class _Spec(BaseModel):
     """Base of every study-file section: frozen, unknown keys are errors. (Plain pydantic, so
     that :func:`load_study` sees the path of every nested error and can give its line.)"""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, strict=True
+    )
 
 
 class SharedPrefix(_Spec):
