@@ -18,7 +18,7 @@ import pytest
 from tests.test_load import hashed_workload
 from tuner import ServingConfig, Workload
 from tuner.backends import AttachedServerBackend, VLLMServerBackend
-from tuner.backends.live._server import _run_dir
+from tuner.backends.live._command import trial_run_dir as _run_dir
 
 pytestmark = pytest.mark.vllm
 CONFIG = ServingConfig(

@@ -22,11 +22,22 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tuner.backends.live._command import (
+    DETAILS_FLAG,
+    ITERATION_FLAG,
+    PREFIX_FLAGS,
+    SHOWN_ENV,
+    check_server_args,
+    flag_name,
+    logging_setup,
+    model_arg,
+    trial_run_dir,
+)
 from tuner.backends.live._errors import HTTP_ERRORS
 from tuner.backends.live._measure import LiveBackend
 from tuner.backends.live._process import (
@@ -41,36 +52,11 @@ from tuner.backends.live._secrets import Scrubber, redact_args, redact_env, secr
 from tuner.backends.live._settings import ServerSettings
 from tuner.core import (
     KNOB_FLAGS,
-    ConfigError,
     Measurement,
     ServerStartError,
     ServingConfig,
     Workload,
 )
-
-_KNOB_FLAGS = frozenset(
-    {
-        "--max-num-batched-tokens",
-        "--max-num-seqs",
-        "--long-prefill-token-threshold",
-        "--enable-chunked-prefill",
-        "--no-enable-chunked-prefill",
-        "--block-size",
-        "--max-model-len",
-        "--async-scheduling",
-        "--no-async-scheduling",
-        "--num-gpu-blocks-override",
-    }
-)
-_OWNED_FLAGS = frozenset({"--host", "--port"})
-_PREFIX_FLAGS = frozenset({"--enable-prefix-caching", "--no-enable-prefix-caching"})
-_ITERATION_FLAG = "--enable-logging-iteration-details"
-_DETAILS_FLAG = "--enable-prompt-tokens-details"  # per-request cached tokens in the usage
-# Longest run folder: vLLM's socket paths add "/" + a 36-character uuid, within 107 bytes, and
-# Python's multiprocessing adds about as much in TMPDIR.
-_MAX_RUN_DIR = 64
-_SHOWN_ENV = ("VLLM_", "HF_")  # the environment a trial log's header shows (secrets redacted)
-_LOG_FORMAT = "%(created).6f %(levelname)s %(process)d [%(filename)s:%(lineno)d] %(message)s"
 
 
 class VLLMServerBackend(LiveBackend):
@@ -147,8 +133,8 @@ class VLLMServerBackend(LiveBackend):
     ) -> None:
         self.settings = ServerSettings.build(settings, changes)
         super().__init__(self.settings)
-        self.model = _model_arg(model)
-        self.server_args = tuple(_check_server_args(self.settings.server_args))
+        self.model = model_arg(model)
+        self.server_args = tuple(check_server_args(self.settings.server_args))
         self.startup_timeout = self.settings.startup_timeout
         self.stop_timeout = self.settings.stop_timeout
         self.env = dict(self.settings.env)
@@ -207,15 +193,15 @@ class VLLMServerBackend(LiveBackend):
             "--port",
             str(port),
         ]
-        flags = {_flag_name(a) for a in [*self.server_args, *knob_args]}
-        if _ITERATION_FLAG not in flags:
-            args.append(_ITERATION_FLAG)
-        if not flags & _PREFIX_FLAGS:
+        flags = {flag_name(a) for a in [*self.server_args, *knob_args]}
+        if ITERATION_FLAG not in flags:
+            args.append(ITERATION_FLAG)
+        if not flags & PREFIX_FLAGS:
             caching = bool(getattr(config, "enable_prefix_caching", True))
             if not caching or workload is None or not shares_prefix(workload):
                 args.append("--no-enable-prefix-caching")
-            elif _DETAILS_FLAG not in flags:
-                args.append(_DETAILS_FLAG)
+            elif DETAILS_FLAG not in flags:
+                args.append(DETAILS_FLAG)
         return args
 
     def _headers(self) -> dict[str, str]:
@@ -241,7 +227,7 @@ class VLLMServerBackend(LiveBackend):
         number = self._trials
         self._trials += 1
         log_path = self.workdir / f"trial-{number:03d}.log"
-        run_dir = _run_dir(self.workdir, number)
+        run_dir = trial_run_dir(self.workdir, number)
         running: list[tuple[ServerProcess, str, float]] = []
 
         def measure(workload: Workload) -> Measurement:
@@ -290,7 +276,7 @@ class VLLMServerBackend(LiveBackend):
         logging_config = wd / "logging.json"
         if not logging_config.exists():
             with private_file(logging_config, "wb") as f:
-                f.write(json.dumps(_logging_config(self.env)).encode("utf-8"))
+                f.write(json.dumps(logging_setup(self.env)).encode("utf-8"))
         for folder in ("cache", "config"):  # vLLM's and torch's caches: the owner's only
             (wd / folder).mkdir(mode=0o700, exist_ok=True)
         defaults = {
@@ -317,7 +303,7 @@ class VLLMServerBackend(LiveBackend):
             port = free_port()
             command = self.server_command(config, port, workload)
             with private_file(log_path) as f:
-                shown = redact_env({k: env[k] for k in sorted(env) if k.startswith(_SHOWN_ENV)})
+                shown = redact_env({k: env[k] for k in sorted(env) if k.startswith(SHOWN_ENV)})
                 header = (
                     f"# tuner: {config.describe()}\n"
                     f"# tuner: command: {' '.join(redact_args(command))}\n"
@@ -386,70 +372,3 @@ class VLLMServerBackend(LiveBackend):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _flag_name(arg: str) -> str:
-    return arg.split("=", 1)[0].replace("_", "-") if arg.startswith("--") else arg
-
-
-def _check_server_args(server_args: Sequence[str]) -> list[str]:
-    if isinstance(server_args, (str, bytes)):
-        raise ConfigError(
-            f"VLLMServerBackend.server_args = {server_args!r}: must be a list of arguments, "
-            "e.g. ['--enforce-eager', '--dtype', 'bfloat16']"
-        )
-    args = [str(a) for a in server_args]
-    for a in args:
-        name = _flag_name(a)
-        if name in _KNOB_FLAGS:
-            raise ConfigError(
-                f"VLLMServerBackend.server_args sets {name}, a ServingConfig knob: set it in the "
-                "config (or the SearchSpace base) so that every trial records it"
-            )
-        if name in _OWNED_FLAGS:
-            raise ConfigError(
-                f"VLLMServerBackend.server_args sets {name}: the backend serves on 127.0.0.1 "
-                "and a free port of its choosing; remove it"
-            )
-    return args
-
-
-def _model_arg(model: str | os.PathLike[str]) -> str:
-    text = os.fspath(model)
-    if not text:
-        raise ConfigError("VLLMServerBackend.model: give a model folder or a hub name")
-    path = Path(text).expanduser()
-    return str(path.resolve()) if path.exists() else text
-
-
-def _run_dir(workdir: Path, number: int) -> Path:
-    """A fresh folder for the trial's TMPDIR and ZMQ sockets: ``workdir/run/trial-NNN``, or a
-    short folder in the system temp dir when that path is too long for a Unix socket (vLLM
-    binds ``<VLLM_RPC_BASE_PATH>/<uuid4>``, and a socket path holds at most 107 bytes)."""
-    run_dir = workdir / "run" / f"trial-{number:03d}"
-    if len(os.fsencode(run_dir)) <= _MAX_RUN_DIR:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.parent.mkdir(mode=0o700, exist_ok=True)
-        run_dir.mkdir(mode=0o700)
-        return run_dir
-    return Path(tempfile.mkdtemp(prefix=f"tuner-{number:03d}-"))
-
-
-def _logging_config(env: Mapping[str, str]) -> dict[str, Any]:
-    level = env.get("VLLM_LOGGING_LEVEL", os.environ.get("VLLM_LOGGING_LEVEL", "INFO")).upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"tuner": {"format": _LOG_FORMAT}},
-        "handlers": {
-            "tuner": {
-                "class": "logging.StreamHandler",
-                "formatter": "tuner",
-                "level": "DEBUG",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "loggers": {
-            "vllm": {"handlers": ["tuner"], "level": level, "propagate": False},
-            # the iteration-details lines are INFO: keep them whatever the level
-            "vllm.v1.metrics.loggers": {"level": "INFO"},
-        },
-    }
