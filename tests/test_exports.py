@@ -103,7 +103,9 @@ EXPORTS: dict[str, list[str]] = {
         "VLLM_VERSION",
         "Workload",
         "WorkloadError",
+        "WorkloadSummary",
         "parse_length",
+        "summarize",
         "unknown_key_message",
     ],
     "tuner.objectives": [

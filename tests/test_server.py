@@ -198,8 +198,13 @@ def test_server_args_that_set_a_knob_or_the_address_are_refused(
         VLLMServerBackend("m", vllm_executable=fake_exe, server_args=[arg, "1"])
 
 
-def test_the_default_workdir_is_temporary_and_nothing_is_left_in_tmp(fake_exe: str) -> None:
-    before = tmp_entries()
+def test_the_default_workdir_is_temporary_and_nothing_is_left_in_tmp(
+    fake_exe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = tmp_path / "tmp"  # a temp dir of its own: other runs on the machine use /tmp too
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    before = {e.name for e in private.iterdir()}
     backend = fake_backend(fake_exe, None)
     backend.evaluate(CONFIG, SMALL[:2])
     workdir = backend.workdir
@@ -208,7 +213,7 @@ def test_the_default_workdir_is_temporary_and_nothing_is_left_in_tmp(fake_exe: s
     backend.close()
     backend.close()  # idempotent
     assert not workdir.exists()
-    assert not {e for e in tmp_entries() - before if e.startswith("tuner-")}
+    assert not {e.name for e in private.iterdir()} - before
     assert groups and all(_group_members(g) == [] for g in groups)
 
 

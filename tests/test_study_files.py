@@ -153,3 +153,76 @@ def test_a_bool_is_not_a_number_anywhere_in_a_study_file(tmp_path: Path) -> None
     assert f"{p}:3: workload.poisson.requests: Input should be a valid integer (got True)" in (
         error(p)
     )
+
+
+def _trace(tmp_path: Path, lengths: list[tuple[int, int]]) -> Path:
+    import json
+
+    p = tmp_path / "t.jsonl"
+    rows = [
+        {"timestamp": 1000 * i, "input_length": a, "output_length": b}
+        for i, (a, b) in enumerate(lengths)
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+TRACE_STUDY = """\
+name: t
+workload:
+  trace: {path: t.jsonl, time_unit: ms}
+  EXTRA
+space:
+  base: {max_model_len: 512}
+  knobs: {max_num_seqs: [4, 16]}
+slos: ["ttft.p99 <= 10s"]
+backend:
+  simulator: {step_cost: {fixed: 0.005}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "n", "longest"), [("oversized: drop", 2, 300), ("oversized: clip", 3, 512)]
+)
+def test_oversized_requests_are_dropped_or_clipped_as_asked(
+    tmp_path: Path, extra: str, n: int, longest: int
+) -> None:
+    from tuner.studies import run_study
+
+    _trace(tmp_path, [(100, 10), (600, 50), (280, 20)])
+    spec, root = load_study(write(tmp_path, TRACE_STUDY.replace("EXTRA", extra)))
+    outcome = run_study(spec, root, tmp_path / "out")
+    assert len(outcome.workload) == n
+    assert outcome.workload.max_sequence_tokens == longest
+    assert outcome.workload_note is not None and "1 of 3 requests" in outcome.workload_note
+
+
+def test_oversized_requests_are_an_error_before_any_trial_by_default(tmp_path: Path) -> None:
+    from tuner.studies import run_study
+
+    _trace(tmp_path, [(100, 10), (600, 50), (900, 20)])
+    spec, root = load_study(write(tmp_path, TRACE_STUDY.replace("EXTRA", "")))
+    with pytest.raises(ConfigError, match=r"2 of 3 requests are longer than max_model_len \(512\)"):
+        run_study(spec, root, tmp_path / "out")
+    assert not (tmp_path / "out" / "trials.jsonl").exists()
+
+
+@pytest.mark.parametrize(("extra", "rate"), [("rate: 4", 4.0), ("speedup: 2", 2 * 3 / 2)])
+def test_a_trace_is_rescaled_by_rate_or_speedup(tmp_path: Path, extra: str, rate: float) -> None:
+    from tuner.studies import run_study
+
+    _trace(tmp_path, [(100, 10), (200, 10), (300, 10)])  # 3 requests over 2 s: 1.5 req/s
+    spec, root = load_study(write(tmp_path, TRACE_STUDY.replace("EXTRA", extra)))
+    outcome = run_study(spec, root, tmp_path / "out")
+    assert outcome.workload.rate == pytest.approx(rate)
+    assert outcome.workload_summary.mean_rate == pytest.approx(rate)
+
+
+def test_every_run_reports_the_workload_summary(tmp_path: Path) -> None:
+    from tuner.report import write_report
+    from tuner.studies import run_study
+
+    spec, root = load_study(write(tmp_path, GOOD))
+    md, _ = write_report(run_study(spec, root, tmp_path / "out"))
+    text = md.read_text()
+    assert "Workload: 20 requests over " in text and "burstiness (CV of gaps)" in text

@@ -29,6 +29,7 @@ from tuner.core._model import FrozenModel
 from tuner.core._request import Request
 from tuner.core._settings import Settings, unknown_key_message
 from tuner.core._space import SearchSpace
+from tuner.core._summary import WorkloadSummary, summarize
 from tuner.core._trial import LoadPoint, SLOResult, Trial, TrialStatus
 from tuner.core._workload import Workload
 
@@ -64,6 +65,8 @@ __all__ = [
     "Uniform",
     "Workload",
     "WorkloadError",
+    "WorkloadSummary",
     "parse_length",
+    "summarize",
     "unknown_key_message",
 ]

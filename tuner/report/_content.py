@@ -42,7 +42,9 @@ def blocks(o: StudyOutcome) -> list[Block]:
         out.append(Para(spec.description))
     out.append(
         Para(
-            f"Workload: {len(o.workload)} requests, {o.workload.total_prompt_tokens} prompt and "
+            f"Workload: {o.workload_summary.text(o.time_unit)}"
+            + (f" ({o.workload_note})" if o.workload_note else "")
+            + f"; {o.workload.total_prompt_tokens} prompt and "
             f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
             f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
             f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "

@@ -49,6 +49,14 @@ class Progress:
             dynamic_ncols=True,
         )
 
+    def say(self, line: str) -> None:
+        """One line of context above the progress (the workload summary)."""
+        if self.bar.disable:
+            self.stream.write(f"{self.label}: {line}\n")
+            self.stream.flush()
+        else:
+            self.bar.write(f"{self.label}: {line}", file=self.stream)
+
     def __call__(self, trial: Trial) -> None:
         self.trials.append(trial)
         self.bar.update(1)
@@ -77,6 +85,8 @@ class Progress:
                 else "misses " + ", ".join(r.slo for r in trial.violations)
             )
             what = f"{metric} {value:.4g} ({verdict})"
+            if trial.capacity_note and not math.isfinite(value):
+                what = f"{metric}: {trial.capacity_note}"
         best = best_trial(self.trials, self.objective)
         best_text = (
             f"best {best.values[metric]:.4g} (trial {best.number})"

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from tuner.backends import Backend, CostModel
 from tuner.backends.simulator import Calibration, SimulatorBackend
 from tuner.core import (
@@ -17,7 +19,9 @@ from tuner.core import (
     ServingConfig,
     Trial,
     Workload,
+    WorkloadSummary,
     parse_length,
+    summarize,
 )
 from tuner.hardware import Target
 from tuner.objectives import SLO, Objective, parse_slos
@@ -58,6 +62,8 @@ class StudyOutcome:
     wall_time: float = 0.0
     planned: int | None = None
     """How many trials the search planned, when known (for "k of n")."""
+    workload_note: str | None = None
+    """What the ``oversized`` policy did to the workload (None: every request fit)."""
     baseline: Trial | None = None
     """vLLM's defaults measured like the trials (for a capacity study: their capacity), when
     they were a trial or cheap to measure (the simulator)."""
@@ -80,8 +86,9 @@ class StudyOutcome:
         best = self.best
         if best is None:
             return []
-        return self.target.recommended_knobs(best.config, self.space.dimensions,
-                                             self.spec.space.base)  # fmt: skip
+        return self.target.recommended_knobs(
+            best.config, self.space.dimensions, self.spec.space.base
+        )
 
     def vllm_serve(self, model: str = "<model>") -> str:
         """The ``vllm serve`` line to paste for the winner."""
@@ -89,6 +96,12 @@ class StudyOutcome:
         if best is None:
             return ""
         return " ".join(["vllm serve", model, *best.config.to_vllm_args(self.recommended_knobs())])
+
+    @property
+    def workload_summary(self) -> WorkloadSummary:
+        """The workload at a glance (requests, duration, rates, burstiness, lengths)."""
+        w = self.workload
+        return summarize(w.arrival, w.prompt_tokens, w.output_tokens)
 
     @property
     def time_unit(self) -> str:
@@ -154,7 +167,49 @@ def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) ->
         else:
             r = a.rate if rate is None else rate
             w = Workload.gamma(r, a.requests, p, o, burstiness=a.burstiness, seed=a.seed)
-    return w if spec.head >= 1 else w.head(spec.head)
+    w = w if spec.head >= 1 else w.head(spec.head)
+    if rate is None and spec.rate is not None:
+        w = w.at_rate(spec.rate)
+    elif rate is None and spec.speedup is not None:
+        w = w.at_rate(w.rate * spec.speedup)
+    return w
+
+
+def fit_to(workload: Workload, max_model_len: int, policy: str) -> tuple[Workload, str | None]:
+    """Apply the ``oversized`` policy: the workload, and what was done (None: all fit).
+
+    Raises:
+        ConfigError: with ``policy="error"``, naming how many requests do not fit and the
+            longest, before any trial runs.
+    """
+    total = workload.prompt_tokens + workload.output_tokens
+    over = np.flatnonzero(total > max_model_len)
+    if not len(over):
+        return workload, None
+    longest = int(total.max())
+    what = (
+        f"{len(over)} of {len(workload)} requests are longer than max_model_len "
+        f"({max_model_len}); the longest has {longest} tokens"
+    )
+    if policy == "error":
+        raise ConfigError(
+            f"workload: {what}. vLLM refuses them: raise max_model_len, or set "
+            "workload.oversized to 'drop' (leave them out) or 'clip' (shorten their output, "
+            "then prompt)"
+        )
+    chunk = workload.hash_chunk_size
+    if policy == "drop":
+        kept = [r for r, t in zip(workload, total.tolist(), strict=True) if t <= max_model_len]
+        if not kept:
+            raise ConfigError(f"workload: {what}; dropping them leaves no request")
+        return Workload(kept, hash_chunk_size=chunk), f"{what}: dropped"
+    clipped = []
+    for r in workload:
+        out = min(r.output_tokens, max(max_model_len - r.prompt_tokens, 1))
+        prompt = min(r.prompt_tokens, max_model_len - out)
+        hashes = r.hash_ids[: -(-prompt // chunk)] if r.hash_ids else ()
+        clipped.append(r.replace(prompt_tokens=prompt, output_tokens=out, hash_ids=hashes))
+    return Workload(clipped, hash_chunk_size=chunk), f"{what}: clipped to fit"
 
 
 def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
@@ -276,8 +331,17 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     """
     folder = prepare_output(output or spec.output_folder())
     t0 = time.monotonic()
-    workload = build_workload(spec.workload, root)
     space = build_space(spec)
+    limit = min(c.max_model_len for c in space.configs())
+    workload, fitted = fit_to(build_workload(spec.workload, root), limit, spec.workload.oversized)
+    regenerate = build_workload_at(spec.workload, root)
+    workload_at = None
+    if regenerate is not None:
+        policy = spec.workload.oversized
+
+        def workload_at(rate: float) -> Workload:
+            return fit_to(regenerate(rate), limit, policy)[0]
+
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
     search = build_search(spec.search, spec.storage, spec.name, space.base)
@@ -286,13 +350,18 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live")
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
+        outcome.workload_note = fitted
         progress = Progress(spec.name, total, objective, space.base)
+        progress.say(
+            f"workload: {outcome.workload_summary.text(_unit(backend))}"
+            + (f"; {fitted}" if fitted else "")
+        )
         loop = Loop(
             backend,
             search,
             objective,
             slos,
-            workload_at=build_workload_at(spec.workload, root),
+            workload_at=workload_at,
             trial_log=folder / "trials.jsonl",
             on_trial=progress,
             budget=spec.budget,
@@ -318,6 +387,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             slos,
             f"{cheap.describe()} -> {expensive.describe()}",
         )
+        outcome.workload_note = fitted
         tt_result = explore_two_tier(
             cheap,
             expensive,
@@ -343,6 +413,12 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
 
 #: The knobs vLLM picks by device (``Target.vllm_defaults``).
 TARGET_KNOBS = ("max_num_batched_tokens", "max_num_seqs", "async_scheduling", "block_size")
+
+
+def _unit(backend: Backend) -> str:
+    """The time unit a backend measures in (steps on the unit clock, else seconds)."""
+    cost = getattr(backend, "cost_model", None)
+    return "step" if cost is not None and cost.time_unit == "step" else "s"
 
 
 def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:

@@ -102,6 +102,15 @@ class WorkloadSpec(_Spec):
     """The requests themselves: ``[{arrival: 0, prompt_tokens: 8, output_tokens: 24}, ...]``."""
     head: float = Field(default=1.0, gt=0, le=1)
     """Use only this fraction of the requests (by arrival)."""
+    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Offer the requests at this mean rate (a trace's arrivals scaled, ``Workload.at_rate``;
+    a generated workload's own rate replaced)."""
+    speedup: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Replay the arrivals this many times faster (2 = twice the rate)."""
+    oversized: Literal["error", "drop", "clip"] = "error"
+    """Requests longer than the space's smallest ``max_model_len`` (vLLM refuses them):
+    ``error`` before any trial runs, naming how many and the longest; ``drop`` them; or
+    ``clip`` their output (then prompt) to fit."""
 
     @model_validator(mode="after")
     def _one(self) -> WorkloadSpec:
@@ -114,4 +123,6 @@ class WorkloadSpec(_Spec):
             )
         if self.shared_prefix is not None and self.poisson is None:
             raise ValueError("'shared_prefix' goes with 'poisson' (the requests it prefixes)")
+        if self.rate is not None and self.speedup is not None:
+            raise ValueError("give 'rate' or 'speedup', not both")
         return self
