@@ -11,7 +11,7 @@ a GPU deployment worse, so :func:`recommended_knobs` leaves them out.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -81,16 +81,20 @@ class Target(Settings):
             self.device_spec(), self.usage_context, max_model_len=max_model_len
         )
 
-    def vllm_defaults(self, base: ServingConfig, knobs: Iterable[str] = KNOBS) -> ServingConfig:
-        """``base`` with ``knobs`` at what vLLM picks on this target when they are not set:
-        the baseline a study compares its winner against."""
-        d = self.defaults(base.max_model_len)
-        target = {
+    def device_defaults(self, max_model_len: int | None = None) -> dict[str, Any]:
+        """The knobs vLLM picks by device, as ServingConfig field -> value."""
+        d = self.defaults(max_model_len)
+        return {
             "max_num_batched_tokens": d.max_num_batched_tokens,
             "max_num_seqs": d.max_num_seqs,
             "async_scheduling": d.async_scheduling,
             "block_size": d.block_size,
         }
+
+    def vllm_defaults(self, base: ServingConfig, knobs: Iterable[str] = KNOBS) -> ServingConfig:
+        """``base`` with ``knobs`` at what vLLM picks on this target when they are not set:
+        the baseline a study compares its winner against."""
+        target = self.device_defaults(base.max_model_len)
         fields = ServingConfig.model_fields
         changes = {k: target.get(k, fields[k].default) for k in knobs if k not in SIMULATED}
         return base.replace(**changes)
@@ -110,13 +114,7 @@ class Target(Settings):
             ['max_num_batched_tokens']
         """
         tuned = set(tuned)
-        d = self.defaults(config.max_model_len)
-        device = {
-            "max_num_batched_tokens": d.max_num_batched_tokens,
-            "max_num_seqs": d.max_num_seqs,
-            "async_scheduling": d.async_scheduling,
-            "block_size": d.block_size,
-        }
+        device = self.device_defaults(config.max_model_len)
         fields = ServingConfig.model_fields
         given = set(base.model_fields_set) if base is not None else set()
         out = []
