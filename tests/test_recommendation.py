@@ -117,3 +117,24 @@ def test_vllm_serve_reads_best_yaml_with_its_own_config_parser(tmp_path: Path) -
     assert args.max_num_batched_tokens == best.config.max_num_batched_tokens
     assert args.max_num_seqs == best.config.max_num_seqs
     assert args.block_size == 32
+
+
+def test_each_trial_is_also_a_vllm_bench_result_and_a_summary_row(tmp_path: Path) -> None:
+    import csv
+
+    outcome = run(tmp_path, target="target: {gpu: h100}")
+    out = tmp_path / "out"
+    results = sorted((out / "bench").glob("trial-*.json"))
+    assert len(results) == len(outcome.trials)
+    r = json.loads(results[0].read_text())
+    t = outcome.trials[0]
+    assert t.measurement is not None
+    assert r["p99_ttft_ms"] == pytest.approx(t.values["ttft.p99"] * 1000)
+    for key in ("mean_itl_ms", "median_tpot_ms", "p99_e2el_ms", "request_throughput",
+                "output_throughput", "completed", "total_input_tokens"):  # fmt: skip
+        assert key in r
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == len(outcome.trials)
+    assert {"trial", "max_num_batched_tokens", "max_num_seqs", "feasible", "ttft.p99"} <= set(
+        rows[0]
+    )

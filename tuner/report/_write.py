@@ -10,6 +10,7 @@ import yaml
 
 from tuner.report._content import blocks, study_yaml
 from tuner.report._document import to_html, to_markdown
+from tuner.report._interop import write_interop
 from tuner.studies import StudyOutcome
 
 __all__ = ["study_yaml", "write_recommendation", "write_report"]
@@ -23,6 +24,7 @@ def write_report(outcome: StudyOutcome) -> tuple[Path, Path]:
     page = outcome.folder / "report.html"
     page.write_text(to_html(doc, f"tuner: {outcome.spec.name}"), encoding="utf-8")
     write_recommendation(outcome)
+    write_interop(outcome)
     return md, page
 
 
