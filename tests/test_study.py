@@ -167,3 +167,14 @@ def test_a_live_backend_with_attach_url_measures_the_running_server(tmp_path: Pa
     assert isinstance(backend, AttachedServerBackend)
     assert backend.url == "http://127.0.0.1:8000" and backend.request_timeout == 7
     assert backend.describe() == "vllm-server(attached http://127.0.0.1:8000)"
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = study(tmp_path)
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 configurations over max_num_batched_tokens, max_num_seqs" in out
+    assert "estimated cost:" in out
+    assert not (tmp_path / "out").exists()

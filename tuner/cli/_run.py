@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tuner.cli._dry_run import dry_run
 from tuner.cli._study import run_and_report
 from tuner.studies import load_study
 
@@ -24,10 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("study", type=Path, help="the study file (YAML)")
     p.add_argument("--output", type=Path, help="output folder (default: the study's 'output')")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the space, the refused combinations, the commands a live "
+        "backend would run and an estimated cost; run nothing",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     spec, root = load_study(args.study)
+    if args.dry_run:
+        return dry_run(spec, root)
     _, status = run_and_report(spec, root, args.output)
     return status

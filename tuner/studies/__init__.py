@@ -2,7 +2,14 @@
 command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
-from tuner.studies._run import StudyOutcome, run_study
+from tuner.studies._run import (
+    StudyOutcome,
+    build_backend,
+    build_space,
+    build_workload,
+    planned_trials,
+    run_study,
+)
 from tuner.studies._spec import StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
 from tuner.studies._workload_spec import Arrivals
@@ -14,10 +21,14 @@ __all__ = [
     "StudyOutcome",
     "StudySpec",
     "TwoTierResult",
+    "build_backend",
+    "build_space",
     "build_spec",
+    "build_workload",
     "find_capacity",
     "load_study",
     "load_sweep",
+    "planned_trials",
     "run_study",
     "shortlist",
     "two_tier",

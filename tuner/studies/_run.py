@@ -292,7 +292,7 @@ def build_objective(spec: StudySpec) -> Objective:
     return spec.objective.objective()
 
 
-def _planned_trials(spec: StudySpec, space_size: int) -> int | None:
+def planned_trials(spec: StudySpec, space_size: int) -> int | None:
     """How many trials the search plans, for the progress bar (None when unknown)."""
     s = spec.search
     if s.grid is not None:
@@ -345,7 +345,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
     search = build_search(spec.search, spec.storage, spec.name, space.base)
-    total = spec.budget.max_trials or _planned_trials(spec, len(space))
+    total = spec.budget.max_trials or planned_trials(spec, len(space))
     outcome: StudyOutcome
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live")
