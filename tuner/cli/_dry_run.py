@@ -46,9 +46,8 @@ def dry_run(spec: StudySpec, root: Path) -> int:
         t0 = time.perf_counter()
         backend.evaluate(space.configs()[0], workload)
         one = time.perf_counter() - t0
-        print(
-            f"estimated cost: up to {evals} simulations of ~{one:.2g} s: {evals * one:.0f} s at most"
-        )
+        total = evals * one
+        print(f"estimated cost: up to {evals} simulations of ~{one:.2g} s: {total:.0f} s at most")
     else:
         print(f"estimated cost: {evals} evaluations on {backend.describe()}")
     return 0
