@@ -78,6 +78,7 @@ EXPORTS: dict[str, list[str]] = {
         "Empirical",
         "Fixed",
         "FrozenModel",
+        "HARDWARE_KNOBS",
         "InfeasibleError",
         "KNOBS",
         "KNOB_FLAGS",
