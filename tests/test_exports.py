@@ -166,6 +166,7 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "tuner.backends.simulator": [
         "Calibration",
+        "Deployment",
         "SimulatorBackend",
         "Timeline",
         "fit_cost_model",
