@@ -2,7 +2,8 @@
 command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
-from tuner.studies._run import StudyOutcome, run_study
+from tuner.studies._outcome import StudyOutcome
+from tuner.studies._run import run_study
 from tuner.studies._spec import StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
 from tuner.studies._workload_spec import Arrivals

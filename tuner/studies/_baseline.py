@@ -1,0 +1,82 @@
+"""The baseline a study's winner is compared with: vLLM's defaults on the target, measured like
+the trials (its capacity, its step timeline next to the winner's)."""
+
+from __future__ import annotations
+
+from tuner.backends.simulator import SimulatorBackend
+from tuner.core import ConfigError, Measurement, SearchSpace, ServingConfig, Trial
+from tuner.hardware import Target
+from tuner.search import ListSearch
+from tuner.studies._outcome import StudyOutcome
+from tuner.tuning import Loop, WorkloadAt
+
+
+def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:
+    """The space's base with every searched knob at vLLM's default (on ``target`` when
+    given): the baseline."""
+    if target is not None:
+        return target.vllm_defaults(space.base, space.dimensions)
+    return space.base.replace(
+        **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
+    )
+
+
+def baseline_config(outcome: StudyOutcome) -> ServingConfig:
+    """vLLM's defaults on the study's target for every searched knob, at the winner's
+    ``tensor_parallel_size`` when that is searched (vLLM's default of 1 is a deployment
+    choice, and may not even hold the model: the baseline compares knobs on the same GPUs)."""
+    defaults = vllm_defaults(outcome.space, outcome.spec.target)
+    best = outcome.best
+    if best is not None and "tensor_parallel_size" in outcome.space.dimensions:
+        defaults = defaults.replace(tensor_parallel_size=best.config.tensor_parallel_size)
+    return defaults
+
+
+def measure_baseline(
+    outcome: StudyOutcome, sim: SimulatorBackend | None, workload_at: WorkloadAt | None
+) -> Trial | None:
+    """vLLM's defaults as a trial: the one the study ran, else measured on the simulator."""
+    try:
+        defaults = baseline_config(outcome)
+    except ConfigError:
+        return None  # the defaults do not fit this space's base (e.g. max_model_len)
+    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
+    shortcut = bool(ran) and (ran[-1].capacity_note or "").startswith("below the incumbent")
+    if ran and not (shortcut and sim is not None):
+        return ran[-1]
+    if sim is None or not outcome.objective.is_capacity or outcome.interrupted:
+        return None
+    load = outcome.objective.load.replace(shortcut=False) if outcome.objective.load else None
+    loop = Loop(
+        sim,
+        ListSearch([defaults]),
+        outcome.objective.replace(load=load),
+        outcome.slos,
+        workload_at=workload_at,
+    )
+    trials = loop.explore(outcome.space, outcome.workload).trials
+    return trials[0] if trials and trials[0].ok else None
+
+
+def baseline_timelines(
+    outcome: StudyOutcome, sim: SimulatorBackend | None
+) -> dict[str, Measurement]:
+    """The winner's and vLLM's defaults' step timelines on the same workload."""
+    best = outcome.best
+    if best is None:
+        return {}
+    out: dict[str, Measurement] = {}
+    if best.measurement is not None and best.measurement.has_steps:
+        out["winner"] = best.measurement
+    if sim is not None:
+        try:
+            defaults = baseline_config(outcome)
+            if "winner" not in out:
+                out["winner"] = sim.evaluate(best.config, outcome.workload)
+            if defaults != best.config:
+                out["vLLM defaults"] = sim.evaluate(defaults, outcome.workload)
+            else:
+                out["winner (= vLLM's defaults)"] = out.pop("winner")
+        except ConfigError:
+            pass  # the defaults may not fit this workload (e.g. max_model_len)
+    return out
