@@ -4,32 +4,10 @@ the trials (its capacity, its step timeline next to the winner's)."""
 from __future__ import annotations
 
 from tuner.backends.simulator import SimulatorBackend
-from tuner.core import ConfigError, Measurement, SearchSpace, ServingConfig, Trial
-from tuner.hardware import Target
+from tuner.core import ConfigError, ConfigRefused, Measurement, Trial
 from tuner.search import ListSearch
-from tuner.studies._outcome import StudyOutcome
+from tuner.studies._outcome import StudyOutcome, baseline_config
 from tuner.tuning import Loop, WorkloadAt
-
-
-def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:
-    """The space's base with every searched knob at vLLM's default (on ``target`` when
-    given): the baseline."""
-    if target is not None:
-        return target.vllm_defaults(space.base, space.dimensions)
-    return space.base.replace(
-        **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
-    )
-
-
-def baseline_config(outcome: StudyOutcome) -> ServingConfig:
-    """vLLM's defaults on the study's target for every searched knob, at the winner's
-    ``tensor_parallel_size`` when that is searched (vLLM's default of 1 is a deployment
-    choice, and may not even hold the model: the baseline compares knobs on the same GPUs)."""
-    defaults = vllm_defaults(outcome.space, outcome.spec.target)
-    best = outcome.best
-    if best is not None and "tensor_parallel_size" in outcome.space.dimensions:
-        defaults = defaults.replace(tensor_parallel_size=best.config.tensor_parallel_size)
-    return defaults
 
 
 def measure_baseline(
@@ -77,6 +55,6 @@ def baseline_timelines(
                 out["vLLM defaults"] = sim.evaluate(defaults, outcome.workload)
             else:
                 out["winner (= vLLM's defaults)"] = out.pop("winner")
-        except ConfigError:
-            pass  # the defaults may not fit this workload (e.g. max_model_len)
+        except (ConfigError, ConfigRefused):
+            pass  # the defaults may not fit this workload (max_model_len) or the GPU's memory
     return out

@@ -86,3 +86,25 @@ def compares_replicas_of_different_size(knobs: Mapping[str, Any], metric: str) -
     (per replica) says nothing about whether another can beat it per GPU, so the capacity
     search's incumbent shortcut is off."""
     return len(knobs.get("tensor_parallel_size", [])) > 1 and metric != "capacity"
+
+
+def estimates_note(searching: _Backend | None, target: Target | None) -> str | None:
+    """Which of a study's numbers are estimates rather than measurements (None: none are,
+    or the study names no model)."""
+    if target is None or target.model is None or searching is None:
+        return None
+    if searching.simulator is None:
+        return None
+    kv = (
+        "KV cache sizes are vLLM 0.32's memory arithmetic over modelled terms (activation "
+        "peak, CUDA graphs, non-torch memory; within ~10 % of the sizes vLLM printed in public "
+        "logs)"
+    )
+    if simulated_cost_given(searching):
+        return f"Estimates: {kv}; step times come from the study's step_cost or calibration."
+    return (
+        f"Estimates: {kv}; step times are the roofline prior (datasheet peaks at 60 % of "
+        "FLOP/s and 80 % of bandwidth: decode within ~2 %, a 2k-token prefill +82 % on the "
+        "published points), so capacity, tokens/s per GPU and $ per 1M tokens are estimates "
+        "too. Confirm on a live server (two_tier, or tuner live) before buying GPUs."
+    )

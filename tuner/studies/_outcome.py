@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.core import InfeasibleError, Measurement, SearchSpace, Trial, Workload
+from tuner.core import InfeasibleError, Measurement, SearchSpace, ServingConfig, Trial, Workload
 from tuner.hardware import Target
 from tuner.objectives import SLO, Objective
+from tuner.studies._deployment import estimates_note
 from tuner.studies._spec import StudySpec
 from tuner.studies._two_tier import TwoTierResult
 from tuner.tuning import Exploration
@@ -67,6 +68,16 @@ class StudyOutcome:
         model = model or self.target.model or "<model>"
         return " ".join(["vllm serve", model, *best.config.to_vllm_args(self.recommended_knobs())])
 
+    def baseline_config(self) -> ServingConfig:
+        """vLLM's defaults for the searched knobs on the target (see :func:`baseline_config`)."""
+        return baseline_config(self)
+
+    def estimates(self) -> str | None:
+        """Which numbers are estimates (the model-and-GPU priors), or None."""
+        if self.spec.backend is None:
+            return None  # two tiers: the expensive tier's measurements decide
+        return estimates_note(self.spec.backend, self.spec.target)
+
     @property
     def time_unit(self) -> str:
         """The unit the study's times and rates are in: ``"s"``, or ``"step"`` on the unit
@@ -82,3 +93,24 @@ class StudyOutcome:
         if self.two_tier is not None:
             return self.two_tier.interrupted
         return self.result is not None and self.result.interrupted
+
+
+def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:
+    """The space's base with every searched knob at vLLM's default (on ``target`` when
+    given): the baseline."""
+    if target is not None:
+        return target.vllm_defaults(space.base, space.dimensions)
+    return space.base.replace(
+        **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
+    )
+
+
+def baseline_config(outcome: StudyOutcome) -> ServingConfig:
+    """vLLM's defaults on the study's target for every searched knob, at the winner's
+    ``tensor_parallel_size`` when that is searched (vLLM's default of 1 is a deployment
+    choice, and may not even hold the model: the baseline compares knobs on the same GPUs)."""
+    defaults = vllm_defaults(outcome.space, outcome.spec.target)
+    best = outcome.best
+    if best is not None and "tensor_parallel_size" in outcome.space.dimensions:
+        defaults = defaults.replace(tensor_parallel_size=best.config.tensor_parallel_size)
+    return defaults
