@@ -77,7 +77,7 @@ class Deployment:
                 usage_context=self.usage_context,
             )
         except ConfigError as e:
-            raise ConfigRefused(f"vLLM would not start {self.describe()}: {e}") from None
+            raise ConfigRefused(f"{e} (vLLM would not start; {self.describe()})") from None
 
     def sized(self, config: ServingConfig) -> ServingConfig:
         """``config`` with the KV cache vLLM would allocate: ``num_kv_blocks`` = "GPU KV cache
@@ -104,7 +104,7 @@ class Deployment:
                 kv_cache_dtype=config.kv_cache_dtype,
             )
         except ConfigError as e:
-            raise ConfigRefused(f"vLLM would not start {self.describe()}: {e}") from None
+            raise ConfigRefused(f"{e} (vLLM would not start; {self.describe()})") from None
 
     def cost_model(self, config: ServingConfig, workload: Workload) -> CostModel:
         """The roofline prior as a linear :class:`CostModel` in seconds.
