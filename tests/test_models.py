@@ -188,3 +188,49 @@ def test_measurement_arrays_are_read_only_and_shapes_checked() -> None:
         )
     with pytest.raises(BackendError, match="did not record the engine's steps"):
         _ = m.max_step_tokens
+
+
+def test_deployment_knobs_have_vllms_names_defaults_and_flags() -> None:
+    c = ServingConfig()
+    assert (c.gpu_memory_utilization, c.tensor_parallel_size, c.kv_cache_dtype) == (0.92, 1, "auto")
+    assert (c.quantization, c.enforce_eager) == (None, False)
+    d = ServingConfig(
+        gpu_memory_utilization=0.95,
+        tensor_parallel_size=4,
+        kv_cache_dtype="fp8",
+        quantization="fp8",
+        enforce_eager=True,
+    )
+    names = ["gpu_memory_utilization", "tensor_parallel_size", "kv_cache_dtype"]
+    assert d.to_vllm_args([*names, "quantization", "enforce_eager"]) == [
+        "--gpu-memory-utilization",
+        "0.95",
+        "--tensor-parallel-size",
+        "4",
+        "--kv-cache-dtype",
+        "fp8",
+        "--quantization",
+        "fp8",
+        "--enforce-eager",
+    ]
+    assert d.to_vllm_config(names) == {
+        "gpu-memory-utilization": 0.95,
+        "tensor-parallel-size": 4,
+        "kv-cache-dtype": "fp8",
+    }
+    assert c.to_vllm_args(["quantization"]) == []  # None: the checkpoint's own
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"gpu_memory_utilization": 0}, "greater than 0"),
+        ({"gpu_memory_utilization": 1.2}, "less than or equal to 1"),
+        ({"tensor_parallel_size": 0}, "greater than or equal to 1"),
+        ({"kv_cache_dtype": "int8"}, "'auto', 'fp8', 'fp8_e4m3' or 'fp8_e5m2'"),
+        ({"quantization": "int3"}, "'fp8', 'awq'"),
+    ],
+)
+def test_deployment_knobs_are_bounded(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ServingConfig(**kw)  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ from tuner import (
 )
 from tuner.backends import AttachedServerBackend, VLLMServerBackend
 from tuner.backends.live._process import _group_members, find_vllm
-from tuner.core import KNOB_FLAGS
+from tuner.core import HARDWARE_KNOBS, KNOB_FLAGS
 from tuner.search import GridSearch
 
 FAKE_SCRIPT = Path(__file__).with_name("test_load.py")
@@ -135,8 +135,11 @@ def test_the_server_gets_loopback_a_free_port_and_folders_inside_the_workdir(
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert "--enable-logging-iteration-details" in args
     assert "--no-enable-prefix-caching" in args
-    knobs = [k for k in KNOB_FLAGS if k != "enable_prefix_caching"]  # decided with the workload
+    # Prefix caching is decided with the workload; deployment knobs at vLLM's defaults are left
+    # to vLLM (a CPU server never sees --gpu-memory-utilization).
+    knobs = [k for k in KNOB_FLAGS if k != "enable_prefix_caching" and k not in HARDWARE_KNOBS]
     assert " ".join(CONFIG.to_vllm_args(knobs)) in command.group(1)
+    assert "--gpu-memory-utilization" not in args and "--no-enforce-eager" not in args
     got = dict(re.findall(r"^fake vllm env (\w+)=(.*)$", log, re.MULTILINE))
     run_dir = got["TMPDIR"]
     assert got["VLLM_RPC_BASE_PATH"] == run_dir

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from tuner.cli import _capacity, _demo, _fidelity, _live, _run
+from tuner.cli import _capacity, _demo, _fidelity, _live, _plan, _run
 from tuner.core import TunerError
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(sub)
     _fidelity.add_parser(sub)
     _capacity.add_parser(sub)
+    _plan.add_parser(sub)
     _live.add_parser(sub)
     return parser
 

@@ -10,7 +10,7 @@ from tuner.core._arrivals import (
     Uniform,
     parse_length,
 )
-from tuner.core._config import KNOB_FLAGS, KNOBS, VLLM_VERSION, ServingConfig
+from tuner.core._config import HARDWARE_KNOBS, KNOB_FLAGS, KNOBS, VLLM_VERSION, ServingConfig
 from tuner.core._errors import (
     BackendError,
     ConfigError,
@@ -34,6 +34,7 @@ from tuner.core._trial import LoadPoint, SLOResult, Trial, TrialStatus
 from tuner.core._workload import Workload
 
 __all__ = [
+    "HARDWARE_KNOBS",
     "KNOBS",
     "KNOB_FLAGS",
     "VLLM_VERSION",

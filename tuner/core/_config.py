@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -29,7 +29,29 @@ KNOB_FLAGS: dict[str, str] = {
     "async_scheduling": "async-scheduling",
     "enable_prefix_caching": "enable-prefix-caching",
     "num_kv_blocks": "num-gpu-blocks-override",
+    "gpu_memory_utilization": "gpu-memory-utilization",
+    "tensor_parallel_size": "tensor-parallel-size",
+    "kv_cache_dtype": "kv-cache-dtype",
+    "quantization": "quantization",
+    "enforce_eager": "enforce-eager",
 }
+
+#: The knobs that size a deployment rather than schedule it: what vLLM's memory profiling
+#: turns into KV cache blocks (and TP into GPUs per replica). A simulator needs a model and a
+#: GPU to give them meaning (``tuner.hardware``); at their defaults nothing changes.
+HARDWARE_KNOBS: tuple[str, ...] = (
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "kv_cache_dtype",
+    "quantization",
+    "enforce_eager",
+)
+
+KVCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+"""``--kv-cache-dtype`` values the memory model sizes (``auto`` = the model's dtype)."""
+
+Quantization = Literal["fp8", "awq", "gptq", "bitsandbytes", "mxfp4"]
+"""``--quantization`` methods the memory model sizes (None = the checkpoint's own)."""
 
 
 class ServingConfig(FrozenModel):
@@ -70,6 +92,19 @@ class ServingConfig(FrozenModel):
     starts from the longest cached run of its blocks (never its last prompt token), and freed
     blocks stay cached until evicted, least recently used first. It changes the schedule only
     when prompts share prefixes (hash ids) or a preempted request finds its own blocks again."""
+    gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1, allow_inf_nan=False)
+    """Fraction of each GPU's memory vLLM may use (weights, activations, CUDA graphs, KV cache);
+    what is left after the rest is the KV cache. vLLM 0.32's default is 0.92."""
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    """GPUs one replica is split over. vLLM requires it to divide the attention heads (and
+    replicates KV heads beyond their count); a replica then costs this many GPUs."""
+    kv_cache_dtype: KVCacheDtype = "auto"
+    """KV cache element type: ``auto`` (the model's dtype) or FP8 (half the bytes per token,
+    twice the tokens; a small accuracy cost)."""
+    quantization: Quantization | None = None
+    """Weight quantization method (``--quantization``; None = what the checkpoint says)."""
+    enforce_eager: bool = False
+    """Run without CUDA graphs: frees their memory for the KV cache, slows every step."""
 
     @model_validator(mode="after")
     def _check_like_vllm(self) -> ServingConfig:

@@ -11,6 +11,7 @@ a GPU deployment worse, so :func:`recommended_knobs` leaves them out.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,7 @@ from pydantic import Field, model_validator
 from tuner.core import KNOBS, ServingConfig, Settings
 from tuner.hardware._defaults import SchedulerDefaults, UsageContext, vllm_default_scheduler_limits
 from tuner.hardware._gpu import GPU
+from tuner.hardware._model_spec import ModelSpec
 
 #: The GPU assumed when a study names none: an 80 GB H100-class card (vLLM's largest default
 #: class below 160 GiB). Said in every report that uses it.
@@ -48,6 +50,11 @@ class Target(Settings):
     usage_context: UsageContext = "openai_server"
     """How vLLM is started: ``openai_server`` (``vllm serve``) or ``llm_class`` (``LLM(...)``);
     vLLM's defaults differ between the two."""
+    model: str | None = Field(default=None, min_length=1)
+    """The model served: a shipped Hugging Face id or short name
+    (``meta-llama/Llama-3.1-8B-Instruct``, ``llama-3.1-8b``) or a path to a Hugging Face
+    ``config.json`` (or its folder, relative to the study file). With ``gpu`` it sizes the KV
+    cache as vLLM would and gives the simulator a roofline step-time prior."""
 
     @model_validator(mode="after")
     def _gpu_on_gpu(self) -> Target:
@@ -55,7 +62,27 @@ class Target(Settings):
             raise ValueError(f"gpu {self.gpu!r} given with device {self.device!r}")
         if self.gpu is not None:
             GPU.named(self.gpu)  # an unknown name: the closest known ones
+        if self.model is not None:
+            if self.gpu is None:
+                raise ValueError(
+                    f"model {self.model!r} needs a gpu (e.g. gpu: h100): the GPU's memory sizes "
+                    "the KV cache and its peaks time the steps"
+                )
+            if not _looks_like_path(self.model):
+                ModelSpec.named(self.model)  # an unknown name: the closest known ones
         return self
+
+    def model_spec(self, root: Path | None = None) -> ModelSpec | None:
+        """The model's architecture (None when the target names no model); a path is read
+        relative to ``root`` (the study file's folder)."""
+        if self.model is None:
+            return None
+        if _looks_like_path(self.model) or (root is not None and (root / self.model).exists()):
+            path = Path(self.model).expanduser()
+            if not path.is_absolute() and root is not None:
+                path = root / path
+            return ModelSpec.from_hf_config(path)
+        return ModelSpec.named(self.model)
 
     @property
     def assumed(self) -> bool:
@@ -69,11 +96,13 @@ class Target(Settings):
         return GPU.named(self.gpu or ASSUMED_GPU)
 
     def describe(self) -> str:
-        """``"NVIDIA H100 80GB HBM3 (assumed)"``, ``"CPU"``."""
+        """``"NVIDIA H100 80GB HBM3 (assumed)"``, ``"CPU"``; with a model, ``"<model> on
+        <GPU>"``."""
         dev = self.device_spec()
         if dev == "cpu":
             return "CPU"
-        return dev.name + (" (assumed: the study names no GPU)" if self.assumed else "")
+        where = dev.name + (" (assumed: the study names no GPU)" if self.assumed else "")
+        return f"{self.model} on {where}" if self.model is not None else where
 
     def defaults(self, max_model_len: int | None = None) -> SchedulerDefaults:
         """vLLM 0.32's scheduler defaults on this target."""
@@ -125,3 +154,9 @@ class Target(Settings):
             if k in tuned or on_purpose or (k == "max_model_len" and k in given):
                 out.append(k)
         return out
+
+
+def _looks_like_path(model: str) -> bool:
+    """A ``config.json`` (or a folder holding one) rather than a shipped model's name."""
+    p = Path(model).expanduser()
+    return p.suffix == ".json" or model.startswith((".", "/", "~")) or p.is_dir()

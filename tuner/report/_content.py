@@ -98,6 +98,8 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         ),
         Code(o.vllm_serve()),
     ]
+    if o.estimates() is not None:
+        out.append(Para(str(o.estimates())))
     if o.slos:
         bind = binding(best, o.slos)
         rows = []

@@ -52,6 +52,7 @@ def write_recommendation(outcome: StudyOutcome) -> tuple[Path, Path] | None:
         "tuned_knobs": list(outcome.space.dimensions),
         "values": {k: v for k, v in best.values.items() if math.isfinite(v)},
         "slos": [r.model_dump(mode="json") for r in best.slo_results],
+        "estimates": outcome.estimates(),
     }
     js = outcome.folder / "best.json"
     js.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

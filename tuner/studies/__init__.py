@@ -2,8 +2,8 @@
 command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
+from tuner.studies._outcome import StudyOutcome
 from tuner.studies._run import (
-    StudyOutcome,
     build_backend,
     build_space,
     build_workload,

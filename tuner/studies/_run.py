@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tuner.backends import Backend, CostModel
-from tuner.backends.simulator import Calibration, SimulatorBackend
+from tuner.backends.simulator import Calibration, Deployment, SimulatorBackend
 from tuner.core import (
     ConfigError,
-    InfeasibleError,
-    Measurement,
     SearchSpace,
     ServingConfig,
-    Trial,
     Workload,
-    WorkloadSummary,
     parse_length,
-    summarize,
 )
-from tuner.hardware import Target
-from tuner.objectives import SLO, Objective, parse_slos
+from tuner.objectives import Objective, parse_slos
 from tuner.search import (
     GridSearch,
     HalvingSettings,
@@ -35,89 +28,18 @@ from tuner.search import (
     TPESearch,
     TPESettings,
 )
+from tuner.studies._baseline import baseline_timelines, measure_baseline
+from tuner.studies._deployment import (
+    build_deployment,
+    compares_replicas_of_different_size,
+    simulated_cost_given,
+)
+from tuner.studies._outcome import StudyOutcome
 from tuner.studies._progress import Progress
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec
-from tuner.studies._two_tier import TwoTierResult, TwoTierSettings, explore_two_tier
+from tuner.studies._two_tier import TwoTierSettings, explore_two_tier
 from tuner.studies._workload_spec import TraceFile, WorkloadSpec
-from tuner.tuning import Exploration, Loop, WorkloadAt
-
-
-@dataclass
-class StudyOutcome:
-    """Everything a study produced, for its report."""
-
-    spec: StudySpec
-    folder: Path
-    workload: Workload
-    space: SearchSpace
-    objective: Objective
-    slos: tuple[SLO, ...]
-    backend: str
-    result: Exploration | None = None
-    two_tier: TwoTierResult | None = None
-    infeasible: InfeasibleError | None = None
-    trials: tuple[Trial, ...] = ()
-    timelines: dict[str, Measurement] = field(default_factory=dict)
-    """Step timelines to plot: the winner and vLLM's defaults, on the same workload."""
-    wall_time: float = 0.0
-    planned: int | None = None
-    """How many trials the search planned, when known (for "k of n")."""
-    workload_note: str | None = None
-    """What the ``oversized`` policy did to the workload (None: every request fit)."""
-    baseline: Trial | None = None
-    """vLLM's defaults measured like the trials (for a capacity study: their capacity), when
-    they were a trial or cheap to measure (the simulator)."""
-
-    @property
-    def best(self) -> Trial | None:
-        if self.two_tier is not None:
-            return self.two_tier.best
-        return self.result.best if self.result is not None else None
-
-    @property
-    def target(self) -> Target:
-        """Where the recommendation is for (an assumed H100-class GPU if the study names
-        none)."""
-        return self.spec.target or Target()
-
-    def recommended_knobs(self) -> list[str]:
-        """The knobs the pasted ``vllm serve`` line sets for the winner (see
-        :meth:`Target.recommended_knobs`)."""
-        best = self.best
-        if best is None:
-            return []
-        return self.target.recommended_knobs(
-            best.config, self.space.dimensions, self.spec.space.base
-        )
-
-    def vllm_serve(self, model: str = "<model>") -> str:
-        """The ``vllm serve`` line to paste for the winner."""
-        best = self.best
-        if best is None:
-            return ""
-        return " ".join(["vllm serve", model, *best.config.to_vllm_args(self.recommended_knobs())])
-
-    @property
-    def workload_summary(self) -> WorkloadSummary:
-        """The workload at a glance (requests, duration, rates, burstiness, lengths)."""
-        w = self.workload
-        return summarize(w.arrival, w.prompt_tokens, w.output_tokens)
-
-    @property
-    def time_unit(self) -> str:
-        """The unit the study's times and rates are in: ``"s"``, or ``"step"`` on the unit
-        step clock."""
-        for t in self.trials:
-            if t.measurement is not None:
-                return t.measurement.time_unit
-        return "s"
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether Ctrl-C stopped the run before the search ended."""
-        if self.two_tier is not None:
-            return self.two_tier.interrupted
-        return self.result is not None and self.result.interrupted
+from tuner.tuning import Loop, WorkloadAt
 
 
 def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) -> Workload:
@@ -227,10 +149,16 @@ def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> C
     return step_cost or CostModel()
 
 
-def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
-    """The backend a spec names."""
+def build_backend(
+    spec: BackendSpec, root: Path, workdir: Path, deployment: Deployment | None = None
+) -> Backend:
+    """The backend a spec names; a simulator on a ``deployment`` sizes KV caches from memory
+    and, unless the spec gives step costs, times steps with the roofline prior."""
     if spec.simulator is not None:
-        return SimulatorBackend(_cost(spec.simulator.step_cost, spec.simulator.calibration, root))
+        sim = spec.simulator
+        if deployment is not None and not simulated_cost_given(spec):
+            return SimulatorBackend(None, deployment=deployment)
+        return SimulatorBackend(_cost(sim.step_cost, sim.calibration, root), deployment=deployment)
     if spec.replay is not None:
         from tuner.backends.replay import SchedulerReplayBackend
 
@@ -288,8 +216,14 @@ def build_space(spec: StudySpec) -> SearchSpace:
 
 
 def build_objective(spec: StudySpec) -> Objective:
-    """The objective a study names."""
-    return spec.objective.objective()
+    """The objective a study names (per-GPU figures over several TP sizes: without the
+    capacity search's incumbent shortcut, which compares capacities per replica)."""
+    objective = spec.objective.objective()
+    if objective.load is not None and compares_replicas_of_different_size(
+        spec.space.knobs, spec.objective.metric
+    ):
+        objective = objective.replace(load=objective.load.replace(shortcut=False))
+    return objective
 
 
 def planned_trials(spec: StudySpec, space_size: int) -> int | None:
@@ -346,9 +280,10 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     slos = parse_slos(list(spec.slos))
     search = build_search(spec.search, spec.storage, spec.name, space.base)
     total = spec.budget.max_trials or planned_trials(spec, len(space))
+    deployment = build_deployment(spec.target, root)
     outcome: StudyOutcome
     if spec.backend is not None:
-        backend = build_backend(spec.backend, root, folder / "live")
+        backend = build_backend(spec.backend, root, folder / "live", deployment)
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
         outcome.workload_note = fitted
         progress = Progress(spec.name, total, objective, space.base)
@@ -376,7 +311,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         tt = spec.two_tier
         if tt is None:  # pragma: no cover - the spec requires one of the two
             raise ConfigError("give 'backend' or 'two_tier'")
-        cheap = build_backend(tt.cheap, root, folder / "cheap")
+        cheap = build_backend(tt.cheap, root, folder / "cheap", deployment)
         expensive = build_backend(tt.expensive, root, folder / "live")
         outcome = StudyOutcome(
             spec,
@@ -405,8 +340,8 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             tt_result.calibration.save(folder / "calibration.json")
         timeline_backend = cheap if isinstance(cheap, SimulatorBackend) else None
     outcome.planned = total
-    outcome.timelines = _timelines(outcome, timeline_backend)
-    outcome.baseline = _baseline(outcome, timeline_backend, root)
+    outcome.timelines = baseline_timelines(outcome, timeline_backend)
+    outcome.baseline = measure_baseline(outcome, timeline_backend, workload_at)
     outcome.wall_time = time.monotonic() - t0
     return outcome
 
@@ -419,59 +354,3 @@ def _unit(backend: Backend) -> str:
     """The time unit a backend measures in (steps on the unit clock, else seconds)."""
     cost = getattr(backend, "cost_model", None)
     return "step" if cost is not None and cost.time_unit == "step" else "s"
-
-
-def vllm_defaults(space: SearchSpace, target: Target | None = None) -> ServingConfig:
-    """The space's base with every searched knob at vLLM's default (on ``target`` when
-    given): the baseline."""
-    if target is not None:
-        return target.vllm_defaults(space.base, space.dimensions)
-    return space.base.replace(
-        **{k: ServingConfig.model_fields[k].default for k in space.dimensions}
-    )
-
-
-def _baseline(outcome: StudyOutcome, sim: SimulatorBackend | None, root: Path) -> Trial | None:
-    """vLLM's defaults as a trial: the one the study ran, else measured on the simulator."""
-    try:
-        defaults = vllm_defaults(outcome.space, outcome.spec.target)
-    except ConfigError:
-        return None  # the defaults do not fit this space's base (e.g. max_model_len)
-    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
-    shortcut = bool(ran) and (ran[-1].capacity_note or "").startswith("below the incumbent")
-    if ran and not (shortcut and sim is not None):
-        return ran[-1]
-    if sim is None or not outcome.objective.is_capacity or outcome.interrupted:
-        return None
-    load = outcome.objective.load.replace(shortcut=False) if outcome.objective.load else None
-    loop = Loop(
-        sim,
-        ListSearch([defaults]),
-        outcome.objective.replace(load=load),
-        outcome.slos,
-        workload_at=build_workload_at(outcome.spec.workload, root),
-    )
-    trials = loop.explore(outcome.space, outcome.workload).trials
-    return trials[0] if trials and trials[0].ok else None
-
-
-def _timelines(outcome: StudyOutcome, sim: SimulatorBackend | None) -> dict[str, Measurement]:
-    """The winner's and vLLM's defaults' step timelines on the same workload."""
-    best = outcome.best
-    if best is None:
-        return {}
-    out: dict[str, Measurement] = {}
-    if best.measurement is not None and best.measurement.has_steps:
-        out["winner"] = best.measurement
-    if sim is not None:
-        try:
-            defaults = vllm_defaults(outcome.space, outcome.spec.target)
-            if "winner" not in out:
-                out["winner"] = sim.evaluate(best.config, outcome.workload)
-            if defaults != best.config:
-                out["vLLM defaults"] = sim.evaluate(defaults, outcome.workload)
-            else:
-                out["winner (= vLLM's defaults)"] = out.pop("winner")
-        except ConfigError:
-            pass  # the defaults may not fit this workload (e.g. max_model_len)
-    return out

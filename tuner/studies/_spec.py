@@ -31,6 +31,7 @@ from tuner.core import KNOBS, ConfigError, ServingConfig, unknown_key_message
 from tuner.hardware import Target
 from tuner.objectives import CAPACITY_METRICS, DEFAULT_OBJECTIVE, CapacitySettings, Objective
 from tuner.search import HalvingSettings, RandomSettings, TPESettings
+from tuner.studies._deployment import deployment_problem
 from tuner.studies._two_tier import TwoTierSettings
 from tuner.studies._workload_spec import (
     WorkloadSpec,
@@ -268,12 +269,18 @@ class StudySpec(_Spec):
     """The device the recommendation is for (``{gpu: h100}``, ``{device: cpu}``). With a
     target, the knobs the study leaves unset start at vLLM's defaults there (step budget and
     sequences by memory class, async scheduling on GPUs, block size), and so does the
-    baseline. Without one the pasted flags assume an 80 GB H100-class GPU."""
+    baseline. Without one the pasted flags assume an 80 GB H100-class GPU. With a ``model``
+    too (``{gpu: h100, model: meta-llama/Llama-3.1-8B-Instruct}``) the simulator sizes the KV
+    cache from memory and times steps with the roofline prior."""
 
     @model_validator(mode="after")
     def _backend(self) -> StudySpec:
         if (self.backend is None) == (self.two_tier is None):
             raise ValueError("give exactly one of 'backend' or 'two_tier'")
+        searching = self.backend or (self.two_tier.cheap if self.two_tier else None)
+        problem = deployment_problem(self.space.knobs, self.space.base, searching, self.target)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @field_validator("output")

@@ -51,6 +51,7 @@ from tuner.backends.live._prompts import shares_prefix
 from tuner.backends.live._secrets import Scrubber, redact_args, redact_env, secret_values
 from tuner.backends.live._settings import ServerSettings
 from tuner.core import (
+    HARDWARE_KNOBS,
     KNOB_FLAGS,
     Measurement,
     ServerStartError,
@@ -180,8 +181,16 @@ class VLLMServerBackend(LiveBackend):
         otherwise, or the workload shares no prefix (no two requests start with the same hash
         id), where it is turned off so that the step log counts every prompt token.
         """
-        # Prefix caching is decided below (it also depends on the workload).
-        knob_args = config.to_vllm_args(k for k in KNOB_FLAGS if k != "enable_prefix_caching")
+        # Prefix caching is decided below (it also depends on the workload). Deployment knobs
+        # (memory, TP, dtypes, eager) only when set away from vLLM's default, so server_args
+        # such as --enforce-eager keep working and a CPU server sees no GPU flag.
+        fields = ServingConfig.model_fields
+        knob_args = config.to_vllm_args(
+            k
+            for k in KNOB_FLAGS
+            if k != "enable_prefix_caching"
+            and (k not in HARDWARE_KNOBS or getattr(config, k) != fields[k].default)
+        )
         args = [
             self.vllm_executable,
             "serve",

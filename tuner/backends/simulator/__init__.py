@@ -2,12 +2,14 @@
 
 :class:`SimulatorBackend` runs the reference or the fast engine (``_engine``, ``_fast_engine``)
 and prices each step with a :class:`~tuner.backends.CostModel`; :class:`Calibration` fits that
-cost model to step times measured on a live server. :class:`Timeline` (shared with the replay
-tier) turns the recorded steps into a Measurement.
+cost model to step times measured on a live server; a :class:`Deployment` (a model on a GPU)
+sizes each configuration's KV cache as vLLM would and gives a roofline step-time prior.
+:class:`Timeline` (shared with the replay tier) turns the recorded steps into a Measurement.
 """
 
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._calibration import Calibration, fit_cost_model
+from tuner.backends.simulator._deployment import Deployment
 from tuner.backends.simulator._simulator import SimulatorBackend
 
-__all__ = ["Calibration", "SimulatorBackend", "Timeline", "fit_cost_model"]
+__all__ = ["Calibration", "Deployment", "SimulatorBackend", "Timeline", "fit_cost_model"]

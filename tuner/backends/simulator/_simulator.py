@@ -8,6 +8,12 @@ its own blocks again), both give way to :mod:`tuner.backends.simulator._prefix_e
 keeps the KV cache block for block (step by step: the fast engine's implicit decoders do not
 track blocks). The fidelity suite (``tuner fidelity``, ``tests/test_fidelity.py``) checks them
 against vLLM's own ``Scheduler`` token for token.
+
+With a :class:`~tuner.backends.simulator.Deployment` (a model on a GPU) each configuration
+first gets the KV cache vLLM 0.32 would allocate for it (``gpu_memory_utilization``, TP, dtypes,
+eager) unless it sets ``num_kv_blocks``; a configuration vLLM would refuse to start raises
+:class:`~tuner.core.ConfigRefused` (a failed trial, in vLLM's words). Without a cost model the
+deployment's roofline prior times the steps (an estimate; a calibration replaces it).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
+from tuner.backends.simulator._deployment import Deployment
 from tuner.backends.simulator._engine import Engine
 from tuner.backends.simulator._fast_engine import FastEngine
 from tuner.backends.simulator._prefix_engine import PrefixEngine
@@ -32,6 +39,9 @@ class SimulatorBackend(Backend):
         vllm_version: The vLLM release whose scheduling semantics to mirror (only "0.32").
         fast_forward: Jump over stretches of identical decode-only steps (default). Turning it
             off simulates every step one by one: same result, slower; for checking.
+        deployment: The model and GPU to size each configuration's KV cache for (and, without
+            ``cost_model``, to time its steps with the roofline prior). None: the config's
+            ``num_kv_blocks`` as given, and the deployment knobs change nothing.
 
     Example:
         >>> from tuner import Request, ServingConfig, Workload
@@ -51,6 +61,7 @@ class SimulatorBackend(Backend):
         vllm_version: str = VLLM_VERSION,
         *,
         fast_forward: bool = True,
+        deployment: Deployment | None = None,
     ) -> None:
         if vllm_version not in SUPPORTED_VLLM_VERSIONS:
             raise ConfigError(
@@ -64,14 +75,25 @@ class SimulatorBackend(Backend):
         self.cost_model = cost_model or CostModel()
         self.vllm_version = vllm_version
         self.fast_forward = fast_forward
+        self.deployment = deployment
+        #: Whether the roofline prior times the steps (a deployment and no cost model given).
+        self.roofline = deployment is not None and cost_model is None
 
     def describe(self) -> str:
-        return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
+        if self.deployment is None:
+            return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
+        cost = "roofline prior" if self.roofline else repr(self.cost_model)
+        return f"simulator(vllm {self.vllm_version}, {self.deployment.describe()}, {cost})"
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         check_fits(config, workload)
+        cost = self.cost_model
+        if self.deployment is not None:
+            config = self.deployment.sized(config)
+            if self.roofline:
+                cost = self.deployment.cost_model(config, workload)
         source = f"simulator(vllm {self.vllm_version})"
-        timeline = Timeline(workload, self.cost_model, source)
+        timeline = Timeline(workload, cost, source)
         caching = config.enable_prefix_caching
         if caching and workload.shares_prefixes:
             PrefixEngine(config, workload, timeline).run()
@@ -82,6 +104,6 @@ class SimulatorBackend(Backend):
             # A preempted request can find its own blocks in the prefix cache when readmitted:
             # the block-level engine decides (without preemption no prompt can hit, and both
             # engines agree).
-            timeline = Timeline(workload, self.cost_model, source)
+            timeline = Timeline(workload, cost, source)
             PrefixEngine(config, workload, timeline).run()
         return timeline.build()
