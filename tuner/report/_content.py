@@ -12,6 +12,7 @@ from tuner.objectives import SLO, binding_slo, relative_margin
 from tuner.report import _figures
 from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
+from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
 from tuner.studies import StudyOutcome, StudySpec
 
 
@@ -89,6 +90,7 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
     out: list[Block] = [
         Heading("The winner"),
         Para(f"{diff} -- {o.objective.metric} = {fmt(best.values[o.objective.metric])}", True),
+        *tie_blocks(o.trials, o.objective, best),
         Para("Paste into `vllm serve`:"),
         Code("vllm serve <model> " + " ".join(best.config.to_vllm_args())),
     ]
@@ -117,19 +119,30 @@ def _trials(o: StudyOutcome) -> list[Block]:
     knobs = list(o.space.dimensions)
     metrics = list(dict.fromkeys([*o.objective.metrics, *(s.metric for s in o.slos)]))
     best = o.best
+    repeated = noisy(o.trials)
     rows = []
     for t in sorted(o.trials, key=lambda t: t.number):
         mark = " (chosen)" if best is not None and t.number == best.number else ""
+        if repeated:
+            cells = [value_cell(t, m, o.slos, o.objective, best) for m in metrics]
+            cells.append(str(t.repeats) if t.ok else "-")
+        else:
+            cells = [fmt(t.values.get(m, math.nan)) for m in metrics]
         rows.append(
             [
                 str(t.number) + mark,
                 *(str(getattr(t.config, k)) for k in knobs),
                 fmt(t.fidelity),
-                *(fmt(t.values.get(m, math.nan)) for m in metrics),
+                *cells,
                 t.verdict(),
             ]
         )
-    return [Heading("Trials"), Table(["#", *knobs, "fidelity", *metrics, "feasible"], rows)]
+    runs = ["runs"] if repeated else []
+    return [
+        Heading("Trials"),
+        Table(["#", *knobs, "fidelity", *metrics, *runs, "feasible"], rows),
+        *noise_blocks(o.trials, metrics, o.spec.repeats.confidence),
+    ]
 
 
 def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
