@@ -122,6 +122,7 @@ EXPORTS: dict[str, list[str]] = {
         "Rule",
         "best_trial",
         "binding_slo",
+        "combined_interval",
         "constant_replicates",
         "cost_per_million_tokens",
         "decide",
@@ -153,6 +154,7 @@ EXPORTS: dict[str, list[str]] = {
         "throughput_per_gpu",
         "tied_with_best",
         "within_margin",
+        "within_run_spread",
     ],
     "tuner.hardware": [
         "GPU",

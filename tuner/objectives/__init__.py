@@ -12,6 +12,7 @@ from tuner.objectives._capacity import (
 from tuner.objectives._metrics import MetricRef, metric_names, metric_value
 from tuner.objectives._noise import (
     DEFAULT_RESAMPLES,
+    combined_interval,
     constant_replicates,
     hull,
     median_of,
@@ -21,6 +22,7 @@ from tuner.objectives._noise import (
     repeat_interval,
     run_replicates,
     t_quantile,
+    within_run_spread,
 )
 from tuner.objectives._objective import DEFAULT_OBJECTIVE, Objective
 from tuner.objectives._ranking import (
@@ -62,6 +64,7 @@ __all__ = [
     "Rule",
     "best_trial",
     "binding_slo",
+    "combined_interval",
     "constant_replicates",
     "cost_per_million_tokens",
     "decide",
@@ -93,4 +96,5 @@ __all__ = [
     "throughput_per_gpu",
     "tied_with_best",
     "within_margin",
+    "within_run_spread",
 ]

@@ -9,7 +9,11 @@ Pure functions, seeded and deterministic:
   configurations' repeats (the relative spread is taken to be a property of the backend and the
   workload), and the interval it gives a configuration measured in only ``R`` runs, with
   Student's t for the pooled estimate's degrees of freedom. A bootstrap over two or three runs
-  cannot see run-to-run noise; the pooled estimate can.
+  cannot see run-to-run noise (with two runs its percentile interval is just their range);
+  the pooled estimate can;
+- :func:`combined_interval` -- what a trial records: the run-to-run part (pooled noise, t)
+  and the within-run part (the request-level bootstrap) added in quadrature on the log scale;
+  the two-level bootstrap for a metric that can be <= 0.
 
 Example:
     >>> import numpy as np
@@ -224,6 +228,69 @@ def noise_interval(
         return (-math.inf, math.inf) if len(finite) < 2 else (m, m)
     h = t_quantile(confidence, df) * log_sd / math.sqrt(len(finite))
     return (m * math.exp(-h), m * math.exp(h))
+
+
+def within_run_spread(
+    values: Sequence[float], replicates: Sequence[npt.ArrayLike], confidence: float = 0.95
+) -> tuple[float, float]:
+    """The within-run part of a metric's uncertainty, on the log scale: how far below and
+    above each run's value its request-level bootstrap interval reaches, averaged over the
+    runs. Every repeat replays the same requests, so this part does not shrink with more
+    runs. ``(0, 0)`` for a run-level metric (constant replicates) or non-positive values.
+
+    Example:
+        >>> within_run_spread([10.0], [[10.0, 10.0]])
+        (0.0, 0.0)
+    """
+    alpha = (1.0 - confidence) / 2.0
+    lows, highs = [], []
+    for v, rep in zip(values, replicates, strict=True):
+        r = np.asarray(rep, dtype=np.float64)
+        r = r[~np.isnan(r)]
+        if not len(r) or not v > 0:
+            continue
+        lo, hi = np.quantile(r, [alpha, 1.0 - alpha])
+        if lo <= 0:
+            continue
+        lows.append(max(0.0, math.log(v / lo)))
+        highs.append(max(0.0, math.log(hi / v)))
+    if not lows:
+        return (0.0, 0.0)
+    return (sum(lows) / len(lows), sum(highs) / len(highs))
+
+
+def combined_interval(
+    values: Sequence[float],
+    replicates: Sequence[npt.ArrayLike],
+    log_sd: float,
+    df: int,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """The confidence interval of the median of a metric's runs.
+
+    On the log scale, around the median: the run-to-run part ``t * log_sd / sqrt(R)`` (Student's
+    t with the pooled noise's ``df``; none while ``df`` is 0) and the within-run part
+    (:func:`within_run_spread`, the request-level bootstrap) add in quadrature -- two
+    independent sources, the second common to every run. A metric with a value <= 0 (a count
+    that can be 0) has no relative scale: it gets the two-level bootstrap
+    (:func:`repeat_interval`) instead. ``(NaN, NaN)`` without a finite value.
+
+    Example:
+        >>> lo, hi = combined_interval([100.0], [[100.0]], 0.1, 10_000)
+        >>> round(lo, 1), round(hi, 1)
+        (82.2, 121.7)
+    """
+    pairs = [(v, r) for v, r in zip(values, replicates, strict=True) if math.isfinite(v)]
+    if not pairs:
+        return (math.nan, math.nan)
+    vals = [v for v, _ in pairs]
+    if any(v <= 0 for v in vals):
+        return repeat_interval([r for _, r in pairs], confidence, seed)
+    m = median_of(vals)
+    noise = t_quantile(confidence, df) * log_sd / math.sqrt(len(vals)) if df >= 1 else 0.0
+    low, high = within_run_spread(vals, [r for _, r in pairs], confidence)
+    return (m * math.exp(-math.hypot(noise, low)), m * math.exp(math.hypot(noise, high)))
 
 
 def hull(*intervals: Interval) -> Interval:

@@ -218,9 +218,9 @@ class Decision:
 
 def decide(trials: Sequence[Trial], objective: Objective) -> Decision:
     """The best feasible full-fidelity trial and what decided it: the tie band
-    (:func:`tied_with_best`), then the tie-break metric (trials whose tie-break interval
-    overlaps the best tie-break value's stay tied), then the fewest knobs changed from vLLM's
-    defaults (:func:`knobs_changed`), then the earliest trial."""
+    (:func:`tied_with_best`), then the best tie-break value (its median: a tie band on the
+    tie-break too would hand noisy ties to trial order), then the fewest knobs changed from
+    vLLM's defaults (:func:`knobs_changed`), then the earliest trial."""
     tied = tied_with_best(trials, objective)
     if not tied:
         return Decision(None)
@@ -228,16 +228,8 @@ def decide(trials: Sequence[Trial], objective: Objective) -> Decision:
         return Decision(tied[0], tuple(tied))
     pool = tied
     if objective.tie_break is not None:
-        tb, direction = objective.tie_break, objective.tie_break_direction
-        lead = min(pool, key=lambda t: (objective.tie_score(t.values), t.number))
-        band = score_interval(lead, tb, direction)
-        lead_score = objective.tie_score(lead.values)
-        pool = [
-            t
-            for t in pool
-            if objective.tie_score(t.values) == lead_score
-            or _overlap(score_interval(t, tb, direction), band)
-        ]
+        lead = min(objective.tie_score(t.values) for t in pool)
+        pool = [t for t in pool if objective.tie_score(t.values) == lead]
         if len(pool) == 1:
             return Decision(pool[0], tuple(tied), "tie_break")
     fewest = min(knobs_changed(t.config) for t in pool)

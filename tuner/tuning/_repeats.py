@@ -28,14 +28,12 @@ from tuner.objectives import (
     AbortRule,
     Objective,
     Rule,
+    combined_interval,
     constant_replicates,
-    hull,
     judge_values,
     median_of,
     metric_samples,
-    noise_interval,
     pooled_log_sd,
-    repeat_interval,
     run_replicates,
     score_interval,
 )
@@ -236,12 +234,10 @@ class Repeater:
         vals = runs.repeat_values[metric]
         if math.isnan(runs.medians[metric]):
             return (math.nan, math.nan)
-        conf = self.repeats.confidence
-        boot = repeat_interval(runs.replicates[metric], conf, seed=_seed(metric))
         s, df = self.noise.estimate(metric, vals)
-        if df < 1:
-            return boot
-        return hull(boot, noise_interval(vals, s, df, conf))
+        return combined_interval(
+            vals, runs.replicates[metric], s, df, self.repeats.confidence, _seed(metric)
+        )
 
     def noise_known(self, runs: Runs, metric: str) -> bool:
         """Whether anything is known of ``metric``'s run-to-run noise (own or pooled)."""
@@ -283,22 +279,24 @@ def open_question(
 ) -> str | None:
     """Why the decision on these runs is still open (None: decided, stop repeating).
 
-    Decided: an SLO is clearly lost (its whole interval breaks it); or, against the incumbent
-    (the best feasible trial so far), the objective interval is clearly worse and outside the
-    tie tolerance. Open: the noise of a decision metric is unknown (one run, no repeats pooled
-    yet); an SLO limit inside its interval; an objective interval that overlaps the
-    incumbent's.
+    Open first of all while the run-to-run noise of a decision metric (the objective's, the
+    SLOs') is unknown: one run, and no configuration repeated yet (a single run's interval
+    only sees the spread within it). Then decided: an SLO clearly lost (its whole interval
+    breaks it); or, against the incumbent (the best feasible trial so far), an objective
+    interval wholly worse and outside the tie tolerance. Open: an SLO limit inside its
+    interval; an objective interval that overlaps the incumbent's, unless the medians are
+    within the tie tolerance already (a tie, which the tie-break decides).
     """
-    for slo in slos:
-        iv = runs.intervals.get(slo.metric)
-        if iv is not None and not math.isnan(iv[0]) and _beyond(slo, iv):
-            return None
     metrics = [s.metric for s in slos]
     if objective is not None and objective.metric in runs.medians:
         metrics.append(objective.metric)
     unknown = [k for k in metrics if not repeater.noise_known(runs, k)]
     if unknown:
         return f"the noise of {', '.join(unknown)} is not known yet"
+    for slo in slos:
+        iv = runs.intervals.get(slo.metric)
+        if iv is not None and not math.isnan(iv[0]) and _beyond(slo, iv):
+            return None
     overlap = False
     if objective is not None and incumbent is not None and objective.metric in runs.medians:
         probe = Trial(
@@ -313,7 +311,9 @@ def open_question(
         tie = objective.is_tie(objective.score(runs.medians), objective.score(incumbent.values))
         if mine[0] > theirs[1] and not tie:
             return None  # a clear loser: it cannot win whatever its SLOs
-        overlap = mine[0] <= theirs[1] and theirs[0] <= mine[1]
+        # Medians within the tie tolerance are a tie whatever more runs show of the noise:
+        # the tie-break decides, so only the SLOs can keep the question open.
+        overlap = not tie and mine[0] <= theirs[1] and theirs[0] <= mine[1]
     for slo in slos:
         iv = runs.intervals.get(slo.metric)
         if iv is not None and _inside(slo, iv):
