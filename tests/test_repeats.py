@@ -306,3 +306,15 @@ def test_the_noise_benchmark_quick_mode_runs(capsys: pytest.CaptureFixture[str])
     assert bench().main(["--quick", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "adaptive" in out and "right" in out and "runs" in out
+
+
+def test_tuner_live_takes_the_repeats_flags() -> None:
+    from tuner.cli import build_parser
+    from tuner.cli._live import spec_from_args
+
+    args = build_parser().parse_args(
+        ["live", "--model", "m", "--repeats-max", "3", "--repeats-rule", "median"]
+    )
+    assert spec_from_args(args, "m").repeats == Repeats(max=3, rule="median")
+    default = build_parser().parse_args(["live", "--model", "m"])
+    assert spec_from_args(default, "m").repeats == Repeats()
