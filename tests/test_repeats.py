@@ -318,3 +318,30 @@ def test_tuner_live_takes_the_repeats_flags() -> None:
     assert spec_from_args(args, "m").repeats == Repeats(max=3, rule="median")
     default = build_parser().parse_args(["live", "--model", "m"])
     assert spec_from_args(default, "m").repeats == Repeats()
+
+
+def test_the_report_shows_intervals_runs_and_the_measured_noise(tmp_path: Path) -> None:
+    from tuner.objectives import parse_slos
+    from tuner.report._content import blocks
+    from tuner.report._document import to_markdown
+    from tuner.studies import StudyOutcome
+
+    slos = parse_slos(["ttft.p99 <= 1s"])
+    objective = Objective.maximize("output_throughput", tie_break="ttft.p99")
+    loop = Loop(Recording(), GridSearch(), objective, slos, repeats=Repeats(min=2, max=3))
+    result = loop.explore(SPACE, WORK)
+    spec = build_spec(
+        {
+            "name": "noisy",
+            "workload": {"requests": [{"arrival": 0, "prompt_tokens": 8, "output_tokens": 2}]},
+            "space": {"knobs": {"max_num_seqs": [8, 32, 128]}},
+            "backend": {"simulator": {}},
+            "repeats": {"min": 2, "max": 3},
+        }
+    )
+    outcome = StudyOutcome(spec, tmp_path, WORK, SPACE, objective, slos, "noisy", result=result)
+    outcome.trials = result.trials
+    md = to_markdown(blocks(outcome), tmp_path)
+    assert "| runs |" in md and "## Measured noise" in md
+    assert "value (judged: confident)" in md and "median [95% interval]" in md
+    assert " [" in md.split("## Trials")[1]  # values with their intervals

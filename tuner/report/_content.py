@@ -96,21 +96,26 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
     ]
     if o.slos:
         bind = binding(best, o.slos)
+        repeated = noisy(o.trials)
         rows = []
         for slo, r in zip(o.slos, best.slo_results, strict=True):
             pct = 100 * relative_margin(r)
+            runs = [value_cell(best, slo.metric, o.slos, o.objective, best)] if repeated else []
             rows.append(
                 [
                     slo.text,
                     fmt(r.value),
+                    *runs,
                     fmt(r.limit),
                     f"{fmt(r.margin)} ({pct:.1f}%)",
                     "yes" if slo is bind else "",
                 ]
             )
+        median = [f"median [{100 * o.spec.repeats.confidence:g}% interval]"] if repeated else []
+        value = f"value (judged: {o.spec.repeats.rule})" if repeated else "value"
         out += [
             Heading("SLOs at the winner", 3),
-            Table(["SLO", "value", "limit", "margin", "binds"], rows),
+            Table(["SLO", value, *median, "limit", "margin", "binds"], rows),
         ]
     return out
 
