@@ -42,6 +42,8 @@ SEED_OBJECTIVE = Objective.minimize("total_steps", tie_break="ttft_steps.max")
 class FlakyBackend(Backend):
     """The simulator, except that some budgets fail (a refused config, a crash)."""
 
+    deterministic = True  # the simulator's measurements (repeating one tells nothing)
+
     def __init__(self, fail: dict[int, Exception]) -> None:
         self.sim = SimulatorBackend()
         self.fail = fail

@@ -33,7 +33,7 @@ from tuner.core import (
     WorkloadError,
 )
 from tuner.objectives import SLO, Objective
-from tuner.tuning import Exploration, Loop, TuningResult
+from tuner.tuning import Exploration, Loop, Repeats, TuningResult
 
 __all__ = [
     "SLO",
@@ -49,6 +49,7 @@ __all__ = [
     "Loop",
     "Measurement",
     "Objective",
+    "Repeats",
     "Request",
     "SLOError",
     "SearchError",

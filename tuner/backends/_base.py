@@ -10,6 +10,7 @@ from types import TracebackType
 import numpy as np
 
 from tuner.core import ConfigRefused, Measurement, ServingConfig, Workload
+from tuner.objectives import AbortRule
 
 
 class Backend(ABC):
@@ -37,17 +38,33 @@ class Backend(ABC):
     #: a measurement tells nothing new). False unless a backend says otherwise.
     deterministic: bool = False
 
+    #: Whether :meth:`session` takes an ``abort`` rule and may stop a run early (see there).
+    #: The Loop passes ``abort=`` only to a backend that says so.
+    supports_abort: bool = False
+
     @abstractmethod
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Run ``workload`` under ``config`` and return what was measured."""
 
     @contextmanager
-    def session(self, config: ServingConfig) -> Iterator[Callable[[Workload], Measurement]]:
+    def session(
+        self, config: ServingConfig, abort: AbortRule | None = None
+    ) -> Iterator[Callable[[Workload], Measurement]]:
         """Measure several workloads under one configuration (a capacity search's load
-        points, repeats): yields a function ``workload -> Measurement``.
+        points, repeats of the identical workload): yields a function
+        ``workload -> Measurement``.
 
         The default evaluates each workload on its own; a backend with a costly set-up (a
         live server) overrides this to set up once and measure every workload on it.
+
+        Early abort (the hook for a load client that watches its run): a backend with
+        ``supports_abort = True`` is given the Loop's ``abort`` rule. While a run goes, it may
+        call ``abort.lost(PartialRun(now, arrival, output_tokens, first_token, last_token,
+        tokens, failed, step_tokens))`` (:class:`~tuner.objectives.PartialRun`); once that
+        returns a reason, it may stop sending, cancel what is in flight and return the
+        partial :class:`Measurement` with ``aborted=reason`` (requests that never finished
+        have NaN latencies). The Loop records such a trial as infeasible, with the reason
+        and the part of the schedule it saved, and does not repeat it.
         """
         yield lambda workload: self.evaluate(config, workload)
 

@@ -14,6 +14,7 @@ from tuner.cli._fields import add_fields, values
 from tuner.cli._study import run_and_report
 from tuner.core import ServingConfig
 from tuner.studies import Arrivals, StudySpec, build_spec
+from tuner.tuning import Repeats
 
 METRICS = ["ttft.p99", "itl.p99", "e2e.p99", "output_throughput", "max_step_tokens", "total_steps"]
 DEFAULT_SLOS = ["ttft.p99 <= 2s"]
@@ -86,6 +87,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="SLO",
         help=f"a hard constraint (repeatable), e.g. 'ttft.p99 <= 2s'; default: {DEFAULT_SLOS}",
     )
+    add_fields(
+        p.add_argument_group(
+            "repeats: live runs are noisy (a configuration is run again while its decision is open)"
+        ),
+        Repeats,
+        prefix="repeats",
+    )
     server = p.add_argument_group("the server")
     add_fields(server, ServerSettings)
     server.add_argument(
@@ -125,6 +133,7 @@ def spec_from_args(args: argparse.Namespace, model: str) -> StudySpec:
                 "skip_invalid": True,
             },
             "slos": args.slo or DEFAULT_SLOS,
+            "repeats": values(args, Repeats, prefix="repeats"),
             "backend": {"live": {**server, "server_args": server_args, "env": env, "model": model}},
         },
         "tuner live",

@@ -104,6 +104,10 @@ class Measurement(FrozenModel):
     """Preemptions (recompute) during the run."""
     failed_requests: int = Field(default=0, ge=0)
     """Requests that errored (live backends); their latencies are NaN."""
+    aborted: str | None = None
+    """Set by a backend that stopped the run early because its ``AbortRule`` proved an SLO
+    lost: the rule's reason (``"ttft.p99 <= 2s lost (...)"``). The per-request arrays then
+    cover the requests as far as they got (NaN for what never came)."""
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Measurement:

@@ -1,4 +1,4 @@
-"""Trial records: one configuration evaluated once, and each SLO's verdict on it."""
+"""Trial records: one configuration evaluated (once, or repeated), and each SLO's verdict."""
 
 from __future__ import annotations
 
@@ -51,10 +51,13 @@ class LoadPoint(FrozenModel):
     """Evaluation cost of this probe (engine steps, or seconds of load)."""
     error: str | None = None
     """Why the backend could not measure this load (then it counts as not holding)."""
+    repeats: int = Field(default=1, ge=1)
+    """How many runs measured this load (``values`` are their medians)."""
 
 
 class Trial(FrozenModel):
-    """One configuration evaluated once: what was run, what came out, and the verdict."""
+    """One configuration evaluated (in one run, or ``repeats`` runs of the same workload): what
+    was run, what came out, and the verdict."""
 
     number: int = Field(ge=0)
     """Position in the run (0-based), in evaluation order."""
@@ -82,6 +85,21 @@ class Trial(FrozenModel):
     capacity_note: str | None = None
     """How to read a capacity value that is a bound, not a measured boundary: ``">= 64
     (held at the highest load tried)"`` or ``"below the incumbent's capacity of 12.3"``."""
+    repeats: int = Field(default=1, ge=1)
+    """How many runs of the identical workload measured this configuration (the Loop's
+    ``Repeats`` policy; always 1 on a deterministic backend)."""
+    repeat_values: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Each metric's value in each run, in run order (``values`` holds their median)."""
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Each metric's confidence interval ``(low, high)``: a bootstrap over the requests of each
+    run and over the runs, widened by the run-to-run noise pooled over the study's repeats;
+    zero width on a deterministic backend."""
+    abort_reason: str | None = None
+    """Set when the backend stopped the run early because an SLO was provably lost (the
+    trial is infeasible; ``values`` are those of the partial run)."""
+    abort_saved: float | None = Field(default=None, ge=0.0)
+    """For an aborted run: the part of the workload's arrival schedule that was never run
+    (a lower bound on the time saved), in the measurement's time unit."""
 
     @property
     def ok(self) -> bool:
@@ -90,8 +108,8 @@ class Trial(FrozenModel):
 
     @property
     def feasible(self) -> bool:
-        """Measured, and every SLO holds."""
-        return self.ok and all(r.ok for r in self.slo_results)
+        """Measured in full, and every SLO holds."""
+        return self.ok and self.abort_reason is None and all(r.ok for r in self.slo_results)
 
     @property
     def violations(self) -> tuple[SLOResult, ...]:
@@ -104,6 +122,8 @@ class Trial(FrozenModel):
             return f"FAILED: {(self.error or '')[:max_error]}"
         if self.feasible:
             return "yes"
+        if self.abort_reason is not None:
+            return f"no (aborted: {self.abort_reason[:max_error]})"
         return "no (" + ", ".join(r.slo for r in self.violations) + ")"
 
     def record(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """All ranking of trials, defined once: SLO verdicts, relative shortfall, feasible-first order,
-the best feasible trial, the closest miss per SLO and the binding SLO.
+the tie band and the best feasible trial, the closest miss per SLO and the binding SLO.
 
 The Loop, successive halving, two-tier shortlists, capacity probes and the report all rank
 through these functions, so "how good is a trial" has one meaning everywhere.
@@ -8,11 +8,24 @@ through these functions, so "how good is a trial" has one meaning everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from tuner.core import InfeasibleError, Measurement, SLOResult, SLOShortfall, Trial
-from tuner.objectives._objective import Objective
+from tuner.core import (
+    InfeasibleError,
+    Measurement,
+    ServingConfig,
+    SLOResult,
+    SLOShortfall,
+    Trial,
+)
+from tuner.objectives._objective import Direction, Objective
 from tuner.objectives._slo import SLO
+
+Rule = Literal["confident", "median", "single"]
+"""How repeated runs decide an SLO: ``confident`` -- the interval's unfavourable end meets the
+limit; ``median`` -- the median does (vLLM recipes' rule); ``single`` -- the one run does."""
 
 
 def judge(slos: Sequence[SLO], m: Measurement) -> tuple[SLOResult, ...]:
@@ -20,6 +33,38 @@ def judge(slos: Sequence[SLO], m: Measurement) -> tuple[SLOResult, ...]:
     out = []
     for slo in slos:
         v = slo.value(m)
+        out.append(
+            SLOResult(
+                slo=slo.text, value=v, limit=slo.limit, ok=slo.satisfied_by(v), margin=slo.margin(v)
+            )
+        )
+    return tuple(out)
+
+
+def judge_values(
+    slos: Sequence[SLO],
+    values: Mapping[str, float],
+    intervals: Mapping[str, tuple[float, float]],
+    rule: Rule = "confident",
+) -> tuple[SLOResult, ...]:
+    """Each SLO's verdict on repeated runs: ``values`` are the medians, ``intervals`` their
+    confidence intervals. Under ``confident`` the value judged (and recorded in the result) is
+    the interval's unfavourable end -- the high end of an upper limit, the low end of a lower
+    one; under ``median`` and ``single`` the median. A metric without an interval is judged on
+    its value.
+
+    Example:
+        >>> r, = judge_values([SLO.parse("ttft.p99 <= 2")], {"ttft.p99": 1.8},
+        ...                   {"ttft.p99": (1.5, 2.2)})
+        >>> r.value, r.ok
+        (2.2, False)
+    """
+    out = []
+    for slo in slos:
+        v = values.get(slo.metric, math.nan)
+        lo, hi = intervals.get(slo.metric, (v, v))
+        if rule == "confident":
+            v = hi if slo.op in ("<=", "<") else lo
         out.append(
             SLOResult(
                 slo=slo.text, value=v, limit=slo.limit, ok=slo.satisfied_by(v), margin=slo.margin(v)
@@ -87,14 +132,117 @@ def rank(
     return sorted(trials, key=lambda t: rank_key(t, objective, required_margin))
 
 
+def score_interval(trial: Trial, metric: str, direction: Direction) -> tuple[float, float]:
+    """A metric's interval as scores (smaller is better; NaN counts as worst), low end first;
+    a trial without an interval for it has a zero-width one at its value."""
+    v = trial.values.get(metric, math.nan)
+    lo, hi = trial.intervals.get(metric, (v, v))
+    if math.isnan(lo) or math.isnan(hi):
+        lo = hi = v
+    a, b = _signed(lo, direction), _signed(hi, direction)
+    return (min(a, b), max(a, b))
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    finite = all(math.isfinite(x) for x in (*a, *b))
+    return finite and a[0] <= b[1] and b[0] <= a[1]
+
+
 def tied_with_best(trials: Sequence[Trial], objective: Objective) -> list[Trial]:
-    """The feasible full-fidelity trials whose objective ties the best one's (the pool the
-    tie-break decides), in trial order."""
+    """The tie band: the feasible full-fidelity trials whose objective ties the best one's --
+    within ``tie_tolerance``, or with an objective interval that overlaps the best's (the
+    difference is within noise) -- in trial order. The best is the best median value (the
+    earliest of equals)."""
     pool = [t for t in trials if t.feasible and t.fidelity == 1.0]
     if not pool:
         return []
-    top = min(objective.score(t.values) for t in pool)
-    return [t for t in pool if objective.is_tie(objective.score(t.values), top)]
+    top = min(pool, key=lambda t: (objective.score(t.values), t.number))
+    top_score = objective.score(top.values)
+    top_band = score_interval(top, objective.metric, objective.direction)
+    return [
+        t
+        for t in pool
+        if objective.is_tie(objective.score(t.values), top_score)
+        or _overlap(score_interval(t, objective.metric, objective.direction), top_band)
+    ]
+
+
+def knobs_changed(config: ServingConfig) -> int:
+    """How many of ``config``'s fields differ from vLLM's defaults (``ServingConfig()``).
+    Knobs a study does not search are the same in every trial, so among a study's trials this
+    orders them as counting only the searched knobs would.
+
+    Example:
+        >>> knobs_changed(ServingConfig(max_num_seqs=8, max_num_batched_tokens=512))
+        2
+    """
+    defaults = ServingConfig()
+    return sum(1 for k in ServingConfig.model_fields if getattr(config, k) != getattr(defaults, k))
+
+
+TieBreaker = Literal["tie_break", "knobs", "earliest"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How the best trial was chosen.
+
+    Attributes:
+        best: The best feasible full-fidelity trial (None when none is feasible).
+        tied: The tie band it came out of (just ``best`` when it won outright).
+        broken_by: What decided the tie: ``"tie_break"`` (the tie-break metric), ``"knobs"``
+            (the fewest knobs changed from vLLM's defaults), ``"earliest"`` (the earliest
+            trial); None without a tie.
+    """
+
+    best: Trial | None
+    tied: tuple[Trial, ...] = ()
+    broken_by: TieBreaker | None = None
+
+    def describe(self, objective: Objective) -> str:
+        """One sentence for reports ('' without a tie)."""
+        if self.best is None or self.broken_by is None:
+            return ""
+        n, k = len(self.tied), knobs_changed(self.best.config)
+        why = {
+            "tie_break": f"the better {objective.tie_break} (the tie-break)",
+            "knobs": f"the fewest knobs changed from vLLM's defaults ({k})",
+            "earliest": "being the earliest trial (every other criterion tied)",
+        }[self.broken_by]
+        return (
+            f"The winner came out of a tie of {n} configurations whose {objective.metric} "
+            f"cannot be told apart (within tie_tolerance {objective.tie_tolerance:g} or "
+            f"within noise); it won by {why}."
+        )
+
+
+def decide(trials: Sequence[Trial], objective: Objective) -> Decision:
+    """The best feasible full-fidelity trial and what decided it: the tie band
+    (:func:`tied_with_best`), then the best tie-break value (its median: a tie band on the
+    tie-break too would hand noisy ties to trial order), then the fewest knobs changed from
+    vLLM's defaults (:func:`knobs_changed`), then the earliest trial."""
+    tied = tied_with_best(trials, objective)
+    if not tied:
+        return Decision(None)
+    if len(tied) == 1:
+        return Decision(tied[0], tuple(tied))
+    pool = tied
+    if objective.tie_break is not None:
+        lead = min(objective.tie_score(t.values) for t in pool)
+        pool = [t for t in pool if objective.tie_score(t.values) == lead]
+        if len(pool) == 1:
+            return Decision(pool[0], tuple(tied), "tie_break")
+    fewest = min(knobs_changed(t.config) for t in pool)
+    pool = [t for t in pool if knobs_changed(t.config) == fewest]
+    if len(pool) == 1:
+        return Decision(pool[0], tuple(tied), "knobs")
+    return Decision(min(pool, key=lambda t: t.number), tuple(tied), "earliest")
+
+
+def _signed(v: float, direction: Direction) -> float:
+    if math.isnan(v):
+        return math.inf
+    return -v if direction == "maximize" else v
 
 
 #: Below this relative spread, feasible objective values count as flat even when the objective's
@@ -132,14 +280,13 @@ def is_flat(trials: Sequence[Trial], objective: Objective) -> bool:
 
 
 def best_trial(trials: Sequence[Trial], objective: Objective) -> Trial | None:
-    """The best feasible full-fidelity trial: best objective, then tie-break, then earliest.
+    """The best feasible full-fidelity trial: the tie band of the best objective, then the
+    tie-break, then the fewest knobs changed from vLLM's defaults, then the earliest
+    (:func:`decide`).
 
     Trials run on part of the workload (fidelity < 1) are never chosen.
     """
-    tied = tied_with_best(trials, objective)
-    if not tied:
-        return None
-    return min(tied, key=lambda t: (objective.tie_score(t.values), t.number))
+    return decide(trials, objective).best
 
 
 def shortfalls(trials: Sequence[Trial], slos: Sequence[SLO]) -> tuple[SLOShortfall, ...]:

@@ -12,6 +12,7 @@ from tuner.objectives import SLO, binding_slo, relative_margin
 from tuner.report import _figures
 from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
+from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
 from tuner.studies import StudyOutcome, StudySpec
 
 
@@ -91,6 +92,7 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
     out: list[Block] = [
         Heading("The winner"),
         Para(f"{diff} -- {o.objective.metric} = {fmt(best.values[o.objective.metric])}", True),
+        *tie_blocks(o.trials, o.objective, best),
         Para(
             f"Paste into `vllm serve` on {o.target.describe()} (only the knobs the study tuned "
             "or set on purpose: vLLM picks the rest for the device), or use `vllm serve <model> "
@@ -102,21 +104,26 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         out.append(Para(str(o.estimates())))
     if o.slos:
         bind = binding(best, o.slos)
+        repeated = noisy(o.trials)
         rows = []
         for slo, r in zip(o.slos, best.slo_results, strict=True):
             pct = 100 * relative_margin(r)
+            runs = [value_cell(best, slo.metric, o.slos, o.objective, best)] if repeated else []
             rows.append(
                 [
                     slo.text,
                     fmt(r.value),
+                    *runs,
                     fmt(r.limit),
                     f"{fmt(r.margin)} ({pct:.1f}%)",
                     "yes" if slo is bind else "",
                 ]
             )
+        median = [f"median [{100 * o.spec.repeats.confidence:g}% interval]"] if repeated else []
+        value = f"value (judged: {o.spec.repeats.rule})" if repeated else "value"
         out += [
             Heading("SLOs at the winner", 3),
-            Table(["SLO", "value", "limit", "margin", "binds"], rows),
+            Table(["SLO", value, *median, "limit", "margin", "binds"], rows),
         ]
     return out
 
@@ -127,23 +134,33 @@ def _trials(o: StudyOutcome) -> list[Block]:
     # Prompts that share prefixes: how much of them each configuration served from the cache.
     hits = o.workload.hash_ids is not None and "prefix_cache_hit_rate" not in metrics
     best = o.best
+    repeated = noisy(o.trials)
     rows = []
     for t in sorted(o.trials, key=lambda t: t.number):
         mark = " (chosen)" if best is not None and t.number == best.number else ""
         rate = t.values.get("prefix_cache_hit_rate", math.nan)
+        if repeated:
+            cells = [value_cell(t, m, o.slos, o.objective, best) for m in metrics]
+            cells.append(str(t.repeats) if t.ok else "-")
+        else:
+            cells = [fmt(t.values.get(m, math.nan)) for m in metrics]
         rows.append(
             [
                 str(t.number) + mark,
                 *(str(getattr(t.config, k)) for k in knobs),
                 fmt(t.fidelity),
-                *(fmt(t.values.get(m, math.nan)) for m in metrics),
+                *cells,
                 *([f"{100 * rate:.1f}%" if math.isfinite(rate) else "-"] if hits else []),
                 t.verdict(),
             ]
         )
+    runs = ["runs"] if repeated else []
     extra = ["prefix cache hit rate"] if hits else []
-    header = ["#", *knobs, "fidelity", *metrics, *extra, "feasible"]
-    return [Heading("Trials"), Table(header, rows)]
+    return [
+        Heading("Trials"),
+        Table(["#", *knobs, "fidelity", *metrics, *runs, *extra, "feasible"], rows),
+        *noise_blocks(o.trials, metrics, o.spec.repeats.confidence),
+    ]
 
 
 def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:

@@ -300,6 +300,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             trial_log=folder / "trials.jsonl",
             on_trial=progress,
             budget=spec.budget,
+            repeats=spec.repeats,
         )
         try:
             outcome.result = loop.explore(space, workload)

@@ -11,6 +11,7 @@
     backend: {simulator: {step_cost: {fixed: 0.006, per_prefill_token: 3.0e-5}}}
     search: {tpe: {n_trials: 40, seed: 0}}
     budget: {max_trials: 40}
+    repeats: {max: 5, rule: confident}
     output: runs/chat
 
 Errors name the key path and the line of the file.
@@ -38,7 +39,7 @@ from tuner.studies._workload_spec import (
     _Spec,
 )
 from tuner.studies._yaml import Path_, line_of, load_with_lines
-from tuner.tuning import Budget
+from tuner.tuning import Budget, Repeats
 
 Knob = Literal[KNOBS]  # type: ignore[valid-type]
 
@@ -260,6 +261,9 @@ class StudySpec(_Spec):
     two_tier: TwoTierSpec | None = None
     search: SearchSpec = Field(default_factory=lambda: SearchSpec(grid=GridSpec()))
     budget: Budget = Field(default_factory=Budget)
+    repeats: Repeats = Field(default_factory=Repeats)
+    """How often a configuration is measured on a noisy backend and how its SLOs are judged,
+    e.g. ``{max: 5, rule: confident}`` (a deterministic backend measures once)."""
     output: str = Field(default="runs/{name}", min_length=1, max_length=1024)
     """Output folder (relative to the current directory; ``~`` is your home); ``{name}`` is
     the study's name, the only placeholder."""

@@ -6,6 +6,7 @@ from tuner.tuning._capacity import WorkloadAt, capacity_trial, gpus_of
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._loop import HEADLINE_METRICS, Loop
 from tuner.tuning._record import TrialRecord
+from tuner.tuning._repeats import NoisePool, Repeats
 from tuner.tuning._result import Exploration, TuningResult
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "Budget",
     "Exploration",
     "Loop",
+    "NoisePool",
+    "Repeats",
     "TrialLog",
     "TrialRecord",
     "TuningResult",

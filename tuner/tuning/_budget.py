@@ -25,8 +25,8 @@ class Budget(Settings):
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Stop starting new trials after this many seconds of wall time."""
     trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Fail a trial whose evaluation runs longer than this many seconds (the backend is asked
-    to stop it: a live server is killed) and go on with the next."""
+    """Fail a trial whose evaluation (all of its repeats) runs longer than this many seconds
+    (the backend is asked to stop it: a live server is killed) and go on with the next."""
     cancel_grace: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     """Seconds a backend has to stop a timed-out evaluation; one that does not stop ends the
     run (its finished trials are kept)."""

@@ -4,6 +4,11 @@ The probe plan is :func:`tuner.objectives.next_rate` (bracket, then bisect); thi
 on a backend and turns the probes into a :class:`~tuner.core.Trial`: the highest load at which
 every SLO held is ``values["capacity"]``, the measurement there gives every other figure, and
 every probe is kept in ``trial.load_points``.
+
+On a noisy backend each probe is repeated as the Loop's :class:`Repeats` says, on its own: a
+probe holds when every SLO holds by the policy's rule, and it is run again only while an SLO
+limit lies inside its interval (there is no incumbent to beat within one configuration). The
+trial's ``repeats``, ``repeat_values`` and ``intervals`` are those of the capacity point.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from tuner.backends import Backend
 from tuner.core import (
@@ -26,12 +33,21 @@ from tuner.core import (
 )
 from tuner.objectives import (
     SLO,
+    AbortRule,
     CapacitySettings,
     Objective,
     RateLattice,
     cost_per_million_tokens,
-    judge,
     throughput_per_gpu,
+)
+from tuner.tuning._repeats import (
+    InvalidMeasurement,
+    NoisePool,
+    Repeater,
+    Repeats,
+    Runs,
+    open_question,
+    verdict,
 )
 
 WorkloadAt = Callable[[float], Workload]
@@ -46,6 +62,7 @@ _FATAL = (ConfigRefused, ServerStartError)
 class _Probe:
     point: LoadPoint
     measurement: Measurement | None
+    runs: Runs | None = None
 
 
 def gpus_of(config: ServingConfig) -> int:
@@ -65,12 +82,23 @@ def capacity_trial(
     values_of: Callable[[Measurement], dict[str, float]],
     incumbent: float | None,
     catch: tuple[type[BaseException], ...],
+    *,
+    repeater: Repeater | None = None,
+    session: Callable[[ServingConfig], AbstractContextManager[Any]] | None = None,
+    abort: AbortRule | None = None,
 ) -> Trial:
     """Search the highest load ``config`` sustains under ``slos``; one trial with every probe.
 
     With an ``incumbent`` (the best capacity so far at this fidelity) and the shortcut on, the
     first probe is at the incumbent: a configuration that fails there cannot win, and stops.
+    ``repeater`` repeats each probe (default: one run each); ``session`` opens the backend's
+    session (default ``backend.session``), ``abort`` is the rule it was given.
     """
+    if repeater is None:
+        repeater = Repeater(
+            Repeats(rule="single"), backend.deterministic, values_of, slos, NoisePool()
+        )
+    open_session = session or backend.session
     settings = objective.load or CapacitySettings()
     lattice = RateLattice(settings, start)
     t0 = time.perf_counter()
@@ -79,7 +107,7 @@ def capacity_trial(
     if settings.shortcut and incumbent is not None:
         shortcut = lattice.index(incumbent)
     try:
-        with backend.session(config) as measure:
+        with open_session(config) as measure:
             while True:
                 outcomes = [(lattice.index(p.point.rate), p.point.feasible) for p in probes]
                 k = (
@@ -90,7 +118,7 @@ def capacity_trial(
                 if k is None or any(k == j for j, _ in outcomes):
                     break
                 rate = lattice.rate(k)
-                probe = _probe(measure, workload_at, rate, fidelity, slos, values_of, catch)
+                probe = _probe(measure, workload_at, rate, fidelity, slos, repeater, catch, abort)
                 if probe.point.error is not None and not probes:
                     raise _FirstProbeFailed(probe.point.error)
                 probes.append(probe)
@@ -114,30 +142,30 @@ def _probe(
     rate: float,
     fidelity: float,
     slos: Sequence[SLO],
-    values_of: Callable[[Measurement], dict[str, float]],
+    repeater: Repeater,
     catch: tuple[type[BaseException], ...],
+    abort: AbortRule | None,
 ) -> _Probe:
     work = workload_at(rate)
     if fidelity < 1.0:
         work = work.head(fidelity)
+    errors: tuple[type[BaseException], ...] = (*catch, InvalidMeasurement)
     try:
-        m = measure(work)
+        runs = repeater.run(measure, work, lambda r: open_question(r, repeater, slos, None, None))
     except _FATAL:
         raise
-    except catch as e:  # the load broke the server (timeouts, errors): it does not hold
+    except errors as e:  # the load broke the server: it does not hold
         return _Probe(LoadPoint(rate=rate, feasible=False, error=f"{type(e).__name__}: {e}"), None)
-    for slo in slos:
-        slo.check_applicable(m)
-    results = judge(slos, m)
-    cost = float(m.total_steps) if m.has_steps else m.duration
+    results, aborted = verdict(slos, runs, repeater.repeats.rule, abort)
     point = LoadPoint(
         rate=rate,
-        feasible=all(r.ok for r in results),
+        feasible=aborted is None and all(r.ok for r in results),
         slo_results=results,
-        values=values_of(m),
-        cost=cost,
+        values=runs.medians,
+        cost=runs.cost,
+        repeats=runs.n,
     )
-    return _Probe(point, m)
+    return _Probe(point, runs.representative(slos[0].metric if slos else None), runs)
 
 
 def _trial(
@@ -186,6 +214,7 @@ def _trial(
         values["throughput_per_gpu"] = math.nan
         if settings.gpu_hour_price is not None:
             values["cost_per_million_tokens"] = math.nan
+    runs = best.runs
     return Trial(
         number=number,
         config=config,
@@ -198,6 +227,9 @@ def _trial(
         measurement=m,
         load_points=points,
         capacity_note=note,
+        repeats=runs.n if runs is not None else 1,
+        repeat_values=runs.repeat_values if runs is not None else {},
+        intervals=runs.intervals if runs is not None else {},
     )
 
 

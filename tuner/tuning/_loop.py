@@ -23,6 +23,7 @@ from tuner.core import (
     ConfigError,
     Measurement,
     SearchSpace,
+    ServingConfig,
     SLOError,
     Trial,
     TrialStatus,
@@ -33,12 +34,12 @@ from tuner.core import (
 from tuner.objectives import (
     DEFAULT_OBJECTIVE,
     SLO,
+    AbortRule,
     CapacitySettings,
     MetricRef,
     Objective,
     best_trial,
     infeasible_error,
-    judge,
     parse_slos,
 )
 from tuner.search import Proposal, Search
@@ -46,6 +47,15 @@ from tuner.tuning._budget import Budget
 from tuner.tuning._capacity import WorkloadAt, capacity_trial
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._record import TrialRecord
+from tuner.tuning._repeats import (
+    InvalidMeasurement,
+    NoisePool,
+    Repeater,
+    Repeats,
+    open_question,
+    saved,
+    verdict,
+)
 from tuner.tuning._result import Exploration, TuningResult
 
 #: Figures recorded on every trial when the backend can measure them (for tables and reports).
@@ -84,6 +94,10 @@ class Loop:
         workload_at: For a capacity objective, the workload offered at a load (default:
             ``workload.at_rate``, the same requests with scaled arrivals; a study regenerates a
             generated workload at the rate with the same seed instead).
+        repeats: How often a configuration is measured on a noisy backend and how its SLOs
+            are judged (:class:`Repeats`; default ``Repeats()``: up to 5 runs while the
+            decision is open, SLOs met with 95 % confidence). A deterministic backend is
+            measured once.
 
     Example:
         >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
@@ -111,6 +125,7 @@ class Loop:
         on_trial: Callable[[Trial], None] | None = None,
         catch: Sequence[type[BaseException]] = (),
         workload_at: WorkloadAt | None = None,
+        repeats: Repeats | None = None,
         **budget_changes: Any,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -122,6 +137,7 @@ class Loop:
         if not isinstance(objective, Objective):
             raise ConfigError(f"Loop.objective: expected an Objective, got {objective!r}")
         self.budget = Budget.build(budget, budget_changes)
+        self.repeats = Repeats.build(repeats, {})
         self.backend = backend
         self.search = search
         self.objective = objective
@@ -149,6 +165,10 @@ class Loop:
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
         self._metrics = list(dict.fromkeys(metrics))
         self._required = set(objective.metrics) | {s.metric for s in self.slos}
+        rule = AbortRule(self.slos)
+        #: Offered to a backend that can stop a run early (``Backend.supports_abort``).
+        self.abort_rule: AbortRule | None = rule if rule.can_abort else None
+        self._noise = NoisePool()
 
     def run(self, space: SearchSpace, workload: Workload) -> TuningResult:
         """Search ``space`` on ``workload``; return the best feasible trial and every trial.
@@ -180,6 +200,7 @@ class Loop:
             )
             log = TrialLog(self.trial_log, study)
         record = TrialRecord(log.load() if log is not None else ())
+        self._noise = NoisePool(record)
         stop_reason = "search exhausted"
         t0 = time.monotonic()
         answered = 0
@@ -231,36 +252,58 @@ class Loop:
             infeasible=infeasible_error(trials, self.slos) if best is None else None,
         )
 
-    def _evaluate(self, number: int, proposal: Proposal, workload: Workload) -> Trial:
+    def _evaluate(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
+        """One trial: the configuration measured once, or repeated as ``repeats`` says."""
+        number = record.next_number
         work = workload if proposal.fidelity >= 1.0 else workload.head(proposal.fidelity)
+        incumbent = _incumbent(record, proposal.fidelity, self.objective)
+        repeater = self._repeater()
         t0 = time.perf_counter()
         try:
-            m = self.backend.evaluate(proposal.config, work)
-            problem = _invalid_measurement(m)
+            with self._session(proposal.config) as measure:
+                runs = repeater.run(
+                    measure,
+                    work,
+                    lambda r: open_question(r, repeater, self.slos, self.objective, incumbent),
+                )
         except self.catch as e:
             return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)
-        if problem:
-            return self._failed(number, proposal, f"invalid measurement: {problem}", t0)
-        wall = time.perf_counter() - t0
-        for slo in self.slos:  # a user error (wrong unit, metric the backend lacks): stop now
-            slo.check_applicable(m)
-        values = self._values(m)
+        except InvalidMeasurement as e:
+            return self._failed(number, proposal, f"invalid measurement: {e}", t0)
+        results, aborted = verdict(self.slos, runs, self.repeats.rule, self.abort_rule)
+        m = runs.representative(self.objective.metric)
         return Trial(
             number=number,
             config=proposal.config,
             fidelity=proposal.fidelity,
             status=TrialStatus.COMPLETE,
-            values=values,
-            slo_results=judge(self.slos, m),
-            wall_time=wall,
-            cost=float(m.total_steps) if m.has_steps else m.duration,
+            values=runs.medians,
+            slo_results=results,
+            wall_time=time.perf_counter() - t0,
+            cost=runs.cost,
             measurement=m,
+            repeats=runs.n,
+            repeat_values=runs.repeat_values,
+            intervals=runs.intervals,
+            abort_reason=aborted,
+            abort_saved=saved(work, runs.measurements[-1]) if aborted else None,
         )
+
+    def _repeater(self) -> Repeater:
+        return Repeater(
+            self.repeats, self.backend.deterministic, self._values, self.slos, self._noise
+        )
+
+    def _session(self, config: ServingConfig) -> Any:
+        """``backend.session(config)``, with the abort rule for a backend that takes it."""
+        if self.abort_rule is not None and self.backend.supports_abort:
+            return self.backend.session(config, abort=self.abort_rule)
+        return self.backend.session(config)
 
     def _trial(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
         if self.objective.is_capacity:
             return self._capacity(record, proposal, workload)
-        return self._evaluate(record.next_number, proposal, workload)
+        return self._evaluate(record, proposal, workload)
 
     def _timed(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
         """One trial, within ``trial_timeout`` when one is set (in a worker thread)."""
@@ -314,6 +357,9 @@ class Loop:
             self._values,
             incumbent,
             self.catch,
+            repeater=self._repeater(),
+            session=self._session,
+            abort=self.abort_rule,
         )
 
     def _values(self, m: Measurement) -> dict[str, float]:
@@ -341,10 +387,9 @@ class Loop:
         )
 
 
-def _invalid_measurement(m: object) -> str:
-    """Why a backend's return value cannot be judged ('' when it can)."""
-    if not isinstance(m, Measurement):
-        return f"the backend returned {type(m).__name__}, not a Measurement"
-    if not (m.duration > 0 and math.isfinite(m.duration)):
-        return f"duration = {m.duration!r} (must be a finite number > 0)"
-    return ""
+def _incumbent(record: TrialRecord, fidelity: float, objective: Objective) -> Trial | None:
+    """The best feasible trial so far at ``fidelity`` (by median objective), if any."""
+    pool = [
+        t for t in record if t.fidelity == fidelity and t.feasible and objective.metric in t.values
+    ]
+    return min(pool, key=lambda t: (objective.score(t.values), t.number), default=None)

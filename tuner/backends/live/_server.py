@@ -58,6 +58,7 @@ from tuner.core import (
     ServingConfig,
     Workload,
 )
+from tuner.objectives import AbortRule
 
 
 class VLLMServerBackend(LiveBackend):
@@ -229,7 +230,9 @@ class VLLMServerBackend(LiveBackend):
             return measure(workload)
 
     @contextmanager
-    def session(self, config: ServingConfig) -> Iterator[Callable[[Workload], Measurement]]:
+    def session(
+        self, config: ServingConfig, abort: AbortRule | None = None
+    ) -> Iterator[Callable[[Workload], Measurement]]:
         """One server for ``config``, started at the first workload and kept for the next
         ones (a capacity search's loads, repeats), stopped on the way out. The prefix cache is
         reset before every load after the first, so one load does not warm the next."""
