@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from tuner.search import (
     Search,
     SuccessiveHalving,
     TPESearch,
-    TPESettings,
 )
 from tuner.studies._progress import Progress
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec
@@ -163,7 +163,7 @@ def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
     Loop then scales their arrivals, ``Workload.at_rate``)."""
     if spec.poisson is None and spec.multi_turn is None:
         return None
-    return lambda rate: build_workload(spec, root, rate)
+    return functools.partial(build_workload, spec, root)  # picklable: worker processes
 
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
@@ -194,14 +194,15 @@ def build_backend(spec: BackendSpec, root: Path, workdir: Path) -> Backend:
     return VLLMServerBackend(model, live.server_settings(), workdir=workdir)
 
 
-def build_search(spec: SearchSpec, storage: str | None, name: str, base: ServingConfig) -> Search:
-    """The search a spec names, with its settings."""
+def build_search(spec: SearchSpec, base: ServingConfig) -> Search:
+    """The search a spec names, with its settings (the study's storage goes to the Loop,
+    which hands it to a TPE search)."""
     if spec.grid is not None:
         return GridSearch()
     if spec.random is not None:
         return RandomSearch(spec.random)
     if spec.tpe is not None:
-        return _tpe(spec.tpe, storage, name)
+        return TPESearch(spec.tpe)
     if spec.list is not None:
         return ListSearch([base.replace(**changes) for changes in spec.list])
     h = spec.halving
@@ -211,14 +212,8 @@ def build_search(spec: SearchSpec, storage: str | None, name: str, base: Serving
     if h.inner is not None and h.inner.random is not None:
         inner = RandomSearch(h.inner.random)
     elif h.inner is not None and h.inner.tpe is not None:
-        inner = _tpe(h.inner.tpe, storage, name)
+        inner = TPESearch(h.inner.tpe)
     return SuccessiveHalving(inner, HalvingSettings(**h.model_dump(exclude={"inner"})))
-
-
-def _tpe(settings: TPESettings, storage: str | None, name: str) -> TPESearch:
-    if storage is not None and settings.storage is None:
-        settings = settings.replace(storage=storage, study_name=settings.study_name or name)
-    return TPESearch(settings)
 
 
 def build_space(spec: StudySpec) -> SearchSpace:
@@ -280,11 +275,12 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     space = build_space(spec)
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
-    search = build_search(spec.search, spec.storage, spec.name, space.base)
+    search = build_search(spec.search, space.base)
     total = spec.budget.max_trials or _planned_trials(spec, len(space))
     outcome: StudyOutcome
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live")
+        storage = spec.storage or (str(folder / "optuna.journal") if spec.workers > 1 else None)
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
         progress = Progress(spec.name, total, objective, space.base)
         loop = Loop(
@@ -293,9 +289,12 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             objective,
             slos,
             workload_at=build_workload_at(spec.workload, root),
-            trial_log=folder / "trials.jsonl",
+            trial_log=folder / "trials.jsonl" if storage is None else None,
             on_trial=progress,
             budget=spec.budget,
+            workers=spec.workers,
+            storage=storage,
+            study_name=(spec.study_name or spec.name) if storage is not None else None,
         )
         try:
             outcome.result = loop.explore(space, workload)

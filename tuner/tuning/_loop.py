@@ -47,6 +47,7 @@ from tuner.tuning._capacity import WorkloadAt, capacity_trial
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._result import Exploration, TuningResult
+from tuner.tuning._workers import explore_shared
 
 #: Figures recorded on every trial when the backend can measure them (for tables and reports).
 HEADLINE_METRICS = (
@@ -84,6 +85,12 @@ class Loop:
         workload_at: For a capacity objective, the workload offered at a load (default:
             ``workload.at_rate``, the same requests with scaled arrivals; a study regenerates a
             generated workload at the rate with the same seed instead).
+        workers: Worker processes sharing the study (see :mod:`tuner.tuning._workers`); more
+            than one needs a ``storage`` (default: a journal file beside ``trial_log``).
+        storage: An Optuna storage for the study: a journal file path or an RDB URL
+            (``sqlite:///x.db``, ``postgresql://...``). The study is then the run's record
+            (no trial log is written) and a rerun resumes it.
+        study_name: The study's name in ``storage`` (default: from the study's fingerprint).
 
     Example:
         >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
@@ -111,6 +118,9 @@ class Loop:
         on_trial: Callable[[Trial], None] | None = None,
         catch: Sequence[type[BaseException]] = (),
         workload_at: WorkloadAt | None = None,
+        workers: int = 1,
+        storage: str | Path | Any | None = None,
+        study_name: str | None = None,
         **budget_changes: Any,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -146,6 +156,9 @@ class Loop:
                 f"Loop.workload_at = {workload_at!r}: must be a function rate -> Workload"
             )
         self.workload_at = workload_at
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"Loop.workers = {workers!r}: must be an integer >= 1")
+        self.workers, self.storage, self.study_name = workers, storage, study_name
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
         self._metrics = list(dict.fromkeys(metrics))
         self._required = set(objective.metrics) | {s.metric for s in self.slos}
@@ -169,6 +182,8 @@ class Loop:
         the best feasible one (None when none is) and, then, the refusal :meth:`run` raises."""
         if not isinstance(workload, Workload):
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
+        if self.workers > 1 or self.storage is not None:
+            return explore_shared(self, space, workload)
         log = None
         if self.trial_log is not None:
             study = fingerprint(
