@@ -32,7 +32,9 @@ import hashlib
 import json
 import math
 import os
+import random
 import socket
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,13 +91,23 @@ def open_storage(storage: str | Path | optuna.storages.BaseStorage) -> optuna.st
         kwargs: dict[str, Any] = {}
         if text.startswith("sqlite"):  # workers wait for SQLite's write lock instead of failing
             kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}}
-        return optuna.storages.RDBStorage(text, **kwargs)
+        attempts = 0
+        while True:  # hosts starting at once race to create the schema: try again
+            try:
+                return optuna.storages.RDBStorage(text, **kwargs)
+            except ImportError:
+                raise
+            except Exception:
+                attempts += 1
+                if attempts == 3:
+                    raise
+                time.sleep(0.5 + random.random())
     except ImportError as e:
         raise SearchError(
             f"storage {text!r}: its database driver is missing ({e}); for PostgreSQL install "
             "the extra: pip install 'vllm-slo-tuner[postgres]'"
         ) from None
-    except (OSError, ValueError, RuntimeError, optuna.exceptions.OptunaError) as e:
+    except Exception as e:  # a driver's own errors (sqlalchemy, psycopg2) included
         raise SearchError(f"storage {text!r}: cannot open it: {e}") from None
 
 
