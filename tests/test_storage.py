@@ -215,3 +215,41 @@ def test_workers_need_a_storage_to_share() -> None:
         Loop(SimulatorBackend(), GridSearch(), workers=2).explore(SPACE, WORKLOAD)
     with pytest.raises(ConfigError, match="workers = 0"):
         Loop(SimulatorBackend(), GridSearch(), workers=0)
+
+
+STUDY = """\
+name: shared
+workload:
+  poisson: {rate: 8, requests: 30, prompt_len: 64, output_len: 8, seed: 0}
+space:
+  base: {max_model_len: 512}
+  knobs:
+    max_num_seqs: [2, 8, 64]
+    max_num_batched_tokens: [64, 256]
+objective: {maximize: output_throughput, tie_break: ttft.p99}
+slos: ["max_step_tokens <= 128"]
+backend:
+  simulator: {step_cost: {fixed: 0.005, per_prefill_token: 1.0e-5}}
+output: OUT
+"""
+
+
+def test_tuner_worker_joins_a_study_in_storage_and_a_second_worker_finds_it_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuner.cli import main
+
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(STUDY.replace("OUT", str(tmp_path / "out")))
+    journal = str(tmp_path / "shared.journal")
+    assert main(["worker", str(study_file), "--storage", journal, "--workers", "2"]) == 0
+    first = capsys.readouterr().out
+    assert main(["worker", str(study_file), "--storage", journal]) == 0  # nothing left to do
+    second = capsys.readouterr().out
+    chosen = [line for line in first.splitlines() if line.startswith("chosen:")]
+    assert chosen and chosen == [ln for ln in second.splitlines() if ln.startswith("chosen:")]
+    s = study(journal, "shared")
+    assert len([t for t in s.trials if "tuner_trial" in t.user_attrs]) == 6
+    assert not (tmp_path / "out" / "trials.jsonl").exists()  # the study is the record
+    assert main(["worker", str(study_file)]) == 2
+    assert "give --storage" in capsys.readouterr().err

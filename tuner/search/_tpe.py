@@ -13,8 +13,7 @@ from pydantic import Field, model_validator
 from tuner.core import ConfigError, SearchError, SearchSpace, ServingConfig, Settings, Trial
 from tuner.objectives import Objective
 from tuner.search._base import Proposal, Search
-from tuner.search._random import SEED_FIELD
-from tuner.search._study import (
+from tuner.search._optuna import (
     KEY_ATTR,
     TRIAL_ATTR,
     WORKER_ATTR,
@@ -27,6 +26,7 @@ from tuner.search._study import (
     worker_identity,
     worst,
 )
+from tuner.search._random import SEED_FIELD
 
 #: Constraint set on every Optuna trial: 0 when the Loop measured the configuration, WORST when
 #: the trial failed or the sampled combination is not a valid configuration of the space.

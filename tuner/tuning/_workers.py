@@ -25,18 +25,34 @@ import pickle
 import queue
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from tuner.backends import Backend
 from tuner.core import ConfigError, SearchSpace, Trial, TunerError, Workload
-from tuner.objectives import best_trial, infeasible_error
-from tuner.search import SharedSearch, StudyStore
+from tuner.objectives import SLO, Objective, best_trial, infeasible_error
+from tuner.search import Search, SharedSearch, StudyStore
 from tuner.tuning._log import fingerprint
 from tuner.tuning._result import Exploration
 
-if TYPE_CHECKING:
-    from tuner.tuning._loop import Loop
+
+class Loop(Protocol):
+    """What this module reads of a :class:`~tuner.tuning.Loop` (which imports this module)."""
+
+    backend: Backend
+    search: Search
+    objective: Objective
+    slos: tuple[SLO, ...]
+    trial_log: Path | None
+    on_trial: Callable[[Trial], None] | None
+    workers: int
+    storage: Any
+    study_name: str | None
+
+    def explore(self, space: SearchSpace, workload: Workload) -> Exploration: ...
+
 
 #: The journal file a multi-worker run keeps next to its trial log when given no storage.
 JOURNAL_NAME = "optuna.journal"
