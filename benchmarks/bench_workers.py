@@ -1,6 +1,6 @@
 """Scale-out on one machine: a CPU-bound capacity grid with ``workers=1`` and ``workers=2``.
 
-Run: ``.venv/bin/python benchmarks/bench_workers.py`` (``--requests 3000``, ``--workers 1,2``).
+Run: ``.venv/bin/python benchmarks/bench_workers.py`` (``--requests 6000``, ``--workers 1,2``).
 The problem: a capacity grid (``Objective.capacity``: per configuration, a load search of
 several simulations) over 12 configurations of ``max_num_batched_tokens`` x ``max_num_seqs``,
 a chat workload simulated with a seconds ``CostModel``, SLOs ``ttft.p99 <= 2s`` and
@@ -35,7 +35,7 @@ SLOS = ["ttft.p99 <= 2s", "itl.p99 <= 60ms"]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--requests", type=int, default=6000)
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
     workload = Workload.poisson(
