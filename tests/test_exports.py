@@ -220,9 +220,12 @@ EXPORTS: dict[str, list[str]] = {
         "RandomSearch",
         "RandomSettings",
         "Search",
+        "SharedSearch",
+        "StudyStore",
         "SuccessiveHalving",
         "TPESearch",
         "TPESettings",
+        "open_storage",
     ],
     "tuner.tuning": [
         "Budget",

@@ -98,9 +98,7 @@ def test_tpe_answers_repeats_from_the_cache_and_stops_after_max_repeats() -> Non
     cached = [t for t in search.study.trials if t.user_attrs.get("tuner_cached")]
     assert len(cached) >= 3
     for ot in cached:  # Optuna is told exactly what the first measurement gave
-        config = SPACE.base.replace(
-            **{k: SPACE.dimensions[k][ot.params[k]] for k in SPACE.dimensions}
-        )
+        config = SPACE.base.replace(**ot.params)  # the real knob values, not indices
         first = measured[config]
         assert ot.value == first.values["total_steps"]
         assert ot.constraints[f"0: {SLO}"] == -first.slo_results[0].margin
@@ -184,7 +182,7 @@ def test_a_failed_trial_is_reported_to_optuna_as_worst_and_infeasible() -> None:
 def test_a_nan_objective_is_reported_as_worst() -> None:
     trial = run(tpe(n_trials=1), slos=()).trials[0]
     nan = trial.model_copy(update={"values": {**trial.values, "total_steps": float("nan")}})
-    assert tpe_module.outcome_of(nan, OBJECTIVE.score).value == WORST
+    assert tpe_module.outcome_of(nan, OBJECTIVE).value == WORST
 
 
 def test_tpe_resumes_from_sqlite_without_reproposing_measured_configs(tmp_path: Path) -> None:

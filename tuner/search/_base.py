@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tuner.core import SearchError, SearchSpace, ServingConfig, Trial
 from tuner.objectives import DEFAULT_OBJECTIVE, Objective
@@ -95,6 +95,23 @@ class Search(ABC):
 
     def _on_start(self, space: SearchSpace) -> None:  # noqa: B027 - optional hook
         """Hook for subclasses: set up state for ``space``."""
+
+    def plan(self) -> list[Proposal] | None:
+        """Every proposal this search will make, in order, when that does not depend on any
+        result (grid, random, list; after :meth:`start`); None otherwise. Workers sharing a
+        study split a plan between them (it is enqueued once in the study)."""
+        return None
+
+    def use_study(self, storage: Any, study_name: str) -> bool:
+        """Offer the Loop's Optuna study (storage and name): a search that keeps its own
+        trials there (TPE, whose sampler reads them) takes it and returns True; the others
+        return False and the Loop claims and records their proposals."""
+        return False
+
+    def as_worker(self, worker: int) -> Search:
+        """This search for worker number ``worker`` of a shared study (a seeded sampler
+        seeds each worker distinctly); the search itself when that makes no difference."""
+        return self
 
     @abstractmethod
     def ask(self) -> Proposal | None:

@@ -25,6 +25,11 @@ class GridSearch(Search):
         self._next = 0
         self.told = []
 
+    def plan(self) -> list[Proposal] | None:
+        """The whole grid, in grid order."""
+        self.space  # noqa: B018 - raises a clear error when start() was not called
+        return list(self._queue)
+
     def ask(self) -> Proposal | None:
         self.space  # noqa: B018 - raises a clear error when start() was not called
         if self._next >= len(self._queue):

@@ -30,6 +30,11 @@ class ListSearch(Search):
     def _on_start(self, space: SearchSpace) -> None:
         self._next = 0
 
+    def plan(self) -> list[Proposal] | None:
+        """The configurations, in order."""
+        self.space  # noqa: B018 - raises a clear error when start() was not called
+        return [Proposal(c) for c in self.configs]
+
     def ask(self) -> Proposal | None:
         self.space  # noqa: B018 - raises a clear error when start() was not called
         if self._next >= len(self.configs):

@@ -61,6 +61,11 @@ class RandomSearch(Search):
         self._next = 0
         self.told = []
 
+    def plan(self) -> list[Proposal] | None:
+        """The seeded permutation (its first ``max_trials``)."""
+        configs = self.space.configs()
+        return [Proposal(configs[i]) for i in self._order]
+
     def ask(self) -> Proposal | None:
         configs = self.space.configs()  # raises a clear error when start() was not called
         if self._next >= len(self._order):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -13,13 +11,22 @@ import optuna
 from pydantic import Field, model_validator
 
 from tuner.core import ConfigError, SearchError, SearchSpace, ServingConfig, Settings, Trial
+from tuner.objectives import Objective
 from tuner.search._base import Proposal, Search
+from tuner.search._optuna import (
+    KEY_ATTR,
+    TRIAL_ATTR,
+    WORKER_ATTR,
+    WORST,
+    abandoned,
+    evaluation_key,
+    knob_distributions,
+    objective_value,
+    quiet_optuna,
+    worker_identity,
+    worst,
+)
 from tuner.search._random import SEED_FIELD
-
-#: Stands for "infinitely bad" where Optuna needs a finite number: the objective value of a
-#: trial whose objective is NaN/inf, of a failed trial and of an invalid combination, and the
-#: constraint value of an SLO whose metric is NaN.
-WORST = 1e300
 
 #: Constraint set on every Optuna trial: 0 when the Loop measured the configuration, WORST when
 #: the trial failed or the sampled combination is not a valid configuration of the space.
@@ -77,15 +84,16 @@ class TPESettings(Settings):
 class TPESearch(Search):
     """Optuna's TPE sampler proposing configurations of the space, SLOs as constraints.
 
-    Each knob of the space is a categorical Optuna parameter over the *indices* of its values
-    (so ints, bools and None all work). The value Optuna minimises is
-    ``objective.score(trial.values)`` (smaller is better); each SLO becomes one Optuna
-    constraint ``-margin`` (<= 0 when met) set with ``optuna.trial.Trial.set_constraint``, so
-    TPE ranks feasible trials first and infeasible ones by total violation. Optuna needs finite
-    numbers: a NaN/inf objective and a NaN SLO metric are reported as :data:`WORST`. A trial the
-    backend could not measure is reported COMPLETE with the value :data:`WORST` and the
-    constraint ``"unmeasured"`` violated by :data:`WORST` (so TPE learns to avoid its region);
-    its reason is kept in the Optuna trial's user attribute ``tuner_error``.
+    Each knob of the space is a categorical Optuna parameter over its actual values (ints,
+    bools and None: optuna-dashboard shows ``max_num_seqs=64``). The study has the
+    objective's direction and each trial's value is the objective's metric (MAXIMIZE
+    ``capacity``); each SLO becomes one Optuna constraint ``-margin`` (<= 0 when met) set with
+    ``optuna.trial.Trial.set_constraint``, so TPE ranks feasible trials first and infeasible
+    ones by total violation. Optuna needs finite numbers: a NaN/inf objective is reported as
+    :data:`WORST` in the objective's direction and a NaN SLO metric's constraint as
+    :data:`WORST`. A trial the backend could not measure is reported COMPLETE with the worst
+    value and the constraint ``"unmeasured"`` violated by :data:`WORST` (so TPE learns to avoid
+    its region); its reason is kept in the Optuna trial's user attribute ``tuner_error``.
 
     Only valid configurations reach the Loop, each at most once:
 
@@ -112,10 +120,11 @@ class TPESearch(Search):
     run's answer is the Loop's business (its trial log). The study remembers the space and the
     objective it was created for and refuses to resume with different ones.
 
-    Each Optuna trial carries user attributes for readers of the study: ``tuner_config`` (the
-    knob values behind the index parameters), ``tuner_fidelity``, ``tuner_error`` (failed),
+    Each Optuna trial carries user attributes for readers of the study: ``tuner_trial`` (the
+    tuner record of a measured trial), ``tuner_fidelity``, ``tuner_error`` (failed),
     ``tuner_invalid`` (a refused combination, with vLLM's reason) or ``tuner_cached`` (a
-    repeat answered from the cache).
+    repeat answered from the cache). A Loop given a ``storage`` hands its study to this search
+    (:meth:`use_study`), so TPE samples from, and records in, the Loop's study.
 
     Optuna's INFO log lines ("A new study created ...", "Using an existing study ...") are
     silenced while this search talks to Optuna; the previous verbosity is restored afterwards
@@ -162,7 +171,7 @@ class TPESearch(Search):
         self._dims: dict[str, tuple[Any, ...]] = {}
         self._distributions: dict[str, Any] = {}
         self._configs: set[ServingConfig] = set()
-        self._at: dict[tuple[int, ...], ServingConfig | str] = {}
+        self._at: dict[tuple[Any, ...], ServingConfig | str] = {}
         self._remote: dict[ServingConfig, _Outcome] = {}
         self._done: set[ServingConfig] = set()
         self._pending: dict[ServingConfig, Any] = {}
@@ -177,12 +186,29 @@ class TPESearch(Search):
             raise SearchError("TPESearch: call start(space) before using the study")
         return self._study
 
+    def use_study(self, storage: Any, study_name: str) -> bool:
+        """Sample from and record in the Loop's study (when this search has no storage of its
+        own, or the same one)."""
+        if self.storage is None:
+            self.storage, self.study_name = storage, study_name
+            return True
+        if self.storage is storage and self.study_name == study_name:
+            return True
+        raise SearchError(
+            f"TPESearch has its own storage ({self.storage!r}, study {self.study_name!r}) and the "
+            f"Loop another (study {study_name!r}); give the storage to the Loop only"
+        )
+
+    def as_worker(self, worker: int) -> TPESearch:
+        """This search for worker ``worker``: its sampler seeded from ``seed`` and
+        ``settings.worker + worker``."""
+        copy = TPESearch(self.settings.replace(worker=self.settings.worker + worker))
+        copy.storage, copy.study_name = self.storage, self.study_name
+        return copy
+
     def _on_start(self, space: SearchSpace) -> None:
         self._dims = space.dimensions
-        self._distributions = {
-            k: optuna.distributions.CategoricalDistribution(list(range(len(v))))
-            for k, v in self._dims.items()
-        }
+        self._distributions = knob_distributions(space)
         self._configs = set(space.configs())
         self._at = {}
         self._remote = {}
@@ -196,13 +222,13 @@ class TPESearch(Search):
             n_startup_trials=self.n_startup_trials,
             constant_liar=True,  # running trials count as bad guesses: workers spread out
         )
-        with _quiet_optuna():
+        with quiet_optuna():
             try:
                 self._study = optuna.create_study(
                     storage=self.storage,
                     sampler=sampler,
                     study_name=self.study_name,
-                    direction="minimize",
+                    direction=self.objective.direction,
                     load_if_exists=True,
                 )
             except (ValueError, RuntimeError, ImportError) as e:
@@ -211,6 +237,7 @@ class TPESearch(Search):
                     f"{self.storage!r}: {e}"
                 ) from e
         self._check_study_matches()
+        self._reap()
         self._sync()
 
     def ask(self) -> Proposal | None:
@@ -221,14 +248,14 @@ class TPESearch(Search):
                 return None
             if len(self._done) + len(self._pending) >= len(self._configs):
                 return None
-            with _quiet_optuna():
+            with quiet_optuna():
                 ot = self.study.ask(fixed_distributions=self._distributions)
-            index = tuple(int(ot.params[k]) for k in self._dims)
+            index = tuple(ot.params[k] for k in self._dims)
             config = self._config_at(index)
             known = None if isinstance(config, str) else self._known(config)
             if isinstance(config, str):
                 ot.set_user_attr("tuner_invalid", config)
-                self._tell(ot, _Outcome(WORST, {UNMEASURED: WORST}))
+                self._tell(ot, _Outcome(worst(self.objective), {UNMEASURED: WORST}))
             elif known is not None:
                 ot.set_user_attr("tuner_cached", True)
                 self._tell(ot, known)
@@ -238,10 +265,11 @@ class TPESearch(Search):
                 or self._claimed_elsewhere(ot.number, index)
                 or self._finished_elsewhere(config)
             ):
-                with _quiet_optuna():
+                with quiet_optuna():
                     self.study.tell(ot, state=optuna.trial.TrialState.FAIL)
             else:
-                ot.set_user_attr("tuner_config", self.space.point(config))  # readable params
+                ot.set_user_attr(WORKER_ATTR, worker_identity())
+                ot.set_user_attr(KEY_ATTR, evaluation_key(config, 1.0))
                 self._pending[config] = ot
                 self._returned += 1
                 self._repeats = 0
@@ -256,10 +284,11 @@ class TPESearch(Search):
                 "proposed by this search, or was already told"
             )
         ot.set_user_attr("tuner_fidelity", trial.fidelity)
+        ot.set_user_attr(TRIAL_ATTR, trial.record())
         if not trial.ok:
             ot.set_user_attr("tuner_error", trial.error or "failed")
         self._done.add(trial.config)
-        self._tell(ot, outcome_of(trial, self.objective.score))
+        self._tell(ot, outcome_of(trial, self.objective))
         self._synced.add(ot.number)
 
     def _finished_elsewhere(self, config: ServingConfig) -> bool:
@@ -269,16 +298,16 @@ class TPESearch(Search):
         self._sync()
         return config in self._remote
 
-    def _claimed_elsewhere(self, number: int, index: tuple[int, ...]) -> bool:
+    def _claimed_elsewhere(self, number: int, index: tuple[Any, ...]) -> bool:
         """Whether another worker is measuring this configuration right now: an earlier
-        RUNNING trial of the shared study with the same parameters, started less than
-        ``stale_after`` seconds ago (older ones are taken for a crashed worker's leftovers).
-        The earliest claim wins, so two workers that sampled the same configuration at the
-        same moment never both measure it."""
+        RUNNING trial of the shared study with the same parameters whose worker is alive
+        (:func:`~tuner.search._study.abandoned`: a dead process of this host, or a claim older
+        than ``stale_after`` seconds, is a crashed worker's leftover). The earliest claim wins,
+        so two workers that sampled the same configuration at the same moment never both
+        measure it."""
         if self.storage is None:
             return False
-        now = datetime.datetime.now()
-        with _quiet_optuna():
+        with quiet_optuna():
             running = self.study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
             )
@@ -286,33 +315,45 @@ class TPESearch(Search):
         for t in running:
             if t.number >= number or not set(t.params) <= set(self._dims):
                 continue
-            started = t.datetime_start
-            if started is not None and (now - started).total_seconds() > self.settings.stale_after:
+            if abandoned(t, self.settings.stale_after):
                 continue
             # A trial still being written may hold only some parameters: if those match, it
             # may be this configuration, so yield (a spurious yield only costs a resample).
-            if all(int(v) == mine[k] for k, v in t.params.items()):
+            if all(_same(v, mine[k]) for k, v in t.params.items()):
                 return True
         return False
+
+    def _reap(self) -> None:
+        """Fail the RUNNING trials of dead workers (a killed run), so TPE's constant liar no
+        longer counts them and their configurations can be measured again."""
+        if self.storage is None:
+            return
+        with quiet_optuna():
+            for t in self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            ):
+                if WORKER_ATTR in t.user_attrs and abandoned(t, self.settings.stale_after):
+                    with contextlib.suppress(ValueError, RuntimeError):  # finished meanwhile
+                        self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
     def _known(self, config: ServingConfig) -> _Outcome | None:
         """What is known of ``config`` already: the Loop's record first, then the study."""
         trial = self.measured.get(config)
         if trial is not None:
             self._done.add(config)
-            return outcome_of(trial, self.objective.score)
+            return outcome_of(trial, self.objective)
         return self._remote.get(config)
 
     def _tell(self, ot: Any, outcome: _Outcome) -> None:
         for key, value in outcome.constraints.items():
             ot.set_constraint(key, value)
-        with _quiet_optuna():
+        with quiet_optuna():
             self.study.tell(ot, outcome.value)
 
-    def _config_at(self, index: tuple[int, ...]) -> ServingConfig | str:
-        """The configuration at these value indices, or why there is none (memoised)."""
+    def _config_at(self, index: tuple[Any, ...]) -> ServingConfig | str:
+        """The configuration with these knob values, or why there is none (memoised)."""
         if index not in self._at:
-            changes = {k: vals[i] for (k, vals), i in zip(self._dims.items(), index, strict=True)}
+            changes = dict(zip(self._dims, index, strict=True))
             try:
                 config = self.space.base.replace(**changes)
             except ConfigError as e:
@@ -325,7 +366,7 @@ class TPESearch(Search):
 
     def _sync(self) -> None:
         """Read the study's COMPLETE trials that other runs or workers measured."""
-        with _quiet_optuna():
+        with quiet_optuna():
             trials = self.study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
             )
@@ -335,7 +376,7 @@ class TPESearch(Search):
             self._synced.add(t.number)
             if "tuner_invalid" in t.user_attrs or set(t.params) != set(self._dims):
                 continue
-            config = self._config_at(tuple(int(t.params[k]) for k in self._dims))
+            config = self._config_at(tuple(t.params[k] for k in self._dims))
             if isinstance(config, ServingConfig) and config not in self._remote:
                 self._remote[config] = _Outcome(float(t.value), dict(t.constraints))
                 self._done.add(config)
@@ -363,28 +404,25 @@ class TPESearch(Search):
                     )
 
 
-def outcome_of(trial: Trial, score: Callable[[Mapping[str, float]], float]) -> _Outcome:
-    """What Optuna is told for a recorded trial (``score`` maps its values to smaller-better)."""
+def outcome_of(trial: Trial, objective: Objective) -> _Outcome:
+    """What Optuna is told for a recorded trial: the objective's metric (the study has the
+    objective's direction), the worst finite value when it is not a number or unmeasured."""
+    bad = worst(objective)
     if not trial.ok:
-        return _Outcome(WORST, {UNMEASURED: WORST})
+        return _Outcome(bad, {UNMEASURED: WORST})
     constraints = {UNMEASURED: 0.0}
     for i, r in enumerate(trial.slo_results):
         constraints[f"{i}: {r.slo}"] = _finite(-r.margin)
-    return _Outcome(_finite(score(trial.values)), constraints)
+    value = objective_value(trial, objective)
+    return _Outcome(bad if math.isnan(value) else value, constraints)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal knob values of one parameter (True is not 1 here)."""
+    return type(a) is type(b) and a == b
 
 
 def _finite(x: float) -> float:
     if math.isnan(x) or x > WORST:
         return WORST
     return max(x, -WORST)
-
-
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna's INFO lines off for the duration; the old verbosity restored."""
-    old = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,6 @@ from tuner.search import (
     Search,
     SuccessiveHalving,
     TPESearch,
-    TPESettings,
 )
 from tuner.studies._baseline import baseline_timelines, measure_baseline
 from tuner.studies._deployment import (
@@ -134,13 +134,18 @@ def fit_to(workload: Workload, max_model_len: int, policy: str) -> tuple[Workloa
     return Workload(clipped, hash_chunk_size=chunk), f"{what}: clipped to fit"
 
 
+def _fitted(regenerate: WorkloadAt, limit: int, policy: str, rate: float) -> Workload:
+    """``regenerate(rate)`` under the ``oversized`` policy (module level: picklable)."""
+    return fit_to(regenerate(rate), limit, policy)[0]
+
+
 def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
     """How a capacity objective offers the workload at a rate: a generated workload is
     regenerated at the rate with the same seed; a trace or literal requests return None (the
     Loop then scales their arrivals, ``Workload.at_rate``)."""
     if spec.poisson is None and spec.multi_turn is None:
         return None
-    return lambda rate: build_workload(spec, root, rate)
+    return functools.partial(build_workload, spec, root)  # picklable: worker processes
 
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
@@ -177,14 +182,15 @@ def build_backend(
     return VLLMServerBackend(model, live.server_settings(), workdir=workdir)
 
 
-def build_search(spec: SearchSpec, storage: str | None, name: str, base: ServingConfig) -> Search:
-    """The search a spec names, with its settings."""
+def build_search(spec: SearchSpec, base: ServingConfig) -> Search:
+    """The search a spec names, with its settings (the study's storage goes to the Loop,
+    which hands it to a TPE search)."""
     if spec.grid is not None:
         return GridSearch()
     if spec.random is not None:
         return RandomSearch(spec.random)
     if spec.tpe is not None:
-        return _tpe(spec.tpe, storage, name)
+        return TPESearch(spec.tpe)
     if spec.list is not None:
         return ListSearch([base.replace(**changes) for changes in spec.list])
     h = spec.halving
@@ -194,14 +200,8 @@ def build_search(spec: SearchSpec, storage: str | None, name: str, base: Serving
     if h.inner is not None and h.inner.random is not None:
         inner = RandomSearch(h.inner.random)
     elif h.inner is not None and h.inner.tpe is not None:
-        inner = _tpe(h.inner.tpe, storage, name)
+        inner = TPESearch(h.inner.tpe)
     return SuccessiveHalving(inner, HalvingSettings(**h.model_dump(exclude={"inner"})))
-
-
-def _tpe(settings: TPESettings, storage: str | None, name: str) -> TPESearch:
-    if storage is not None and settings.storage is None:
-        settings = settings.replace(storage=storage, study_name=settings.study_name or name)
-    return TPESearch(settings)
 
 
 def build_space(spec: StudySpec) -> SearchSpace:
@@ -271,19 +271,17 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     regenerate = build_workload_at(spec.workload, root)
     workload_at = None
     if regenerate is not None:
-        policy = spec.workload.oversized
-
-        def workload_at(rate: float) -> Workload:
-            return fit_to(regenerate(rate), limit, policy)[0]
+        workload_at = functools.partial(_fitted, regenerate, limit, spec.workload.oversized)
 
     objective = build_objective(spec)
     slos = parse_slos(list(spec.slos))
-    search = build_search(spec.search, spec.storage, spec.name, space.base)
+    search = build_search(spec.search, space.base)
     total = spec.budget.max_trials or planned_trials(spec, len(space))
     deployment = build_deployment(spec.target, root)
     outcome: StudyOutcome
     if spec.backend is not None:
         backend = build_backend(spec.backend, root, folder / "live", deployment)
+        storage = spec.storage or (str(folder / "optuna.journal") if spec.workers > 1 else None)
         outcome = StudyOutcome(spec, folder, workload, space, objective, slos, backend.describe())
         outcome.workload_note = fitted
         progress = Progress(spec.name, total, objective, space.base)
@@ -297,10 +295,13 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             objective,
             slos,
             workload_at=workload_at,
-            trial_log=folder / "trials.jsonl",
+            trial_log=folder / "trials.jsonl" if storage is None else None,
             on_trial=progress,
             budget=spec.budget,
             repeats=spec.repeats,
+            workers=spec.workers,
+            storage=storage,
+            study_name=(spec.study_name or spec.name) if storage is not None else None,
         )
         try:
             outcome.result = loop.explore(space, workload)

@@ -267,8 +267,16 @@ class StudySpec(_Spec):
     output: str = Field(default="runs/{name}", min_length=1, max_length=1024)
     """Output folder (relative to the current directory; ``~`` is your home); ``{name}`` is
     the study's name, the only placeholder."""
-    storage: str | None = None
-    """An Optuna storage URL for TPE (e.g. sqlite:///runs/chat/optuna.db)."""
+    storage: str | None = Field(default=None, min_length=1)
+    """The Optuna storage the study lives in, for every search: a journal file path (e.g.
+    runs/chat/optuna.journal) or an RDB URL (sqlite:///runs/chat/optuna.db,
+    postgresql://user@host/db). The study is then the record (no trials.jsonl); rerunning
+    resumes it, and workers on many hosts join it (tuner worker)."""
+    study_name: str | None = Field(default=None, min_length=1)
+    """The study's name in the storage (default: the study's name)."""
+    workers: int = Field(default=1, ge=1, le=256)
+    """Worker processes on this machine sharing the study (default storage with more than
+    one: a journal file in the output folder)."""
     target: Target | None = None
     """The device the recommendation is for (``{gpu: h100}``, ``{device: cpu}``). With a
     target, the knobs the study leaves unset start at vLLM's defaults there (step budget and
@@ -302,19 +310,19 @@ class StudySpec(_Spec):
     @field_validator("storage")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z][a-z0-9+]*://", v):
+        if v is not None and "://" in v and not re.match(r"^[a-z][a-z0-9+]*://", v):
             raise ValueError(
-                "not an Optuna storage URL; expected e.g. sqlite:///runs/x/optuna.db or "
-                "postgresql://user@host/db"
+                "not an Optuna storage URL; expected e.g. sqlite:///runs/x/optuna.db, "
+                "postgresql://user@host/db, or a journal file path"
             )
         return v
 
     @model_validator(mode="after")
-    def _storage_used(self) -> StudySpec:
-        if self.storage is not None and self.search.kind != "tpe":
+    def _scale_out(self) -> StudySpec:
+        if self.two_tier is not None and (self.storage is not None or self.workers > 1):
             raise ValueError(
-                f"storage is only used by the tpe search; this study uses {self.search.kind}: "
-                "remove 'storage' or switch to search: {tpe: {...}}"
+                "storage and workers apply to a 'backend' study; a two_tier study runs its "
+                "cheap search and its confirmations in one process"
             )
         return self
 

@@ -57,6 +57,7 @@ from tuner.tuning._repeats import (
     verdict,
 )
 from tuner.tuning._result import Exploration, TuningResult
+from tuner.tuning._workers import explore_shared
 
 #: Figures recorded on every trial when the backend can measure them (for tables and reports).
 HEADLINE_METRICS = (
@@ -98,6 +99,12 @@ class Loop:
             are judged (:class:`Repeats`; default ``Repeats()``: up to 5 runs while the
             decision is open, SLOs met with 95 % confidence). A deterministic backend is
             measured once.
+        workers: Worker processes sharing the study (see :mod:`tuner.tuning._workers`); more
+            than one needs a ``storage`` (default: a journal file beside ``trial_log``).
+        storage: An Optuna storage for the study: a journal file path or an RDB URL
+            (``sqlite:///x.db``, ``postgresql://...``). The study is then the run's record
+            (no trial log is written) and a rerun resumes it.
+        study_name: The study's name in ``storage`` (default: from the study's fingerprint).
 
     Example:
         >>> from tuner import Loop, Objective, Request, SearchSpace, ServingConfig, Workload
@@ -126,6 +133,9 @@ class Loop:
         catch: Sequence[type[BaseException]] = (),
         workload_at: WorkloadAt | None = None,
         repeats: Repeats | None = None,
+        workers: int = 1,
+        storage: str | Path | Any | None = None,
+        study_name: str | None = None,
         **budget_changes: Any,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -162,6 +172,9 @@ class Loop:
                 f"Loop.workload_at = {workload_at!r}: must be a function rate -> Workload"
             )
         self.workload_at = workload_at
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"Loop.workers = {workers!r}: must be an integer >= 1")
+        self.workers, self.storage, self.study_name = workers, storage, study_name
         metrics = [*objective.metrics, *(s.metric for s in self.slos), *HEADLINE_METRICS]
         self._metrics = list(dict.fromkeys(metrics))
         self._required = set(objective.metrics) | {s.metric for s in self.slos}
@@ -189,6 +202,8 @@ class Loop:
         the best feasible one (None when none is) and, then, the refusal :meth:`run` raises."""
         if not isinstance(workload, Workload):
             raise ConfigError(f"Loop.run(workload=...): expected a Workload, got {workload!r}")
+        if self.workers > 1 or self.storage is not None:
+            return explore_shared(self, space, workload)
         log = None
         if self.trial_log is not None:
             study = fingerprint(
