@@ -1,11 +1,11 @@
 """Capacity tuning on a real trace: gain over vLLM's defaults, probes, searches, auto_tune.sh.
 
-Run: ``.venv/bin/python benchmarks/bench_capacity.py`` (about 7.5 minutes on 2 busy cores;
-tables on stdout, progress on stderr). Options: ``--requests 1000`` (how many of the trace's
-3,000 requests), ``--seeds 10`` (seeds per strategy; 0 = no strategy runs),
-``--budget-fraction 0.2`` (each run's ``Loop(max_cost=...)`` as a fraction of the exhaustive
-grid's cost), ``--quick`` (a small space and 200 requests, 2 seeds, a few seconds: a smoke
-test, not the numbers to quote).
+Run: ``.venv/bin/python benchmarks/bench_capacity.py`` (7 to 12 minutes on 2 shared cores,
+6 CPU-minutes; tables on stdout, progress on stderr). Options: ``--requests 1000`` (how many
+of the trace's 3,000 requests), ``--seeds 10`` (seeds per strategy; 0 = no strategy runs),
+``--budget-fraction 0.2`` (each seeded run's ``Loop(max_cost=...)`` as a fraction of the
+shortcut grid's cost), ``--quick`` (a small space and 200 requests, 2 seeds, a few seconds: a
+smoke test, not the numbers to quote).
 
 The problem (:func:`make_problem`): the first requests of Azure's public LLM inference
 conversation trace (``benchmarks/data``: production arrival times, prompt and output lengths)
