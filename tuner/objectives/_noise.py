@@ -63,8 +63,9 @@ def metric_samples(m: Measurement, metric: str) -> npt.NDArray[np.float64] | Non
     if ref.stat is None or ref.name == "itl" or ref.name not in DISTRIBUTIONS:
         return None
     values, _ = DISTRIBUTIONS[ref.name].samples(m)
-    v = np.asarray(values, dtype=np.float64)
-    return v[~np.isnan(v)]
+    v: npt.NDArray[np.float64] = np.asarray(values, dtype=np.float64)
+    kept: npt.NDArray[np.float64] = v[~np.isnan(v)]
+    return kept
 
 
 def _row_stat(mat: npt.NDArray[np.float64], stat: str) -> npt.NDArray[np.float64]:
