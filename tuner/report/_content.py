@@ -8,11 +8,12 @@ from pathlib import Path
 import yaml
 
 from tuner.core import ServingConfig, Trial
-from tuner.objectives import SLO, binding_slo, relative_margin
+from tuner.objectives import SLO, binding_slo, rank, relative_margin
 from tuner.report import _figures
 from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
+from tuner.report._units import headline, with_unit
 from tuner.studies import StudyOutcome, StudySpec
 
 
@@ -87,11 +88,22 @@ def blocks(o: StudyOutcome) -> list[Block]:
     return out
 
 
+def _words(best: Trial, o: StudyOutcome) -> str:
+    """The winner's searched knobs in words: ``max_num_batched_tokens 512, max_num_seqs 64``."""
+    return ", ".join(f"{k} {getattr(best.config, k)}" for k in o.space.dimensions) or "the base"
+
+
 def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
     diff = best.config.describe(ServingConfig())
     out: list[Block] = [
         Heading("The winner"),
-        Para(f"{diff} -- {o.objective.metric} = {fmt(best.values[o.objective.metric])}", True),
+        Para(
+            headline(
+                _words(best, o), o.objective.metric, best.values[o.objective.metric], o.time_unit
+            ),
+            True,
+        ),
+        Para(f"As a configuration: `{diff}`"),
         *tie_blocks(o.trials, o.objective, best),
         Para(
             f"Paste into `vllm serve` on {o.target.describe()} (only the knobs the study tuned "
@@ -136,7 +148,7 @@ def _trials(o: StudyOutcome) -> list[Block]:
     best = o.best
     repeated = noisy(o.trials)
     rows = []
-    for t in sorted(o.trials, key=lambda t: t.number):
+    for t in rank(list(o.trials), o.objective):  # feasible by value, then near misses, failed
         mark = " (chosen)" if best is not None and t.number == best.number else ""
         rate = t.values.get("prefix_cache_hit_rate", math.nan)
         if repeated:
@@ -158,7 +170,18 @@ def _trials(o: StudyOutcome) -> list[Block]:
     extra = ["prefix cache hit rate"] if hits else []
     return [
         Heading("Trials"),
-        Table(["#", *knobs, "fidelity", *metrics, *runs, *extra, "feasible"], rows),
+        Table(
+            [
+                "#",
+                *knobs,
+                "fidelity",
+                *(with_unit(m, o.time_unit) for m in metrics),
+                *runs,
+                *extra,
+                "feasible",
+            ],
+            rows,
+        ),
         *noise_blocks(o.trials, metrics, o.spec.repeats.confidence),
     ]
 

@@ -49,7 +49,10 @@ _ENTITY = re.compile(r"&(?=#?\w+;)")
 def md_text(text: str) -> str:
     """Text safe in Markdown: what a renderer would take as an HTML tag (``<script>``) or an
     entity is escaped, as the HTML report escapes it; ``ttft.p99 <= 1s`` stays readable."""
-    return _TAG.sub("&lt;", _ENTITY.sub("&amp;", text))
+    parts = text.split("`")  # inside `code spans` a renderer shows the text as it is
+    return "`".join(
+        p if i % 2 else _TAG.sub("&lt;", _ENTITY.sub("&amp;", p)) for i, p in enumerate(parts)
+    )
 
 
 def _fence(text: str) -> str:
