@@ -649,7 +649,9 @@ def test_live_grid_picks_the_best_config_that_meets_every_slo(
     assert best.values["max_step_tokens"] <= 128 and best.values["ttft.p99"] <= 5
     (big,) = [t for t in result.trials if t.ok and t.config.max_num_batched_tokens == 256]
     assert not big.feasible  # 200-token prompts fill a 256-token budget: steps of > 128 tokens
-    assert [v.slo for v in big.violations] == ["max_step_tokens <= 128"]
+    # the step SLO is what rules it out (the TTFT one may miss too under the confident rule
+    # when the machine is busy: it is judged on its interval's far end)
+    assert "max_step_tokens <= 128" in [v.slo for v in big.violations]
 
 
 @pytest.mark.vllm
