@@ -95,7 +95,7 @@ def test_the_load_client_agrees_with_vllm_bench_serve_on_the_same_trace(
         "median_ttft_ms": float(np.median(sent_ttft)) * 1000,
         "median_itl_ms": float(np.median(m.itl_values)) * 1000,
         "median_tpot_ms": float(np.median((m.e2e - m.ttft) / (m.output_tokens - 1))) * 1000,
-        "median_e2el_ms": float(np.median(m.e2e)) * 1000,
+        "median_e2el_ms": float(np.median([r.e2e for r in trial.load.requests])) * 1000,
         "output_throughput": float(m.output_tokens.sum()) / m.duration,
     }
     trace.to_jsonl(tmp_path / "trace.jsonl")
