@@ -22,15 +22,21 @@ rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
 * Async scheduling: a finished request keeps its slot and blocks through the next step.
 * Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
   the first step starting at or after ``t``; an idle engine jumps to the next arrival.
+* Closed loop (``workload.user``): a user's first request arrives at its ``arrival``; when a
+  request gets its last token at the end of a step (time ``t``), its user's next request
+  arrives at ``t + think_time`` (with no think time: seen by the very next step). Requests due
+  by a step are queued in order of arrival, then request id, as in open loop.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable
 
 from tuner.backends._timeline import Timeline
 from tuner.core import BackendError, ServingConfig, Workload
+from tuner.core._closed_loop import next_of_user
 
 
 class Req:
@@ -102,6 +108,17 @@ class Engine:
         self.kv_limited = cap is not None
         self.free_blocks = 0 if cap is None else cap - 1  # block 0 is reserved
         self.last_emitted: list[Req] = []  # requests that got a token in the last step
+        # Closed loop: each request's successor (its user's next), the think times, and the
+        # requests due to arrive, as a heap of (arrival, id).
+        self.closed = workload.user is not None
+        self.successor: list[int] = []
+        self.think: list[float] = []
+        self.due: list[tuple[float, int]] = []
+        if workload.user is not None and workload.think_time is not None:
+            self.successor, firsts = next_of_user(workload.user)
+            self.think = workload.think_time.tolist()
+            self.due = [(self.arrival[i], i) for i in firsts]
+            heapq.heapify(self.due)
 
     def _free(self, r: Req) -> None:
         self.free_blocks += r.blocks
@@ -110,6 +127,9 @@ class Engine:
     # --- the engine loop -----------------------------------------------------------------------
     def run(self) -> None:
         """Simulate until every request has finished."""
+        if self.closed:
+            self._run_closed()
+            return
         arrivals = [self.arrival[i] for i in self.order]  # in the order they arrive
         incoming = [self.reqs[i] for i in self.order]
         arrivals.append(float("inf"))  # a sentinel: nothing more arrives
@@ -126,6 +146,40 @@ class Engine:
                 continue
             now, finished = self._advance(now, arrivals[pending] if pending < n else None)
             done += finished
+
+    def _run_closed(self) -> None:
+        """:meth:`run` for a closed-loop workload: arrivals come from :attr:`due`, which every
+        finish feeds (:meth:`_finished`)."""
+        waiting, finishing, due, reqs, tl = (
+            self.waiting,
+            self.finishing,
+            self.due,
+            self.reqs,
+            self.tl,
+        )
+        n = len(reqs)
+        done = 0
+        now = due[0][0]
+        while done < n:
+            while due and due[0][0] <= now:
+                t, i = heapq.heappop(due)
+                tl.arrived(i, t)
+                waiting.append(reqs[i])
+            if not waiting and not finishing and not self.running:
+                now = due[0][0]
+                continue
+            now, finished = self._advance(now, due[0][0] if due else None)
+            done += finished
+
+    def _finished(self, done: Iterable[Req], end: float) -> None:
+        """Closed loop: ``done`` got their last token at ``end``; their users send their next
+        requests a think time later."""
+        if self.closed:
+            successor, think, due = self.successor, self.think, self.due
+            for r in done:
+                j = successor[r.id]
+                if j >= 0:
+                    heapq.heappush(due, (end + think[j], j))
 
     def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
         """Move the engine forward from ``now`` (one step here; a fast engine may record many
@@ -242,6 +296,7 @@ class Engine:
 
         if not scheduled:
             if released:  # the freed slots and blocks are usable by the next schedule()
+                self.last_emitted = []  # nobody got a token (the fast engine reads it)
                 return now, 0
             raise BackendError(
                 "simulator stalled: a step scheduled no token while requests wait "
@@ -259,4 +314,5 @@ class Engine:
                     finishing.append(r)
                 else:
                     self._free(r)
+            self._finished(finished, end)
         return end, len(finished)
