@@ -30,13 +30,12 @@ rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Iterable
 
+from tuner.backends._arrivals import Arrivals
 from tuner.backends._timeline import Timeline
 from tuner.core import BackendError, ServingConfig, Workload
-from tuner.core._closed_loop import next_of_user
 
 
 class Req:
@@ -108,17 +107,8 @@ class Engine:
         self.kv_limited = cap is not None
         self.free_blocks = 0 if cap is None else cap - 1  # block 0 is reserved
         self.last_emitted: list[Req] = []  # requests that got a token in the last step
-        # Closed loop: each request's successor (its user's next), the think times, and the
-        # requests due to arrive, as a heap of (arrival, id).
-        self.closed = workload.user is not None
-        self.successor: list[int] = []
-        self.think: list[float] = []
-        self.due: list[tuple[float, int]] = []
-        if workload.user is not None and workload.think_time is not None:
-            self.successor, firsts = next_of_user(workload.user)
-            self.think = workload.think_time.tolist()
-            self.due = [(self.arrival[i], i) for i in firsts]
-            heapq.heapify(self.due)
+        # Closed loop: the requests due to arrive, fed by every finish.
+        self.due = Arrivals(workload) if workload.user is not None else None
 
     def _free(self, r: Req) -> None:
         self.free_blocks += r.blocks
@@ -127,8 +117,8 @@ class Engine:
     # --- the engine loop -----------------------------------------------------------------------
     def run(self) -> None:
         """Simulate until every request has finished."""
-        if self.closed:
-            self._run_closed()
+        if self.due is not None:
+            self._run_closed(self.due)
             return
         arrivals = [self.arrival[i] for i in self.order]  # in the order they arrive
         incoming = [self.reqs[i] for i in self.order]
@@ -147,39 +137,28 @@ class Engine:
             now, finished = self._advance(now, arrivals[pending] if pending < n else None)
             done += finished
 
-    def _run_closed(self) -> None:
+    def _run_closed(self, due: Arrivals) -> None:
         """:meth:`run` for a closed-loop workload: arrivals come from :attr:`due`, which every
         finish feeds (:meth:`_finished`)."""
-        waiting, finishing, due, reqs, tl = (
-            self.waiting,
-            self.finishing,
-            self.due,
-            self.reqs,
-            self.tl,
-        )
+        waiting, finishing, reqs, tl = self.waiting, self.finishing, self.reqs, self.tl
         n = len(reqs)
         done = 0
-        now = due[0][0]
+        now = due.first_time()
         while done < n:
-            while due and due[0][0] <= now:
-                t, i = heapq.heappop(due)
+            for i, t in due.pop_until(now):
                 tl.arrived(i, t)
                 waiting.append(reqs[i])
             if not waiting and not finishing and not self.running:
-                now = due[0][0]
+                now = due.first_time()
                 continue
-            now, finished = self._advance(now, due[0][0] if due else None)
+            now, finished = self._advance(now, due.next_time())
             done += finished
 
     def _finished(self, done: Iterable[Req], end: float) -> None:
         """Closed loop: ``done`` got their last token at ``end``; their users send their next
         requests a think time later."""
-        if self.closed:
-            successor, think, due = self.successor, self.think, self.due
-            for r in done:
-                j = successor[r.id]
-                if j >= 0:
-                    heapq.heappush(due, (end + think[j], j))
+        if self.due is not None:
+            self.due.finished([r.id for r in done], end)
 
     def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
         """Move the engine forward from ``now`` (one step here; a fast engine may record many
