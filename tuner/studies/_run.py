@@ -109,8 +109,19 @@ class StudyOutcome:
 
 def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) -> Workload:
     """The workload a spec describes (traces are read relative to the study file); a
-    generated one at ``rate`` instead of its own when given."""
-    if spec.trace is not None:
+    generated one at ``rate`` instead of its own when given (a closed loop: that many users)."""
+    if spec.closed_loop is not None:
+        c = spec.closed_loop
+        w = Workload.closed_loop(
+            c.users if rate is None else int(rate),
+            c.requests,
+            parse_length(str(c.prompt_len)),
+            parse_length(str(c.output_len)),
+            think_time=c.think_time,
+            ramp=c.ramp,
+            seed=c.seed,
+        )
+    elif spec.trace is not None:
         t = spec.trace if isinstance(spec.trace, TraceFile) else TraceFile(path=spec.trace)
         path = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
         read = Workload.from_csv if path.suffix == ".csv" else Workload.from_jsonl
@@ -157,13 +168,15 @@ def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) ->
     return w if spec.head >= 1 else w.head(spec.head)
 
 
-def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
-    """How a capacity objective offers the workload at a rate: a generated workload is
-    regenerated at the rate with the same seed; a trace or literal requests return None (the
-    Loop then scales their arrivals, ``Workload.at_rate``)."""
-    if spec.poisson is None and spec.multi_turn is None:
+def build_workload_at(spec: WorkloadSpec, root: Path, mode: str = "rate") -> WorkloadAt | None:
+    """How a capacity objective offers the workload at a load: a generated workload is
+    regenerated at the rate (in mode ``concurrency``: a closed loop at the number of users)
+    with the same seed; otherwise None (the Loop then scales the arrivals,
+    ``Workload.at_rate``, or spreads the requests over the users, ``at_concurrency``)."""
+    generated = ("closed_loop",) if mode == "concurrency" else ("poisson", "multi_turn")
+    if all(getattr(spec, k) is None for k in generated):
         return None
-    return lambda rate: build_workload(spec, root, rate)
+    return lambda load: build_workload(spec, root, load)
 
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
@@ -292,7 +305,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             search,
             objective,
             slos,
-            workload_at=build_workload_at(spec.workload, root),
+            workload_at=build_workload_at(spec.workload, root, spec.objective.mode),
             trial_log=folder / "trials.jsonl",
             on_trial=progress,
             budget=spec.budget,
@@ -373,7 +386,7 @@ def _baseline(outcome: StudyOutcome, sim: SimulatorBackend | None, root: Path) -
         ListSearch([defaults]),
         outcome.objective.replace(load=load),
         outcome.slos,
-        workload_at=build_workload_at(outcome.spec.workload, root),
+        workload_at=build_workload_at(outcome.spec.workload, root, outcome.spec.objective.mode),
     )
     trials = loop.explore(outcome.space, outcome.workload).trials
     return trials[0] if trials and trials[0].ok else None

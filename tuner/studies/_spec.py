@@ -274,6 +274,13 @@ class StudySpec(_Spec):
     def _backend(self) -> StudySpec:
         if (self.backend is None) == (self.two_tier is None):
             raise ValueError("give exactly one of 'backend' or 'two_tier'")
+        closed = self.workload.closed_loop is not None
+        capacity = self.objective.objective().is_capacity
+        if closed and capacity and self.objective.mode != "concurrency":
+            raise ValueError(
+                "a closed_loop workload has no request rate to search: give the capacity "
+                "objective mode: concurrency (the most concurrent users under the SLOs)"
+            )
         return self
 
     @field_validator("output")
