@@ -4,10 +4,10 @@ simulator and the scheduler replay), open and closed loop."""
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable
 
 from tuner.core import BackendError, Workload
-from tuner.core._closed_loop import next_of_user
 
 __all__ = ["Arrivals"]
 
@@ -22,8 +22,13 @@ class Arrivals:
         arrival = workload.arrival.tolist()
         self.successor: list[int] = []
         self.think: list[float] = []
-        if workload.user is not None and workload.think_time is not None:
-            self.successor, firsts = next_of_user(workload.user)
+        if workload.think_time is not None:
+            self.successor = [-1] * len(arrival)
+            seqs = workload.user_sequences
+            for ids in seqs:
+                for a, b in itertools.pairwise(ids):
+                    self.successor[a] = b
+            firsts = [ids[0] for ids in seqs]
             self.think = workload.think_time.tolist()
         else:
             firsts = list(range(len(arrival)))

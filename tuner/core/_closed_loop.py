@@ -30,7 +30,6 @@ __all__ = [
     "check_user_count",
     "check_users",
     "earliest_arrivals",
-    "next_of_user",
     "round_robin",
     "user_starts",
 ]
@@ -130,18 +129,3 @@ def earliest_arrivals(user: IntArray, think: FloatArray, first: FloatArray) -> F
             out[i] = last[u] + th
         last[u] = float(out[i])
     return out
-
-
-def next_of_user(user: IntArray) -> tuple[list[int], list[int]]:
-    """Each request's successor (the same user's next request, -1 for its last) and the first
-    request of every user, in id order."""
-    nxt = [-1] * len(user)
-    last: dict[int, int] = {}
-    firsts: list[int] = []
-    for i, u in enumerate(user.tolist()):
-        if u in last:
-            nxt[last[u]] = i
-        else:
-            firsts.append(i)
-        last[u] = i
-    return nxt, firsts

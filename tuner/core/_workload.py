@@ -351,6 +351,17 @@ class Workload(WorkloadGenerators):
         return None if self._user is None else len(np.unique(self._user))
 
     @property
+    def user_sequences(self) -> tuple[tuple[int, ...], ...]:
+        """Closed loop: each user's request ids in the order it sends them (users in order of
+        their first request); empty for open loop."""
+        if self._user is None:
+            return ()
+        seqs: dict[int, list[int]] = {}
+        for i, u in enumerate(self._user.tolist()):
+            seqs.setdefault(u, []).append(i)
+        return tuple(tuple(ids) for ids in seqs.values())
+
+    @property
     def is_closed_loop(self) -> bool:
         """Whether requests wait for their user's previous request (see :attr:`user`)."""
         return self._user is not None
