@@ -15,10 +15,12 @@ once). Backends report the actual send times in :attr:`Measurement.arrival`, and
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Self
 
 from tuner.core._errors import WorkloadError
 
@@ -26,6 +28,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 __all__ = [
+    "ClosedLoopViews",
     "check_think",
     "check_user_count",
     "check_users",
@@ -129,3 +132,97 @@ def earliest_arrivals(user: IntArray, think: FloatArray, first: FloatArray) -> F
             out[i] = last[u] + th
         last[u] = float(out[i])
     return out
+
+
+class ClosedLoopViews:
+    """The closed-loop side of :class:`~tuner.Workload` (a mixin): who sends each request,
+    the think times, and the same requests over another number of users."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # defined by Workload
+        _user: IntArray | None
+        _think: FloatArray | None
+        _prompt: IntArray
+        _output: IntArray
+        _hash: tuple[tuple[int, ...], ...] | None
+        _chunk: int
+
+        def _init(
+            self,
+            arrival: FloatArray,
+            prompt: IntArray,
+            output: IntArray,
+            hash_ids: Sequence[tuple[int, ...]] | None = None,
+            hash_chunk_size: int = 16,
+            closed: tuple[IntArray, FloatArray] | None = None,
+        ) -> None: ...
+
+    def _open_loop_only(self, what: str) -> None:
+        if self._user is not None:
+            raise WorkloadError(
+                f"{what}: a closed-loop workload ({self.users} users) has no fixed send times "
+                "(each request waits for the user's previous one); a trace file would replay "
+                "its earliest times open loop. Write a measurement's actual arrivals instead"
+            )
+
+    @property
+    def user(self) -> IntArray | None:
+        """Closed loop: the user who sends each request, in id order; None for open loop."""
+        return self._user
+
+    @property
+    def think_time(self) -> FloatArray | None:
+        """Closed loop: how long each request's user waits after its previous request's last
+        token before sending it (unused for a user's first request); None for open loop."""
+        return self._think
+
+    @property
+    def users(self) -> int | None:
+        """Closed loop: the number of concurrent users; None for open loop."""
+        return None if self._user is None else len(np.unique(self._user))
+
+    @property
+    def user_sequences(self) -> tuple[tuple[int, ...], ...]:
+        """Closed loop: each user's request ids in the order it sends them (users in order of
+        their first request); empty for open loop."""
+        if self._user is None:
+            return ()
+        seqs: dict[int, list[int]] = {}
+        for i, u in enumerate(self._user.tolist()):
+            seqs.setdefault(u, []).append(i)
+        return tuple(tuple(ids) for ids in seqs.values())
+
+    @property
+    def is_closed_loop(self) -> bool:
+        """Whether requests wait for their user's previous request (see :attr:`user`)."""
+        return self._user is not None
+
+    def at_concurrency(self, users: int, *, ramp: float = 0.0) -> Self:
+        """The same requests (lengths, hash ids, order), sent closed loop by ``users`` users:
+        request ``i`` by user ``i % users``, each user's next request its think time (this
+        workload's, or 0 for an open-loop one) after its previous request's last token; every
+        user starts at 0, or they start evenly spread over ``[0, ramp)``.
+
+        The closed-loop analogue of :meth:`at_rate`: a capacity search in users
+        (``Objective.capacity(mode="concurrency")``) offers the very same requests at every
+        number of users.
+
+        Raises:
+            WorkloadError: ``users`` is not an integer >= 1, or ``ramp`` not a number >= 0.
+
+        Example:
+            >>> from tuner import Workload
+            >>> w = Workload.from_arrays([0.0] * 4, [8] * 4, [2] * 4).at_concurrency(2)
+            >>> w.users, w.user.tolist()
+            (2, [0, 1, 0, 1])
+        """
+        where = "at_concurrency"
+        users = check_user_count(where, users)
+        ramp = check_think(where, ramp, "ramp")
+        user = round_robin(len(self._prompt), users)
+        think = self._think if self._think is not None else np.zeros(len(self._prompt))
+        starts = user_starts(users, ramp)[user]
+        w = type(self).__new__(type(self))
+        w._init(starts, self._prompt, self._output, self._hash, self._chunk, (user, think.copy()))
+        return w

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from typing_extensions import Self
 
 from tuner.core import _closed_loop, _prompts, _traces
+from tuner.core._closed_loop import ClosedLoopViews
 from tuner.core._errors import WorkloadError
 from tuner.core._request import Request, check_hash_ids, checked_column, column, readonly
 from tuner.core._workload_generators import WorkloadGenerators
@@ -22,7 +23,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class Workload(WorkloadGenerators):
+class Workload(WorkloadGenerators, ClosedLoopViews):
     """An immutable list of requests. Request ids are positions 0..n-1 in the given order.
 
     The scheduler sees requests in arrival order (stable: equal arrivals keep the given order),
@@ -317,14 +318,6 @@ class Workload(WorkloadGenerators):
         self._open_loop_only("to_csv")
         _traces.write_csv(path, self._arrival, self._prompt, self._output, self._hash)
 
-    def _open_loop_only(self, what: str) -> None:
-        if self._user is not None:
-            raise WorkloadError(
-                f"{what}: a closed-loop workload ({self.users} users) has no fixed send times "
-                "(each request waits for the user's previous one); a trace file would replay "
-                "its earliest times open loop. Write a measurement's actual arrivals instead"
-            )
-
     # --- views -----------------------------------------------------------------------------
     @property
     def arrival(self) -> FloatArray:
@@ -333,38 +326,6 @@ class Workload(WorkloadGenerators):
         previous one's earliest time plus its think time); the actual ones depend on the
         server and are in :attr:`Measurement.arrival`."""
         return self._arrival
-
-    @property
-    def user(self) -> IntArray | None:
-        """Closed loop: the user who sends each request, in id order; None for open loop."""
-        return self._user
-
-    @property
-    def think_time(self) -> FloatArray | None:
-        """Closed loop: how long each request's user waits after its previous request's last
-        token before sending it (unused for a user's first request); None for open loop."""
-        return self._think
-
-    @property
-    def users(self) -> int | None:
-        """Closed loop: the number of concurrent users; None for open loop."""
-        return None if self._user is None else len(np.unique(self._user))
-
-    @property
-    def user_sequences(self) -> tuple[tuple[int, ...], ...]:
-        """Closed loop: each user's request ids in the order it sends them (users in order of
-        their first request); empty for open loop."""
-        if self._user is None:
-            return ()
-        seqs: dict[int, list[int]] = {}
-        for i, u in enumerate(self._user.tolist()):
-            seqs.setdefault(u, []).append(i)
-        return tuple(tuple(ids) for ids in seqs.values())
-
-    @property
-    def is_closed_loop(self) -> bool:
-        """Whether requests wait for their user's previous request (see :attr:`user`)."""
-        return self._user is not None
 
     @property
     def prompt_tokens(self) -> IntArray:
@@ -565,34 +526,6 @@ class Workload(WorkloadGenerators):
         first = float(self._arrival.min())
         arrival = first + (self._arrival - first) * (current / rate)
         return Workload.from_arrays(arrival, self._prompt, self._output)
-
-    def at_concurrency(self, users: int, *, ramp: float = 0.0) -> Workload:
-        """The same requests (lengths, hash ids, order), sent closed loop by ``users`` users:
-        request ``i`` by user ``i % users``, each user's next request its think time (this
-        workload's, or 0 for an open-loop one) after its previous request's last token; every
-        user starts at 0, or they start evenly spread over ``[0, ramp)``.
-
-        The closed-loop analogue of :meth:`at_rate`: a capacity search in users
-        (``Objective.capacity(mode="concurrency")``) offers the very same requests at every
-        number of users.
-
-        Raises:
-            WorkloadError: ``users`` is not an integer >= 1, or ``ramp`` not a number >= 0.
-
-        Example:
-            >>> w = Workload.from_arrays([0.0] * 4, [8] * 4, [2] * 4).at_concurrency(2)
-            >>> w.users, w.user.tolist()
-            (2, [0, 1, 0, 1])
-        """
-        where = "at_concurrency"
-        users = _closed_loop.check_user_count(where, users)
-        ramp = _closed_loop.check_think(where, ramp, "ramp")
-        user = _closed_loop.round_robin(len(self), users)
-        think = self._think if self._think is not None else np.zeros(len(self))
-        starts = _closed_loop.user_starts(users, ramp)[user]
-        w = Workload.__new__(Workload)
-        w._init(starts, self._prompt, self._output, self._hash, self._chunk, (user, think.copy()))
-        return w
 
     def head(self, fraction: float) -> Workload:
         """The first ``fraction`` of the requests by arrival (at least one), for cheap trials.
