@@ -52,3 +52,24 @@ def configs(draw: st.DrawFn, max_model_len: int = 512, kv: bool = True) -> Servi
         max_model_len=max_model_len,
         async_scheduling=draw(st.booleans()),  # only the simulator models it (no CPU replay)
     )
+
+
+@st.composite
+def closed_loop_workloads(
+    draw: st.DrawFn, max_requests: int = 12, max_prompt: int = 300, max_output: int = 40
+) -> Workload:
+    """Closed loop: 1-5 users (any assignment of requests to users), starts and think times
+    on the unit clock's integers or anywhere."""
+    n = draw(st.integers(1, max_requests))
+    users = draw(st.integers(1, 5))
+    integer = draw(st.booleans())
+    time = st.integers(0, 20) if integer else st.floats(0, 20, allow_nan=False)
+    return Workload.from_arrays(
+        [draw(time) for _ in range(n)],
+        [draw(st.integers(1, max_prompt)) for _ in range(n)],
+        [draw(st.integers(1, max_output)) for _ in range(n)],
+        user=[draw(st.integers(0, users - 1)) for _ in range(n)],
+        think_time=[
+            draw(st.sampled_from([0, 0, 1, 3])) if integer else draw(time) for _ in range(n)
+        ],
+    )

@@ -17,6 +17,7 @@ from tuner.core import ConfigError
 from tuner.fidelity import (
     CACHE_CASE_KINDS,
     CASE_KINDS,
+    CLOSED_CASE_KINDS,
     cases,
     random_case,
     run_fidelity,
@@ -43,6 +44,34 @@ def test_simulator_matches_vllm_scheduler_token_for_token(kind: str, replay: Bac
     assert not problems, f"{len(problems)} of {report.total} cases differ:\n" + "\n".join(
         problems[:5]
     )
+
+
+def test_closed_loop_cases_really_wait_for_completions() -> None:
+    sim = SimulatorBackend()
+    for kind in CLOSED_CASE_KINDS:
+        case_list = [c for c in cases(N_CASES, seed=0) if c.kind == kind]
+        assert all(c.workload.is_closed_loop for c in case_list)
+        ms = [sim.evaluate(c.config, c.workload) for c in case_list]
+        # Most cases send some request later than its earliest time (it waited for a response).
+        late = sum(
+            (m.arrival > c.workload.arrival).any() for c, m in zip(case_list, ms, strict=True)
+        )
+        assert late >= len(case_list) // 2, kind
+        if kind == "closed_pressure":
+            assert sum(m.preemptions > 0 for m in ms) >= len(case_list) // 4
+        if kind == "closed_prefix":
+            assert sum(m.cached_tokens.sum() > 0 for m in ms) >= len(case_list) // 2
+
+
+@pytest.mark.vllm
+def test_replay_sends_a_users_next_request_when_its_previous_one_finished(
+    replay: Backend,
+) -> None:
+    w = Workload.closed_loop(1, 3, prompt_len=30, output_len=3, think_time=1.5)
+    m = replay.evaluate(ServingConfig(max_num_seqs=4, max_model_len=512), w)
+    assert m.arrival.tolist() == [0.0, 4.5, 9.0]  # 3 steps, then 1.5 of thinking
+    assert m.step_tokens.tolist() == [30, 1, 1] * 3
+    assert m.ttft.tolist() == [1.0] * 3
 
 
 @pytest.mark.vllm

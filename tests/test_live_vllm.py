@@ -129,3 +129,23 @@ def test_the_load_client_agrees_with_vllm_bench_serve_on_the_same_trace(
         assert abs(a - b) <= max(10.0, 0.6 * max(a, b)), (k, a, b)
     a, b = tuner["output_throughput"], float(bench["output_throughput"])
     assert abs(a - b) <= 0.15 * max(a, b), ("output_throughput", a, b)
+
+
+def test_closed_loop_users_wait_for_their_responses_on_a_real_vllm(
+    server: tuple[str, Path, Path],
+) -> None:
+    # 2 users x 3 requests: each next request sent 50 ms after the previous one's last token.
+    w = Workload.closed_loop(2, 6, prompt_len=64, output_len=8, think_time=0.05, seed=1)
+    url, log, _ = server
+    backend = AttachedServerBackend(url, config=CONFIG, log=log, request_timeout=60)
+    m = backend.evaluate(CONFIG, w)
+    trial = backend.last_trial
+    assert trial is not None and m.failed_requests == 0
+    reqs = trial.load.requests
+    for i in range(4):  # request i + 2 is the same user's next one
+        assert reqs[i + 2].sent >= reqs[i].token_times[-1] + 0.05 - 1e-3
+    sent = np.array([r.sent for r in reqs]) + trial.load.time_offset
+    assert m.arrival.tolist() == sent.tolist() and (m.arrival[2:] > w.arrival[2:]).all()
+    assert m.output_tokens.tolist() == [8] * 6
+    assert m.step_tokens is not None  # the engine's step log: every token was scheduled
+    assert int(m.step_tokens.sum()) == w.total_prompt_tokens + w.total_output_tokens - 6

@@ -307,3 +307,29 @@ def test_results_are_reported_in_workload_order_not_arrival_order() -> None:
 def test_unknown_vllm_version_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"0\.32"):
         SimulatorBackend(vllm_version="0.20")
+
+
+def test_fast_engine_does_not_revive_a_request_preempted_in_a_step_that_scheduled_nothing() -> None:
+    # Found by the closed-loop equivalence check: a step that only released async-finished
+    # slots (nothing scheduled) left the previous step's token receivers behind, and the fast
+    # engine put a request that had since been preempted back into its decoding pool.
+    c = ServingConfig(
+        max_num_batched_tokens=512,
+        max_num_seqs=3,
+        long_prefill_token_threshold=100,
+        enable_chunked_prefill=False,
+        num_kv_blocks=19,
+        block_size=32,
+        max_model_len=512,
+        async_scheduling=True,
+        enable_prefix_caching=False,
+    )
+    w = Workload.from_arrays(
+        [0.0, 1.0, 170.0, 0.0, 1.0, 1.0, 87.0, 171.0],
+        [1, 256, 1, 1, 45, 1, 225, 1],
+        [1, 164, 1, 1, 85, 160, 1, 1],
+    )
+    fast = SimulatorBackend().evaluate(c, w)
+    slow = SimulatorBackend(fast_forward=False).evaluate(c, w)
+    assert fast.preemptions == slow.preemptions == 3
+    assert fast.step_tokens.tolist() == slow.step_tokens.tolist()

@@ -45,6 +45,10 @@ class Timeline:
         self._preempt = [0] * n
         self._cached = [0] * n
         self._itl_values: list[float] = []  # gaps of the requests named in step()
+        # Closed loop: when each request was actually sent (it waits for its user's previous).
+        self._arrival: list[float] | None = (
+            workload.arrival.tolist() if workload.is_closed_loop else None
+        )
 
     @property
     def num_steps(self) -> int:
@@ -113,6 +117,12 @@ class Timeline:
             self._finish_step[request_id] = self._num_steps - 1
             self._finish_time[request_id] = last_emit
 
+    def arrived(self, request_id: int, time: float) -> None:
+        """Note when a closed-loop request was actually sent (its user's previous request's
+        last token plus the think time); latencies are measured from it."""
+        if self._arrival is not None:
+            self._arrival[request_id] = time
+
     def preempted(self, request_id: int) -> None:
         """Note that a request was preempted (its KV freed, to be recomputed)."""
         self._preempt[request_id] += 1
@@ -150,17 +160,18 @@ class Timeline:
         itl_counts = np.concatenate([np.ones(len(self._itl_values), np.int64), lazy[lazy > 0]])
         first_step = np.array(self._first_step, dtype=np.int64)
         finish_time = np.array(self._finish_time)
+        arrival = w.arrival if self._arrival is None else np.array(self._arrival)
         # The first step that could see a request: the first one starting at or after arrival.
-        seen = np.searchsorted(start, w.arrival, side="left")
+        seen = np.searchsorted(start, arrival, side="left")
         preempt = np.array(self._preempt, dtype=np.int64)
         return Measurement(
             source=self.source,
             time_unit=self.cost_model.time_unit,
-            arrival=w.arrival,
+            arrival=arrival,
             prompt_tokens=w.prompt_tokens,
             output_tokens=self._emitted,
-            ttft=np.array(self._first_time) - w.arrival,
-            e2e=finish_time - w.arrival,
+            ttft=np.array(self._first_time) - arrival,
+            e2e=finish_time - arrival,
             itl_values=itl_values,
             itl_counts=itl_counts,
             ttft_steps=first_step - seen,
@@ -173,6 +184,6 @@ class Timeline:
             step_seqs=seqs,
             step_start=start,
             step_end=end,
-            duration=float(finish_time.max() - w.arrival.min()),
+            duration=float(finish_time.max() - arrival.min()),
             preemptions=int(preempt.sum()),
         )

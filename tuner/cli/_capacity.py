@@ -1,5 +1,6 @@
-"""``tuner capacity``: the highest request rate each configuration sustains under the SLOs, run
-as a capacity study (through :func:`~tuner.studies.run_study`) built from the flags."""
+"""``tuner capacity``: the highest request rate (or, with ``--mode concurrency``, the most
+concurrent users) each configuration sustains under the SLOs, run as a capacity study (through
+:func:`~tuner.studies.run_study`) built from the flags."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from tuner.cli._args import COST_TERMS, as_argument_type, knob_values, step_cost
 from tuner.cli._fields import add_fields, values
 from tuner.cli._study import run_and_report
 from tuner.cli._table import format_table
+from tuner.core import ConfigError
 from tuner.objectives import CapacitySettings
-from tuner.report import capacity_text, first_failing, limiting_slo
-from tuner.studies import Arrivals, StudyOutcome, build_spec
+from tuner.report import capacity_text, first_failing, limiting_slo, load_unit
+from tuner.studies import Arrivals, ClosedLoop, StudyOutcome, build_spec
 
 WORKLOAD_DEFAULTS = {
     "rate": 4.0,
@@ -23,6 +25,24 @@ WORKLOAD_DEFAULTS = {
     "prompt_len": "uniform:512:0.5",
     "output_len": "uniform:128:0.5",
 }
+
+
+CLOSED_DEFAULTS = {"users": 1}
+
+
+def _workload(args: argparse.Namespace) -> dict[str, Any]:
+    """The study's workload section: Poisson arrivals, or closed-loop users."""
+    arrivals = values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)
+    closed = values(args, ClosedLoop)
+    if getattr(args, "CapacitySettings__mode", "rate") != "concurrency":
+        if closed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in closed)
+            raise ConfigError(f"tuner capacity: {flags} only apply with --mode concurrency")
+        return {"poisson": arrivals}
+    if "burstiness" in arrivals:
+        raise ConfigError("tuner capacity: --burstiness does not apply with --mode concurrency")
+    kept = {k: v for k, v in arrivals.items() if k != "rate"}
+    return {"closed_loop": {**CLOSED_DEFAULTS, **kept, **closed}}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,7 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "capacity, the first failing rate, the binding SLO, tokens/s per GPU and, with "
             "--gpu-hour-price, the price of a million output tokens; the report draws latency "
             "against offered load (the hockey stick). A configuration that holds at --high is "
-            "reported as '>= high', never extrapolated."
+            "reported as '>= high', never extrapolated. With --mode concurrency the load is "
+            "closed-loop users (each sends its next request --think-time after its previous "
+            "one finished), searched from --users."
         ),
     )
     p.add_argument(
@@ -58,13 +80,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_fields(
         p.add_argument_group("the load search"),
         CapacitySettings,
-        ["low", "high", "start", "rel_tol", "max_probes", "gpu_hour_price"],
+        ["mode", "low", "high", "start", "rel_tol", "max_probes", "gpu_hour_price"],
     )
     add_fields(
         p.add_argument_group("workload (Poisson arrivals, regenerated at each rate)"),
         Arrivals,
         ["requests", "prompt_len", "output_len", "burstiness", "seed"],
         defaults=WORKLOAD_DEFAULTS,
+    )
+    add_fields(
+        p.add_argument_group("closed loop (--mode concurrency)"),
+        ClosedLoop,
+        ["users", "think_time", "ramp"],
+        defaults=CLOSED_DEFAULTS,
     )
     p.add_argument(
         "--step-cost",
@@ -93,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(
         {
             "name": "capacity",
-            "workload": {"poisson": values(args, Arrivals, defaults=WORKLOAD_DEFAULTS)},
+            "workload": _workload(args),
             "space": {"knobs": space_knobs or {"max_num_seqs": [128]}},
             # Every listed configuration's own capacity: no incumbent shortcut.
             "objective": {
@@ -117,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 def capacity_table(outcome: StudyOutcome) -> str:
     """One row per configuration: capacity (or the bound), first failing rate, binding SLO,
     tokens/s per GPU and $/1M output tokens."""
-    unit = "req/s" if outcome.time_unit == "s" else "req/step"
+    unit = load_unit(outcome)
     rows: list[list[object]] = []
     for t in outcome.trials:
         rows.append(
@@ -134,7 +162,7 @@ def capacity_table(outcome: StudyOutcome) -> str:
         [
             "config",
             f"capacity ({unit})",
-            "first failing rate",
+            "first failing users" if unit == "users" else "first failing rate",
             "binding SLO",
             "tok/s per GPU",
             "$ per 1M output tokens",

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Self
 
-from tuner.core import _prompts, _traces
+from tuner.core import _closed_loop, _prompts, _traces
+from tuner.core._closed_loop import ClosedLoopViews
 from tuner.core._errors import WorkloadError
 from tuner.core._request import Request, check_hash_ids, checked_column, column, readonly
 from tuner.core._workload_generators import WorkloadGenerators
@@ -22,7 +23,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class Workload(WorkloadGenerators):
+class Workload(WorkloadGenerators, ClosedLoopViews):
     """An immutable list of requests. Request ids are positions 0..n-1 in the given order.
 
     The scheduler sees requests in arrival order (stable: equal arrivals keep the given order),
@@ -35,7 +36,17 @@ class Workload(WorkloadGenerators):
         (2, 12)
     """
 
-    __slots__ = ("_arrival", "_chunk", "_hash", "_order", "_output", "_prompt", "_shares")
+    __slots__ = (
+        "_arrival",
+        "_chunk",
+        "_hash",
+        "_order",
+        "_output",
+        "_prompt",
+        "_shares",
+        "_think",
+        "_user",
+    )
 
     def __init__(
         self, requests: Iterable[Request], hash_chunk_size: int = _traces.CHUNK_SIZE
@@ -61,6 +72,7 @@ class Workload(WorkloadGenerators):
         output: IntArray,
         hash_ids: Sequence[HashIds] | None = None,
         hash_chunk_size: int = _traces.CHUNK_SIZE,
+        closed: tuple[IntArray, FloatArray] | None = None,
     ) -> None:
         if len(arrival) == 0:
             raise WorkloadError("workload: needs at least one request, got none")
@@ -73,6 +85,11 @@ class Workload(WorkloadGenerators):
                 f"workload.hash_chunk_size = {hash_chunk_size!r}: must be an integer in "
                 f"[1, {_traces.MAX_TOKENS}] (tokens per hash id; vllm bench's default is 16)"
             )
+        self._user: IntArray | None = None
+        self._think: FloatArray | None = None
+        if closed is not None:  # a user's later requests: their earliest possible send times
+            self._user, self._think = (readonly(a) for a in closed)
+            arrival = _closed_loop.earliest_arrivals(self._user, self._think, arrival)
         self._arrival = readonly(arrival)
         self._prompt = readonly(prompt)
         self._output = readonly(output)
@@ -96,6 +113,8 @@ class Workload(WorkloadGenerators):
         hash_ids: Sequence[Sequence[int]] | None = None,
         *,
         hash_chunk_size: int = _traces.CHUNK_SIZE,
+        user: npt.ArrayLike | None = None,
+        think_time: npt.ArrayLike | None = None,
     ) -> Self:
         """Build a workload from equal-length arrays (fast path for large workloads).
 
@@ -103,6 +122,12 @@ class Workload(WorkloadGenerators):
         ``requests[i].field = value: what is allowed`` (bools, fractions, NaN, values out of
         range or not numbers at all). ``hash_ids`` (optional) holds each request's hash ids
         (see :meth:`prompt_token_ids`), ``hash_chunk_size`` the tokens per id.
+
+        ``user`` makes it a closed-loop workload (see :mod:`tuner.core._closed_loop`): request
+        ``i`` is sent by user ``user[i]``, each user's requests in id order, the next one
+        ``think_time[i]`` (a number or one per request; default 0) after the previous one's
+        last token. Only a user's first arrival is read (when the user starts); the later ones
+        become the earliest possible send times.
 
         Raises:
             WorkloadError: for arrays of different shapes or a bad element.
@@ -127,6 +152,12 @@ class Workload(WorkloadGenerators):
                     ids.append(check_hash_ids(h))
                 except (ValueError, TypeError) as e:
                     raise WorkloadError(f"requests[{i}].hash_ids = {h!r}: {e}") from None
+        if think_time is not None and user is None:
+            raise WorkloadError(
+                "workload.think_time: given without user (think times are for closed-loop "
+                "workloads: say which user sends each request)"
+            )
+        closed = None if user is None else _closed_loop.check_users(user, think_time, len(a))
         w = cls.__new__(cls)
         w._init(
             checked["arrival"],
@@ -134,6 +165,7 @@ class Workload(WorkloadGenerators):
             checked["output_tokens"],
             ids,
             hash_chunk_size,
+            closed,
         )
         return w
 
@@ -234,6 +266,7 @@ class Workload(WorkloadGenerators):
             >>> p.read_text()
             '{"timestamp": 0.0, "input_length": 40, "output_length": 8, "hash_ids": [0, 1, 2]}\\n'
         """
+        self._open_loop_only("to_jsonl")
         size = self._chunk if chunk_size is None else chunk_size
         if self._hash is not None and size != self._chunk:
             raise WorkloadError(
@@ -282,12 +315,16 @@ class Workload(WorkloadGenerators):
             >>> p.read_text()
             'arrival,prompt_tokens,output_tokens\\n0.1,64,8\\n'
         """
+        self._open_loop_only("to_csv")
         _traces.write_csv(path, self._arrival, self._prompt, self._output, self._hash)
 
     # --- views -----------------------------------------------------------------------------
     @property
     def arrival(self) -> FloatArray:
-        """Arrival times, in request-id order (read-only)."""
+        """Arrival times, in request-id order (read-only). For a closed-loop workload, the
+        earliest possible send times (a user's first request at its start, each later one the
+        previous one's earliest time plus its think time); the actual ones depend on the
+        server and are in :attr:`Measurement.arrival`."""
         return self._arrival
 
     @property
@@ -408,12 +445,19 @@ class Workload(WorkloadGenerators):
         """The requests at positions ``keep``, in that order, with their hash ids."""
         w = Workload.__new__(Workload)
         hashes = None if self._hash is None else [self._hash[k] for k in keep.tolist()]
-        w._init(self._arrival[keep], self._prompt[keep], self._output[keep], hashes, self._chunk)
+        closed = None
+        if self._user is not None and self._think is not None:
+            closed = (self._user[keep], self._think[keep])
+        w._init(
+            self._arrival[keep], self._prompt[keep], self._output[keep], hashes, self._chunk, closed
+        )
         return w
 
     def _key(self) -> tuple[Any, ...]:
         """What equality compares: the arrays, and the hash ids with their chunk size."""
-        extra = () if self._hash is None else (self._hash, self._chunk)
+        extra: tuple[Any, ...] = () if self._hash is None else (self._hash, self._chunk)
+        if self._user is not None and self._think is not None:
+            extra += ("closed", self._user.tobytes(), self._think.tobytes())
         return (self._arrival.tobytes(), self._prompt.tobytes(), self._output.tobytes(), *extra)
 
     def __eq__(self, other: object) -> bool:
@@ -426,6 +470,8 @@ class Workload(WorkloadGenerators):
 
     def __repr__(self) -> str:
         prefix = "" if self._hash is None else f", hash_chunk_size={self._chunk}"
+        if self._user is not None:
+            prefix += f", users={self.users}"
         return (
             f"Workload(n={len(self)}, span={float(self._arrival.max() - self._arrival.min()):g}, "
             f"prompt_tokens={self.total_prompt_tokens}, output_tokens={self.total_output_tokens}"
@@ -466,6 +512,11 @@ class Workload(WorkloadGenerators):
             or not (math.isfinite(rate) and rate > 0)
         ):
             raise WorkloadError(f"at_rate(rate={rate!r}): the rate must be a finite number > 0")
+        if self._user is not None:
+            raise WorkloadError(
+                f"at_rate({rate!r}): a closed-loop workload ({self.users} users) has no rate to "
+                "scale: its load is its number of users (use at_concurrency)"
+            )
         current = self.rate
         if not math.isfinite(current):
             raise WorkloadError(

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 import numpy.typing as npt
 from typing_extensions import Self
 
-from tuner.core import _prefix_workloads, _traces
+from tuner.core import _closed_loop, _prefix_workloads, _traces
 from tuner.core._arrivals import LengthSpec, sample_workload_arrays
+from tuner.core._errors import WorkloadError
 
 __all__ = ["WorkloadGenerators"]
 
 
 class WorkloadGenerators:
-    """``Workload.poisson``, ``gamma``, ``shared_prefix`` and ``multi_turn``."""
+    """``Workload.poisson``, ``gamma``, ``shared_prefix``, ``multi_turn`` and ``closed_loop``."""
 
     __slots__ = ()
 
@@ -34,6 +35,8 @@ class WorkloadGenerators:
             hash_ids: Sequence[Sequence[int]] | None = None,
             *,
             hash_chunk_size: int = _traces.CHUNK_SIZE,
+            user: npt.ArrayLike | None = None,
+            think_time: npt.ArrayLike | None = None,
         ) -> Self: ...
 
     @classmethod
@@ -192,3 +195,49 @@ class WorkloadGenerators:
             chunk_size=hash_chunk_size,
         )
         return cls.from_arrays(a, p, o, h, hash_chunk_size=hash_chunk_size)
+
+    @classmethod
+    def closed_loop(
+        cls,
+        users: int,
+        requests: int,
+        prompt_len: LengthSpec,
+        output_len: LengthSpec,
+        *,
+        think_time: float = 0.0,
+        ramp: float = 0.0,
+        seed: int = 0,
+    ) -> Self:
+        """``requests`` requests sent closed loop by ``users`` concurrent users, as ``vllm bench
+        serve --max-concurrency``, AIPerf's ``--concurrency`` and GuideLLM's concurrent profile
+        load a server: request ``i`` is sent by user ``i % users``; each user sends its next
+        request ``think_time`` after its previous one's last token. Every user sends its first
+        request at 0, or, with ``ramp``, user ``u`` at ``u * ramp / users``.
+
+        The lengths are those of :meth:`poisson` with the same seed (the same requests at every
+        number of users; see :meth:`~tuner.Workload.at_concurrency`). :attr:`arrival` holds
+        the earliest possible send times; backends report the actual ones
+        (:attr:`Measurement.arrival`).
+
+        Raises:
+            WorkloadError: naming the bad parameter, its value and what is allowed.
+
+        Example:
+            >>> from tuner import Workload
+            >>> w = Workload.closed_loop(2, 5, prompt_len=64, output_len=8, think_time=1.5)
+            >>> w.users, w.user.tolist(), w.arrival.tolist()
+            (2, [0, 1, 0, 1, 0], [0.0, 0.0, 1.5, 1.5, 3.0])
+        """
+        where = "Workload.closed_loop"
+        users = _closed_loop.check_user_count(where, users)
+        think = _closed_loop.check_think(where, think_time)
+        ramp = _closed_loop.check_think(where, ramp, "ramp")
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise WorkloadError(
+                f"{where}(requests={requests!r}): must be an integer >= 1 (the request count)"
+            )
+        inf = float("inf")  # no arrivals to draw: only the lengths
+        _, p, o = sample_workload_arrays(where, inf, requests, prompt_len, output_len, 1.0, seed)
+        user = _closed_loop.round_robin(len(p), users)
+        starts = _closed_loop.user_starts(users, ramp)[user]
+        return cls.from_arrays(starts, p, o, user=user, think_time=think)

@@ -8,6 +8,7 @@ Nothing in :mod:`tuner.backends` imports it.
 from tuner.fidelity._compare import (
     CACHE_CASE_KINDS,
     CASE_KINDS,
+    CLOSED_CASE_KINDS,
     FidelityCase,
     FidelityReport,
     cases,
@@ -19,6 +20,7 @@ from tuner.fidelity._compare import (
 __all__ = [
     "CACHE_CASE_KINDS",
     "CASE_KINDS",
+    "CLOSED_CASE_KINDS",
     "FidelityCase",
     "FidelityReport",
     "cases",

@@ -27,6 +27,10 @@ CACHE_CASE_KINDS = (
 """Kinds whose prompts share prefixes: a system prompt; conversations; the same prompt again
 and again; shared prefixes longer and shorter than a block (chunks of 1-40 tokens against
 blocks of 4-32); the same under KV pressure (eviction, preemption, shared blocks)."""
+CLOSED_CASE_KINDS = ("closed_loop", "closed_think", "closed_pressure", "closed_prefix")
+"""Closed-loop kinds (each user sends its next request when its previous one finished): no
+think time; think times and staggered starts; KV pressure (preemption); a shared system prompt
+with prefix caching."""
 CASE_KINDS = (
     "burst",
     "poisson",
@@ -35,6 +39,7 @@ CASE_KINDS = (
     "kv_pressure",
     "no_chunking",
     *CACHE_CASE_KINDS,
+    *CLOSED_CASE_KINDS,
 )
 """The kinds of random case, each aimed at a scheduler path."""
 
@@ -52,8 +57,9 @@ class FidelityCase:
 
     def describe(self) -> str:
         w = self.workload
+        users = f" from {w.users} closed-loop users" if w.users is not None else ""
         return (
-            f"{self.kind}#{self.seed}: {len(w)} requests "
+            f"{self.kind}#{self.seed}: {len(w)} requests{users} "
             f"(prompts {w.prompt_tokens.min()}-{w.prompt_tokens.max()}, outputs "
             f"{w.output_tokens.min()}-{w.output_tokens.max()}), "
             f"{self.config.describe(ServingConfig())}"
@@ -65,8 +71,9 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     if kind not in CASE_KINDS:
         raise ConfigError(f"fidelity case kind {kind!r}: allowed: {', '.join(CASE_KINDS)}")
     rng = np.random.default_rng([CASE_KINDS.index(kind), seed])
-    if kind in CACHE_CASE_KINDS:
+    if kind in CACHE_CASE_KINDS or kind == "closed_prefix":
         return _prefix_case(kind, seed, rng)
+    pressure = kind in ("kv_pressure", "closed_pressure")
     n = {"single": 1, "kv_pressure": int(rng.integers(4, 14))}.get(kind, int(rng.integers(2, 16)))
     if kind == "poisson":
         gaps = rng.exponential(rng.uniform(0.3, 6.0), n)
@@ -91,7 +98,7 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     )
     min_blocks = -(-_MAX_MODEL_LEN // block_size) + 1
     kv: int | None
-    if kind == "kv_pressure":
+    if pressure:
         kv = int(rng.integers(min_blocks, int(min_blocks * 1.6) + 1))
     else:
         kv = None if rng.random() < 0.5 else int(rng.integers(min_blocks, min_blocks * 6))
@@ -104,7 +111,24 @@ def random_case(kind: str, seed: int) -> FidelityCase:
         block_size=block_size,
         max_model_len=_MAX_MODEL_LEN,
     )
-    return FidelityCase(kind, seed, config, Workload.from_arrays(arrival, prompt, output))
+    workload = Workload.from_arrays(arrival, prompt, output)
+    if kind in CLOSED_CASE_KINDS:
+        workload = _closed_loop(kind, workload, rng)
+    return FidelityCase(kind, seed, config, workload)
+
+
+def _closed_loop(kind: str, workload: Workload, rng: np.random.Generator) -> Workload:
+    """``workload``'s requests sent closed loop by 1-6 users: ``closed_think`` with think
+    times (on and off the unit clock's integers) and users starting over a ramp."""
+    users = int(rng.integers(1, 7))
+    if kind != "closed_think":
+        return workload.at_concurrency(users)
+    n = len(workload)
+    think = np.where(rng.random(n) < 0.5, rng.integers(0, 6, n), rng.uniform(0, 8, n))
+    ramp = workload.at_concurrency(users, ramp=float(rng.uniform(0, 10)))
+    return Workload.from_arrays(
+        ramp.arrival, ramp.prompt_tokens, ramp.output_tokens, user=ramp.user, think_time=think
+    )
 
 
 def _prefix_workload(kind: str, rng: np.random.Generator, chunk: int) -> Workload:
@@ -148,6 +172,8 @@ def _prefix_case(kind: str, seed: int, rng: np.random.Generator) -> FidelityCase
     block_size = int(rng.choice([4, 16, 32]))
     chunk = int(rng.choice([1, 3, 16, 40])) if kind == "prefix_blocks" else 16
     workload = _prefix_workload(kind, rng, chunk)
+    if kind == "closed_prefix":
+        workload = workload.at_concurrency(int(rng.integers(1, 7)))
     longest = int((workload.prompt_tokens + workload.output_tokens).max())
     max_model_len = max(_MAX_MODEL_LEN, longest)
     min_blocks = -(-max_model_len // block_size) + 1
@@ -178,6 +204,7 @@ def schedule_differences(a: Measurement, b: Measurement) -> list[str]:
     """How two measurements' schedules differ (empty when they agree token for token)."""
     out: list[str] = []
     names = (
+        "arrival",  # closed loop: when each request was actually sent
         "step_tokens",
         "step_prefill_tokens",
         "first_token_step",

@@ -6,7 +6,9 @@ from tuner.objectives._capacity import (
     CAPACITY_METRICS,
     CapacitySettings,
     RateLattice,
+    UserLattice,
     cost_per_million_tokens,
+    load_lattice,
     throughput_per_gpu,
 )
 from tuner.objectives._metrics import MetricRef, metric_names, metric_value
@@ -62,6 +64,7 @@ __all__ = [
     "PartialRun",
     "RateLattice",
     "Rule",
+    "UserLattice",
     "best_trial",
     "binding_slo",
     "combined_interval",
@@ -74,6 +77,7 @@ __all__ = [
     "judge",
     "judge_values",
     "knobs_changed",
+    "load_lattice",
     "median_of",
     "metric_names",
     "metric_samples",

@@ -70,7 +70,20 @@ class CapacitySettings(Settings):
     def _bounds(self) -> CapacitySettings:
         if self.low is not None and self.high is not None and self.low >= self.high:
             raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.mode == "concurrency":
+            for name in ("low", "high", "start"):
+                v = getattr(self, name)
+                if v is not None and (v < 1 or v != int(v)):
+                    raise ValueError(
+                        f"{name} = {v:g}: in mode 'concurrency' loads are numbers of users, "
+                        "whole numbers >= 1"
+                    )
         return self
+
+    @property
+    def unit(self) -> str:
+        """What a load counts: ``"users"`` (concurrency) or ``"req"`` (per time unit)."""
+        return "users" if self.mode == "concurrency" else "req"
 
     def first_rate(self, own_rate: float) -> float:
         """Where the bracket starts: ``start``, else the workload's own rate, within bounds."""
@@ -119,6 +132,11 @@ class RateLattice:
         """The index of the lattice load nearest ``rate``."""
         return round(self._exact(rate))
 
+    def adjacent(self, low: float, high: float) -> bool:
+        """Whether no lattice load lies strictly between the loads ``low`` and ``high`` (the
+        boundary is found to the lattice's resolution)."""
+        return self.index(high) - self.index(low) <= 1
+
     def next_index(self, probes: Sequence[tuple[int, bool]]) -> int | None:
         """The next index to probe given the ``(index, held)`` outcomes so far, or None when
         the boundary is found (adjacent indices), a bound is reached or ``max_probes`` spent.
@@ -155,6 +173,109 @@ class RateLattice:
         if hi - lo <= 1:
             return None
         return (lo + hi) // 2
+
+
+class UserLattice(RateLattice):
+    """The loads of a capacity search in users (``mode="concurrency"``): the rate lattice
+    rounded to whole users and deduplicated, ``max(1, round(start * (1 + rel_tol) ** k))``.
+    Every number of users up to about ``1 / rel_tol`` is on it, and above that one every
+    ``rel_tol`` step. An index *is* a number of users; bracketing doubles (or halves) it,
+    bisection takes the middle lattice point, until the holding and failing loads are adjacent
+    on the lattice. Shared by every configuration like :class:`RateLattice`, so grid, random
+    and TPE find the same capacities.
+
+    Example:
+        >>> lat = UserLattice(CapacitySettings(mode="concurrency", rel_tol=0.2), 1)
+        >>> lat.points(1, 12)
+        [1, 2, 3, 4, 5, 6, 7, 9, 11]
+        >>> lat.next_index([]), lat.next_index([(1, True)]), lat.next_index([(1, True), (2, True)])
+        (1, 2, 4)
+        >>> lat.next_index([(4, True), (13, False)]), lat.next_index([(9, True), (11, False)])
+        (7, None)
+    """
+
+    def __init__(self, settings: CapacitySettings, start: float) -> None:
+        super().__init__(settings, float(max(1, round(start))))
+        low = max(1.0, settings.low or 1.0)
+        self.floor = self._snap_up(low)
+        self.ceiling = None if settings.high is None else self._snap_down(settings.high)
+
+    def points(self, a: float, b: float) -> list[int]:
+        """The lattice's numbers of users in ``[a, b]``, ascending."""
+        if b < max(a, 1):
+            return []
+        lo = math.floor(self._exact(max(a, 0.5))) - 2
+        hi = math.ceil(self._exact(b + 0.5)) + 2
+        got = {max(1, round(self.start * self.ratio**k)) for k in range(lo, hi + 1)}
+        if a <= 1:
+            got.add(1)
+        return sorted(u for u in got if a <= u <= b)
+
+    def rate(self, k: int) -> float:
+        """The load at index ``k``: ``k`` users."""
+        return float(k)
+
+    def _snap_up(self, x: float) -> int:
+        """The smallest lattice point >= ``x``."""
+        span = max(x * 2 * self.ratio, x + 2)
+        while True:
+            pts = self.points(x, span)
+            if pts:
+                return pts[0]
+            span *= 2
+
+    def _snap_down(self, x: float) -> int | None:
+        """The largest lattice point <= ``x`` (None below 1)."""
+        pts = self.points(max(1.0, x / (2 * self.ratio) - 1), x)
+        return pts[-1] if pts else None
+
+    def index(self, rate: float) -> int:
+        """The lattice point nearest ``rate`` users (an incumbent's capacity is one)."""
+        below, above = self._snap_down(rate), self._snap_up(max(rate, 1.0))
+        if below is None:
+            return above
+        return below if rate - below <= above - rate else above
+
+    def adjacent(self, low: float, high: float) -> bool:
+        return not self.points(math.floor(low) + 1, math.ceil(high) - 1)
+
+    def next_index(self, probes: Sequence[tuple[int, bool]]) -> int | None:
+        """The next number of users to probe given the ``(users, held)`` outcomes so far (see
+        :meth:`RateLattice.next_index`)."""
+        ceiling = self.ceiling
+        if not probes:
+            s = max(int(self.start), self.floor)
+            return s if ceiling is None else min(s, ceiling)
+        if len(probes) >= self.settings.max_probes:
+            return None
+        held = [k for k, ok in probes if ok]
+        lo = max(held) if held else None
+        failed = [k for k, ok in probes if not ok and (lo is None or k > lo)]
+        hi = min(failed) if failed else None
+        if lo is None:  # nothing holds yet: halve, down to low
+            top = hi if hi is not None else int(self.start)
+            if top <= self.floor:
+                return None
+            down = self._snap_down(top / 2)
+            if down is None or down >= top:
+                down = self.points(1, top - 1)[-1]
+            return max(down, self.floor)
+        if hi is None:  # everything holds so far: double, up to high
+            if ceiling is not None and lo >= ceiling:
+                return None
+            up = self._snap_up(2 * lo)
+            return up if ceiling is None else min(up, ceiling)
+        inside = self.points(lo + 1, hi - 1)
+        return inside[len(inside) // 2] if inside else None
+
+
+def load_lattice(settings: CapacitySettings, start: float) -> RateLattice:
+    """The lattice of a capacity search: rates, or users in mode ``concurrency``."""
+    return (
+        UserLattice(settings, start)
+        if settings.mode == "concurrency"
+        else RateLattice(settings, start)
+    )
 
 
 def throughput_per_gpu(output_throughput: float, gpus: int) -> float:

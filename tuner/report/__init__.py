@@ -1,6 +1,12 @@
 """The one-page tuning report: report.md and a self-contained report.html, with plots."""
 
-from tuner.report._capacity import capacity_text, first_failing, flat_warning, limiting_slo
+from tuner.report._capacity import (
+    capacity_text,
+    first_failing,
+    flat_warning,
+    limiting_slo,
+    load_unit,
+)
 from tuner.report._plots import plot_load_curves
 from tuner.report._write import study_yaml, write_report
 
@@ -9,6 +15,7 @@ __all__ = [
     "first_failing",
     "flat_warning",
     "limiting_slo",
+    "load_unit",
     "plot_load_curves",
     "study_yaml",
     "write_report",

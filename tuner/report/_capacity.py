@@ -69,7 +69,8 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
     """The capacity section of a capacity study's report (nothing for other objectives)."""
     if not o.objective.is_capacity:
         return []
-    unit = "req/s" if o.time_unit == "s" else "req/step"
+    unit = load_unit(o)
+    users = unit == "users"
     ranked = [t for t in rank(list(o.trials), o.objective) if t.feasible and t.fidelity == 1.0]
     top = ranked[:TOP]
     rows_of = list(top)
@@ -96,10 +97,16 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
     out: list[Block] = [
         Heading("Capacity"),
         Para(
-            f"The most load each configuration sustains with every SLO held, found by bracketing "
-            f"and bisecting the offered rate on a lattice of {100 * _tol(o):g}% steps (the "
-            "resolution: capacities one step apart are not told apart). '>= x' means every "
-            "load tried held: a bound, never an extrapolation."
+            "The most load each configuration sustains with every SLO held, found by bracketing "
+            + (
+                "and bisecting the number of concurrent users (closed loop: each user sends its "
+                "next request when its previous one finished) on a lattice of whole users, "
+                f"{100 * _tol(o):g}% steps once those are coarser"
+                if users
+                else f"and bisecting the offered rate on a lattice of {100 * _tol(o):g}% steps"
+            )
+            + " (the resolution: capacities one step apart are not told apart). '>= x' means "
+            "every load tried held: a bound, never an extrapolation."
         ),
         Table(
             [
@@ -148,6 +155,14 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
             Image(png, "binding SLO against offered load"),
         ]
     return out
+
+
+def load_unit(o: StudyOutcome) -> str:
+    """The unit of a capacity study's loads: ``users`` (mode concurrency), ``req/s`` or
+    ``req/step`` (the unit step clock)."""
+    if o.objective.load is not None and o.objective.load.mode == "concurrency":
+        return "users"
+    return "req/s" if o.time_unit == "s" else "req/step"
 
 
 def _num(v: float | None) -> str:

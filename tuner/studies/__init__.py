@@ -12,11 +12,12 @@ from tuner.studies._run import (
 )
 from tuner.studies._spec import StudySpec, build_spec, load_study
 from tuner.studies._two_tier import Comparison, TwoTierResult, shortlist, two_tier
-from tuner.studies._workload_spec import Arrivals
+from tuner.studies._workload_spec import Arrivals, ClosedLoop
 
 __all__ = [
     "Arrivals",
     "CapacityResult",
+    "ClosedLoop",
     "Comparison",
     "StudyOutcome",
     "StudySpec",

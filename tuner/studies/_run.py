@@ -44,8 +44,19 @@ from tuner.tuning import Loop, WorkloadAt
 
 def build_workload(spec: WorkloadSpec, root: Path, rate: float | None = None) -> Workload:
     """The workload a spec describes (traces are read relative to the study file); a
-    generated one at ``rate`` instead of its own when given."""
-    if spec.trace is not None:
+    generated one at ``rate`` instead of its own when given (a closed loop: that many users)."""
+    if spec.closed_loop is not None:
+        c = spec.closed_loop
+        w = Workload.closed_loop(
+            c.users if rate is None else int(rate),
+            c.requests,
+            parse_length(str(c.prompt_len)),
+            parse_length(str(c.output_len)),
+            think_time=c.think_time,
+            ramp=c.ramp,
+            seed=c.seed,
+        )
+    elif spec.trace is not None:
         t = spec.trace if isinstance(spec.trace, TraceFile) else TraceFile(path=spec.trace)
         path = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
         read = Workload.from_csv if path.suffix == ".csv" else Workload.from_jsonl
@@ -139,11 +150,13 @@ def _fitted(regenerate: WorkloadAt, limit: int, policy: str, rate: float) -> Wor
     return fit_to(regenerate(rate), limit, policy)[0]
 
 
-def build_workload_at(spec: WorkloadSpec, root: Path) -> WorkloadAt | None:
-    """How a capacity objective offers the workload at a rate: a generated workload is
-    regenerated at the rate with the same seed; a trace or literal requests return None (the
-    Loop then scales their arrivals, ``Workload.at_rate``)."""
-    if spec.poisson is None and spec.multi_turn is None:
+def build_workload_at(spec: WorkloadSpec, root: Path, mode: str = "rate") -> WorkloadAt | None:
+    """How a capacity objective offers the workload at a load: a generated workload is
+    regenerated at the rate (in mode ``concurrency``: a closed loop at the number of users)
+    with the same seed; otherwise None (the Loop then scales the arrivals,
+    ``Workload.at_rate``, or spreads the requests over the users, ``at_concurrency``)."""
+    generated = ("closed_loop",) if mode == "concurrency" else ("poisson", "multi_turn")
+    if all(getattr(spec, k) is None for k in generated):
         return None
     return functools.partial(build_workload, spec, root)  # picklable: worker processes
 
@@ -268,7 +281,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     space = build_space(spec)
     limit = min(c.max_model_len for c in space.configs())
     workload, fitted = fit_to(build_workload(spec.workload, root), limit, spec.workload.oversized)
-    regenerate = build_workload_at(spec.workload, root)
+    regenerate = build_workload_at(spec.workload, root, spec.objective.mode)
     workload_at = None
     if regenerate is not None:
         workload_at = functools.partial(_fitted, regenerate, limit, spec.workload.oversized)

@@ -293,6 +293,13 @@ class StudySpec(_Spec):
         problem = deployment_problem(self.space.knobs, self.space.base, searching, self.target)
         if problem is not None:
             raise ValueError(problem)
+        closed = self.workload.closed_loop is not None
+        capacity = self.objective.objective().is_capacity
+        if closed and capacity and self.objective.mode != "concurrency":
+            raise ValueError(
+                "a closed_loop workload has no request rate to search: give the capacity "
+                "objective mode: concurrency (the most concurrent users under the SLOs)"
+            )
         return self
 
     @field_validator("output")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuner.core import Request
 
-__all__ = ["Arrivals", "MultiTurn", "SharedPrefix", "TraceFile", "WorkloadSpec"]
+__all__ = ["Arrivals", "ClosedLoop", "MultiTurn", "SharedPrefix", "TraceFile", "WorkloadSpec"]
 
 
 class _Spec(BaseModel):
@@ -74,6 +74,27 @@ class MultiTurn(_Spec):
     """Tokens per hash id."""
 
 
+class ClosedLoop(_Spec):
+    """Concurrent users, each sending its next request when its previous one finished
+    (Workload.closed_loop): ``{users: 8, requests: 200, prompt_len: 512, output_len: 128}``."""
+
+    users: int = Field(ge=1, le=1_000_000)
+    """Concurrent users (a capacity search in mode concurrency starts here)."""
+    requests: int = Field(ge=1, le=10_000_000)
+    """How many requests in all (request i is sent by user i % users)."""
+    prompt_len: int | str = 512
+    """N, 'uniform:MEAN:RANGE_RATIO' or 'lognormal:MEAN:SIGMA[:MAX]'."""
+    output_len: int | str = 128
+    """As prompt_len."""
+    think_time: float = Field(default=0.0, ge=0)
+    """Seconds (steps on the unit clock) from a response's last token to the user's next
+    request."""
+    ramp: float = Field(default=0.0, ge=0)
+    """Users start evenly spread over this many seconds (0: all at once)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the lengths (the same as poisson's with this seed)."""
+
+
 class TraceFile(_Spec):
     """A trace file with reading options:
     ``{path: t.jsonl, time_unit: ms, hash_chunk_size: 512}``."""
@@ -87,10 +108,14 @@ class TraceFile(_Spec):
 
 
 class WorkloadSpec(_Spec):
-    """Exactly one of ``poisson``, ``multi_turn``, ``trace`` or ``requests``."""
+    """Exactly one of ``poisson``, ``multi_turn``, ``closed_loop``, ``trace`` or
+    ``requests``."""
 
     poisson: Arrivals | None = None
     """Generated arrivals (gamma when burstiness != 1)."""
+    closed_loop: ClosedLoop | None = None
+    """Generated closed-loop users (for ``objective: {maximize: capacity, mode:
+    concurrency}``)."""
     multi_turn: MultiTurn | None = None
     """Generated multi-turn conversations."""
     shared_prefix: SharedPrefix | None = None
@@ -114,12 +139,12 @@ class WorkloadSpec(_Spec):
 
     @model_validator(mode="after")
     def _one(self) -> WorkloadSpec:
-        kinds = ("poisson", "multi_turn", "trace", "requests")
+        kinds = ("poisson", "multi_turn", "closed_loop", "trace", "requests")
         given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of 'poisson', 'multi_turn', 'trace' or 'requests' "
-                f"(got {given or 'none'})"
+                "give exactly one of 'poisson', 'multi_turn', 'closed_loop', 'trace' or "
+                f"'requests' (got {given or 'none'})"
             )
         if self.shared_prefix is not None and self.poisson is None:
             raise ValueError("'shared_prefix' goes with 'poisson' (the requests it prefixes)")

@@ -2,7 +2,7 @@
 record of what a run measured, and the trial log that makes a run resumable."""
 
 from tuner.tuning._budget import Budget
-from tuner.tuning._capacity import WorkloadAt, capacity_trial, gpus_of
+from tuner.tuning._capacity import WorkloadAt, capacity_trial, gpus_of, offered_load
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._loop import HEADLINE_METRICS, Loop
 from tuner.tuning._record import TrialRecord
@@ -23,4 +23,5 @@ __all__ = [
     "capacity_trial",
     "fingerprint",
     "gpus_of",
+    "offered_load",
 ]

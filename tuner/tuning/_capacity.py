@@ -30,6 +30,7 @@ from tuner.core import (
     Trial,
     TrialStatus,
     Workload,
+    WorkloadError,
 )
 from tuner.objectives import (
     SLO,
@@ -38,6 +39,7 @@ from tuner.objectives import (
     Objective,
     RateLattice,
     cost_per_million_tokens,
+    load_lattice,
     throughput_per_gpu,
 )
 from tuner.tuning._repeats import (
@@ -51,7 +53,8 @@ from tuner.tuning._repeats import (
 )
 
 WorkloadAt = Callable[[float], Workload]
-"""The workload offered at a load (same requests or same seeds: only the load varies)."""
+"""The workload offered at a load (same requests or same seeds: only the load varies): a
+request rate, or in mode ``concurrency`` a whole number of users."""
 
 #: Errors that mean the configuration cannot run at all (so the trial fails), as opposed to a
 #: load it cannot sustain (a probe that does not hold).
@@ -63,6 +66,29 @@ class _Probe:
     point: LoadPoint
     measurement: Measurement | None
     runs: Runs | None = None
+
+
+def offered_load(
+    settings: CapacitySettings, workload: Workload, workload_at: WorkloadAt | None
+) -> tuple[float, WorkloadAt]:
+    """Where a capacity search starts and how it offers ``workload`` at a load: in mode
+    ``rate`` from the workload's own rate with :meth:`Workload.at_rate`; in mode
+    ``concurrency`` from its own number of users (1 for an open-loop workload) with
+    :meth:`Workload.at_concurrency` (``workload_at``, e.g. a study's regenerated workload,
+    replaces the second).
+
+    Raises:
+        WorkloadError: mode ``rate`` with a closed-loop workload (it has no rate to scale).
+    """
+    if settings.mode == "concurrency":
+        at = workload_at or (lambda users: workload.at_concurrency(int(users)))
+        return settings.first_rate(float(workload.users or 1)), at
+    if workload.is_closed_loop and workload_at is None:
+        raise WorkloadError(
+            f"Objective.capacity(mode='rate') offers the workload at request rates, but it is "
+            f"closed loop ({workload.users} users, no rate to scale): use mode='concurrency'"
+        )
+    return settings.first_rate(workload.rate), workload_at or workload.at_rate
 
 
 def gpus_of(config: ServingConfig) -> int:
@@ -100,7 +126,7 @@ def capacity_trial(
         )
     open_session = session or backend.session
     settings = objective.load or CapacitySettings()
-    lattice = RateLattice(settings, start)
+    lattice = load_lattice(settings, start)
     t0 = time.perf_counter()
     probes: list[_Probe] = []
     shortcut = None
@@ -129,7 +155,7 @@ def capacity_trial(
     except _FATAL as e:
         return _failed(number, config, fidelity, f"{type(e).__name__}: {e}", t0)
     rate_shortcut = None if shortcut is None else lattice.rate(shortcut)
-    return _trial(number, config, fidelity, probes, settings, rate_shortcut, t0)
+    return _trial(number, config, fidelity, probes, settings, lattice, rate_shortcut, t0)
 
 
 class _FirstProbeFailed(Exception):
@@ -174,6 +200,7 @@ def _trial(
     fidelity: float,
     probes: list[_Probe],
     settings: CapacitySettings,
+    lattice: RateLattice,
     shortcut: float | None,
     t0: float,
 ) -> Trial:
@@ -186,7 +213,7 @@ def _trial(
         above = [p.rate for p in points if not p.feasible and p.rate > capacity]
         if not above:
             note = f">= {capacity:.4g} (held at the highest load tried; not extrapolated)"
-        elif min(above) > capacity * (1 + settings.rel_tol) * (1 + 1e-9):
+        elif not lattice.adjacent(capacity, min(above)):
             note = (
                 f"between {capacity:.4g} and {min(above):.4g} (max_probes "
                 f"{settings.max_probes} reached before rel_tol)"
@@ -244,4 +271,4 @@ def _failed(number: int, config: ServingConfig, fidelity: float, reason: str, t0
     )
 
 
-__all__ = ["WorkloadAt", "capacity_trial", "gpus_of"]
+__all__ = ["WorkloadAt", "capacity_trial", "gpus_of", "offered_load"]

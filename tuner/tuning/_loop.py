@@ -44,7 +44,7 @@ from tuner.objectives import (
 )
 from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
-from tuner.tuning._capacity import WorkloadAt, capacity_trial
+from tuner.tuning._capacity import WorkloadAt, capacity_trial, offered_load
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._repeats import (
@@ -355,8 +355,8 @@ class Loop:
 
     def _capacity(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
         """One capacity trial: the configuration probed at several loads."""
-        at = self.workload_at or workload.at_rate
         settings = self.objective.load or CapacitySettings()
+        start, at = offered_load(settings, workload, self.workload_at)
         same = [t for t in record if t.fidelity == proposal.fidelity and t.feasible]
         caps = [t.values.get("capacity", math.nan) for t in same]
         incumbent = max((c for c in caps if math.isfinite(c)), default=None)
@@ -366,7 +366,7 @@ class Loop:
             proposal.fidelity,
             self.backend,
             at,
-            settings.first_rate(workload.rate),
+            start,
             self.slos,
             self.objective,
             self._values,

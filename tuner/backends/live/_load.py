@@ -1,8 +1,10 @@
-"""An open-loop load client: replay a workload's arrival schedule against an OpenAI-style server.
+"""A load client: replay a workload's arrival schedule against an OpenAI-style server.
 
 Each request is sent at its arrival time whatever the server is doing (open loop, like
-``vllm bench serve --dataset-name timed_trace``), as a streamed ``/v1/completions`` call whose
-prompt is a list of token ids of the requested length (:mod:`._prompts`: distinct per request,
+``vllm bench serve --dataset-name timed_trace``); in a closed-loop workload each user sends its
+next request ``think_time`` after its previous one's last token (like ``vllm bench serve
+--max-concurrency`` and AIPerf's ``--concurrency``). Each is a streamed ``/v1/completions`` call
+whose prompt is a list of token ids of the requested length (:mod:`._prompts`: distinct per request,
 or expanded from the trace's hash ids so that shared prefixes hit the cache as in the trace),
 with ``max_tokens`` = the output length and ``ignore_eos`` so that exactly that many tokens come
 back. The HTTP is aiohttp's, as in ``vllm bench serve`` (:mod:`._stream`).
@@ -42,7 +44,8 @@ class RequestRecord:
 
     Attributes:
         request_id: Position in the workload.
-        scheduled: When the workload says to send it.
+        scheduled: When the workload says to send it (closed loop: when the user's previous
+            request ended, plus the think time).
         sent: When it was actually sent (``sent - scheduled`` is the client's lag).
         token_times: When each output token arrived (tokens delivered in one chunk share it).
         requested_tokens: ``max_tokens`` asked for.
@@ -231,6 +234,9 @@ async def replay_async(
 
     watch = _Watch(progress, now)
     tasks: list[asyncio.Task[None]] = []
+    # Closed loop: each user's requests in id order, and each request's successor.
+    think = workload.think_time.tolist() if workload.think_time is not None else None
+    users_ids = workload.user_sequences
 
     async def one(session: aiohttp.ClientSession, i: int, scheduled: float) -> None:
         p = progress[i]
@@ -280,11 +286,28 @@ async def replay_async(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(session, i, scheduled)))
 
+    async def user(session: aiohttp.ClientSession, ids: tuple[int, ...]) -> None:
+        """One closed-loop user: its requests one after the other, each sent ``think_time``
+        after the previous one's last token (or error)."""
+        scheduled = arrival[ids[0]] - first
+        for k, i in enumerate(ids):
+            if k and think is not None:
+                scheduled = now() + think[i]
+            delay = scheduled - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await one(session, i, scheduled)
+            if watch.stalled is not None:
+                return  # abandoned: its later requests are never sent
+
+    async def start_users(session: aiohttp.ClientSession) -> None:
+        tasks.extend(asyncio.create_task(user(session, ids)) for ids in users_ids)
+
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False
     ) as session:
-        sender = asyncio.create_task(send_all(session))
+        sender = asyncio.create_task(start_users(session) if users_ids else send_all(session))
 
         def stop() -> None:
             sender.cancel()
@@ -296,7 +319,7 @@ async def replay_async(
             await asyncio.wait([sender])
             if watch.stalled is None:
                 sender.result()  # a bug in the sender is raised, not swallowed
-            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            for outcome in await asyncio.gather(*list(tasks), return_exceptions=True):
                 cut = isinstance(outcome, asyncio.CancelledError) and watch.stalled is not None
                 if isinstance(outcome, BaseException) and not cut:
                     raise outcome
@@ -330,8 +353,11 @@ def replay(url: str, model: str, workload: Workload, **options: Any) -> LoadResu
     """Send every request of ``workload`` at its arrival time and record what comes back.
 
     Open loop: request ``i`` is sent ``arrival[i] - min(arrival)`` seconds after the start,
-    however many are still running. Each is a streamed ``POST {url}/v1/completions`` with the
-    prompt as ``prompt_tokens[i]`` token ids (see :mod:`tuner.backends.live._prompts`),
+    however many are still running. Closed loop (``workload.user``): one task per user sends
+    its first request at its arrival and each next one ``think_time`` after the previous one
+    ended (its last token, or its failure); ``RequestRecord.sent`` is the actual send time.
+    Each is a streamed ``POST {url}/v1/completions`` with the prompt as
+    ``prompt_tokens[i]`` token ids (see :mod:`tuner.backends.live._prompts`),
     ``max_tokens = output_tokens[i]`` and ``ignore_eos``. A request fails (and is recorded as
     failed, not raised) on an HTTP error, a broken stream, fewer tokens than asked, a prompt
     the server counted differently, or when it runs past ``request_timeout`` seconds.

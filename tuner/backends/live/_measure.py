@@ -369,10 +369,13 @@ def _measurement(
             start, end = steps.times(origin=load.origin_unix)
             fields["step_start"] = start + load.time_offset
             fields["step_end"] = end + load.time_offset
+    arrival = workload.arrival
+    if workload.is_closed_loop:  # when each request was actually sent, on the workload's clock
+        arrival = np.array([r.sent for r in reqs]) + load.time_offset
     return Measurement(
         source=source,
         time_unit="s",
-        arrival=workload.arrival,
+        arrival=arrival,
         prompt_tokens=workload.prompt_tokens,
         output_tokens=[r.output_tokens for r in reqs],
         ttft=[r.ttft for r in reqs],

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.backends._arrivals import Arrivals
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
@@ -302,31 +303,28 @@ class SchedulerReplayBackend(Backend):
         self, scheduler: Any, workload: Workload, timeline: Timeline, block_hasher: Any
     ) -> None:
         v = self._vllm
-        order = workload.schedule_order.tolist()
-        arrival = workload.arrival.tolist()
         output = workload.output_tokens.tolist()
-        admitted = [False] * len(order)
-        pending = 0
-        now = arrival[order[0]]
+        admitted = [False] * len(workload)
+        due = Arrivals(workload)
+        now = due.first_time()
         while True:
-            while pending < len(order) and arrival[order[pending]] <= now:
-                i = order[pending]
+            for i, t in due.pop_until(now):
+                timeline.arrived(i, t)
                 scheduler.add_request(
                     v.Request(
                         request_id=str(i),
                         prompt_token_ids=workload.prompt_token_ids(i),
                         sampling_params=v.SamplingParams(max_tokens=output[i], ignore_eos=True),
                         pooling_params=None,
-                        arrival_time=arrival[i],
+                        arrival_time=t,
                         block_hasher=block_hasher,
                     )
                 )
-                pending += 1
             running, waiting = scheduler.get_request_counts()
             if running == 0 and waiting == 0:
-                if pending == len(order):
+                if due.exhausted:
                     return
-                now = arrival[order[pending]]
+                now = due.first_time()
                 continue
 
             out = scheduler.schedule()
@@ -359,6 +357,7 @@ class SchedulerReplayBackend(Backend):
                 else:
                     sampled.append([])
             now = timeline.step(now, prefill, decode, len(ids), emitted)
+            due.finished([i for i in emitted if timeline.emitted(i) == output[i]], now)
             scheduler.update_from_output(
                 out,
                 v.ModelRunnerOutput(

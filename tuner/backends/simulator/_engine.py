@@ -22,6 +22,10 @@ rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
 * Async scheduling: a finished request keeps its slot and blocks through the next step.
 * Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
   the first step starting at or after ``t``; an idle engine jumps to the next arrival.
+* Closed loop (``workload.user``): a user's first request arrives at its ``arrival``; when a
+  request gets its last token at the end of a step (time ``t``), its user's next request
+  arrives at ``t + think_time`` (with no think time: seen by the very next step). Requests due
+  by a step are queued in order of arrival, then request id, as in open loop.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from tuner.backends._arrivals import Arrivals
 from tuner.backends._timeline import Timeline
 from tuner.core import BackendError, ServingConfig, Workload
 
@@ -102,6 +107,8 @@ class Engine:
         self.kv_limited = cap is not None
         self.free_blocks = 0 if cap is None else cap - 1  # block 0 is reserved
         self.last_emitted: list[Req] = []  # requests that got a token in the last step
+        # Closed loop: the requests due to arrive, fed by every finish.
+        self.due = Arrivals(workload) if workload.user is not None else None
 
     def _free(self, r: Req) -> None:
         self.free_blocks += r.blocks
@@ -110,6 +117,9 @@ class Engine:
     # --- the engine loop -----------------------------------------------------------------------
     def run(self) -> None:
         """Simulate until every request has finished."""
+        if self.due is not None:
+            self._run_closed(self.due)
+            return
         arrivals = [self.arrival[i] for i in self.order]  # in the order they arrive
         incoming = [self.reqs[i] for i in self.order]
         arrivals.append(float("inf"))  # a sentinel: nothing more arrives
@@ -126,6 +136,29 @@ class Engine:
                 continue
             now, finished = self._advance(now, arrivals[pending] if pending < n else None)
             done += finished
+
+    def _run_closed(self, due: Arrivals) -> None:
+        """:meth:`run` for a closed-loop workload: arrivals come from :attr:`due`, which every
+        finish feeds (:meth:`_finished`)."""
+        waiting, finishing, reqs, tl = self.waiting, self.finishing, self.reqs, self.tl
+        n = len(reqs)
+        done = 0
+        now = due.first_time()
+        while done < n:
+            for i, t in due.pop_until(now):
+                tl.arrived(i, t)
+                waiting.append(reqs[i])
+            if not waiting and not finishing and not self.running:
+                now = due.first_time()
+                continue
+            now, finished = self._advance(now, due.next_time())
+            done += finished
+
+    def _finished(self, done: Iterable[Req], end: float) -> None:
+        """Closed loop: ``done`` got their last token at ``end``; their users send their next
+        requests a think time later."""
+        if self.due is not None:
+            self.due.finished([r.id for r in done], end)
 
     def _advance(self, now: float, next_arrival: float | None) -> tuple[float, int]:
         """Move the engine forward from ``now`` (one step here; a fast engine may record many
@@ -242,6 +275,7 @@ class Engine:
 
         if not scheduled:
             if released:  # the freed slots and blocks are usable by the next schedule()
+                self.last_emitted = []  # nobody got a token (the fast engine reads it)
                 return now, 0
             raise BackendError(
                 "simulator stalled: a step scheduled no token while requests wait "
@@ -259,4 +293,5 @@ class Engine:
                     finishing.append(r)
                 else:
                     self._free(r)
+            self._finished(finished, end)
         return end, len(finished)

@@ -100,6 +100,7 @@ class FastEngine(Engine):
             else:
                 for r in done:
                     self._free(r)
+            self._finished(done, end)
         return len(done)
 
     # --- the engine loop -----------------------------------------------------------------------

@@ -223,6 +223,7 @@ class PrefixEngine(Engine):
 
         if not scheduled:
             if released:
+                self.last_emitted = []  # nobody got a token (the fast engine reads it)
                 return now, 0
             raise BackendError(
                 "simulator stalled: a step scheduled no token while requests wait "
@@ -239,4 +240,5 @@ class PrefixEngine(Engine):
                     finishing.append(r)
                 else:
                     self._free(r)
+            self._finished(finished, end)
         return end, len(finished)
