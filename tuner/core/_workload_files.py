@@ -5,8 +5,6 @@ The parsing itself is :mod:`tuner.core._traces`'s."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +12,7 @@ from typing_extensions import Self
 
 from tuner.core import _traces
 from tuner.core._errors import WorkloadError
+from tuner.core._workload_base import WorkloadMixin
 
 __all__ = ["TraceFiles"]
 
@@ -22,32 +21,10 @@ IntArray = npt.NDArray[np.int64]
 HashIds = tuple[int, ...]
 
 
-class TraceFiles:
+class TraceFiles(WorkloadMixin):
     """``Workload.from_jsonl``, ``to_jsonl``, ``from_csv`` and ``to_csv``."""
 
     __slots__ = ()
-
-    if TYPE_CHECKING:  # defined by Workload
-        _arrival: npt.NDArray[np.float64]
-        _prompt: npt.NDArray[np.int64]
-        _output: npt.NDArray[np.int64]
-        _hash: tuple[tuple[int, ...], ...] | None
-        _chunk: int
-
-        @classmethod
-        def from_arrays(
-            cls,
-            arrival: npt.ArrayLike,
-            prompt_tokens: npt.ArrayLike,
-            output_tokens: npt.ArrayLike,
-            hash_ids: Sequence[Sequence[int]] | None = None,
-            *,
-            hash_chunk_size: int = _traces.CHUNK_SIZE,
-            user: npt.ArrayLike | None = None,
-            think_time: npt.ArrayLike | None = None,
-        ) -> Self: ...
-
-        def _open_loop_only(self, what: str) -> None: ...
 
     @classmethod
     def from_jsonl(

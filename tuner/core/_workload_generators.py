@@ -6,38 +6,20 @@ shared-prefix and multi-turn prompts in :mod:`tuner.core._prefix_workloads`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import numpy.typing as npt
 from typing_extensions import Self
 
 from tuner.core import _closed_loop, _prefix_workloads, _traces
 from tuner.core._arrivals import LengthSpec, sample_workload_arrays
 from tuner.core._errors import WorkloadError
+from tuner.core._workload_base import WorkloadMixin
 
 __all__ = ["WorkloadGenerators"]
 
 
-class WorkloadGenerators:
+class WorkloadGenerators(WorkloadMixin):
     """``Workload.poisson``, ``gamma``, ``shared_prefix``, ``multi_turn`` and ``closed_loop``."""
 
     __slots__ = ()
-
-    if TYPE_CHECKING:  # defined by Workload
-
-        @classmethod
-        def from_arrays(
-            cls,
-            arrival: npt.ArrayLike,
-            prompt_tokens: npt.ArrayLike,
-            output_tokens: npt.ArrayLike,
-            hash_ids: Sequence[Sequence[int]] | None = None,
-            *,
-            hash_chunk_size: int = _traces.CHUNK_SIZE,
-            user: npt.ArrayLike | None = None,
-            think_time: npt.ArrayLike | None = None,
-        ) -> Self: ...
 
     @classmethod
     def poisson(
