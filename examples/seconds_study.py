@@ -8,6 +8,7 @@ Run: python examples/seconds_study.py
 from tuner import InfeasibleError, Loop, Objective, SearchSpace, ServingConfig, Uniform, Workload
 from tuner.backends import CostModel, SimulatorBackend
 from tuner.cli._table import trial_table
+from tuner.hardware import Target
 from tuner.search import GridSearch
 
 workload = Workload.poisson(
@@ -36,4 +37,6 @@ except InfeasibleError as e:
     raise SystemExit(f"INFEASIBLE: {e}") from None
 print(trial_table(result.trials, space, ["output_throughput", "ttft.p99", "tpot.p90"]))
 print(f"\nbest: {result.best.config.describe(space.base)}")
-print("vllm serve " + " ".join(result.best.config.to_vllm_args()))
+# Only what the study tuned or set on purpose: vLLM picks the rest for the device.
+knobs = Target().recommended_knobs(result.best.config, space.dimensions, space.base)
+print("vllm serve <model> " + " ".join(result.best.config.to_vllm_args(knobs)))
