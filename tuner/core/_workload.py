@@ -238,8 +238,10 @@ class Workload(WorkloadGenerators, TraceFiles, ClosedLoopViews):
         (and every process), and prompts that start with the same ids share that prefix; a
         prompt with no hash ids (or too few) gets tokens of its own for the rest. Ids are in
         ``[4, vocab_size)`` (pass the served model's vocabulary size when it is below 32000:
-        same sharing, other token values). The simulator's prefix cache, the scheduler replay
-        and the live client all send these prompts. See :mod:`tuner.core._prompts`.
+        same sharing, other token values). The simulator's prefix cache and the scheduler replay
+        use these prompts; the live client builds prompts with the same sharing structure,
+        salted per trial so one trial cannot warm the next (``tuner.backends.live._prompts``).
+        See :mod:`tuner.core._prompts`.
 
         Raises:
             WorkloadError: ``vocab_size`` is not an integer >= 5.

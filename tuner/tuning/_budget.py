@@ -30,3 +30,19 @@ class Budget(Settings):
     cancel_grace: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     """Seconds a backend has to stop a timed-out evaluation; one that does not stop ends the
     run (its finished trials are kept)."""
+
+    def spent(self, trials: int, cost: float, elapsed: float) -> str | None:
+        """Why no new trial may start after ``trials`` trials costing ``cost`` in ``elapsed``
+        seconds, or None while the budget lasts.
+
+        Example:
+            >>> Budget(max_trials=2).spent(2, 0.0, 1.0)
+            'max_trials (2) reached'
+        """
+        if self.max_trials is not None and trials >= self.max_trials:
+            return f"max_trials ({self.max_trials}) reached"
+        if self.max_cost is not None and cost >= self.max_cost:
+            return f"max_cost ({self.max_cost:g}) reached: cost {cost:g}"
+        if self.timeout is not None and elapsed >= self.timeout:
+            return f"timeout ({self.timeout:g}s) reached"
+        return None

@@ -93,7 +93,7 @@ def offered_load(
 
 def gpus_of(config: ServingConfig) -> int:
     """GPUs one replica of ``config`` uses (tensor parallelism, once it is a knob)."""
-    return int(getattr(config, "tensor_parallel_size", 1) or 1)
+    return config.tensor_parallel_size
 
 
 def capacity_trial(

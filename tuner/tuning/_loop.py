@@ -152,9 +152,6 @@ class Loop:
         self.search = search
         self.objective = objective
         self.slos = parse_slos(slos)
-        self.max_trials = self.budget.max_trials
-        self.max_cost = self.budget.max_cost
-        self.timeout = self.budget.timeout
         self.trial_log = Path(trial_log) if trial_log is not None else None
         self.on_trial = on_trial
         catch = tuple(catch)
@@ -182,6 +179,18 @@ class Loop:
         #: Offered to a backend that can stop a run early (``Backend.supports_abort``).
         self.abort_rule: AbortRule | None = rule if rule.can_abort else None
         self._noise = NoisePool()
+
+    @property
+    def max_trials(self) -> int | None:
+        return self.budget.max_trials
+
+    @property
+    def max_cost(self) -> float | None:
+        return self.budget.max_cost
+
+    @property
+    def timeout(self) -> float | None:
+        return self.budget.timeout
 
     def run(self, space: SearchSpace, workload: Workload) -> TuningResult:
         """Search ``space`` on ``workload``; return the best feasible trial and every trial.
@@ -222,14 +231,9 @@ class Loop:
         try:
             self.search.start(space, self.objective, record)
             while True:
-                if self.max_trials is not None and len(record) >= self.max_trials:
-                    stop_reason = f"max_trials ({self.max_trials}) reached"
-                    break
-                if self.max_cost is not None and record.cost >= self.max_cost:
-                    stop_reason = f"max_cost ({self.max_cost:g}) reached: cost {record.cost:g}"
-                    break
-                if self.timeout is not None and time.monotonic() - t0 >= self.timeout:
-                    stop_reason = f"timeout ({self.timeout:g}s) reached"
+                spent = self.budget.spent(len(record), record.cost, time.monotonic() - t0)
+                if spent is not None:
+                    stop_reason = spent
                     break
                 proposal = self.search.ask()
                 if proposal is None:

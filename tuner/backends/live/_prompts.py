@@ -112,12 +112,12 @@ def hashed_prompt(
 
 def workload_hash_ids(workload: Workload) -> list[tuple[int, ...]]:
     """Each request's hash ids, in id order (empty where the request or tuner has none)."""
-    return [tuple(getattr(r, "hash_ids", None) or ()) for r in workload]
+    return list(workload.hash_ids or [()] * len(workload))
 
 
 def hash_chunk_size(workload: Workload) -> int:
-    """Tokens per hash id of ``workload`` (vllm bench's default, 16, if it does not say)."""
-    return int(getattr(workload, "hash_chunk_size", None) or DEFAULT_CHUNK)
+    """Tokens per hash id of ``workload`` (``Workload.hash_chunk_size``)."""
+    return workload.hash_chunk_size
 
 
 def shares_prefix(workload: Workload) -> bool:
@@ -128,8 +128,7 @@ def shares_prefix(workload: Workload) -> bool:
         >>> shares_prefix(Workload.from_arrays([0.0, 1.0], [8, 8], [1, 1]))
         False
     """
-    firsts = [ids[0] for ids in workload_hash_ids(workload) if ids]
-    return len(set(firsts)) < len(firsts)
+    return workload.shares_prefixes
 
 
 def workload_prompts(

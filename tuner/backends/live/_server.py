@@ -207,7 +207,7 @@ class VLLMServerBackend(LiveBackend):
         if ITERATION_FLAG not in flags:
             args.append(ITERATION_FLAG)
         if not flags & PREFIX_FLAGS:
-            caching = bool(getattr(config, "enable_prefix_caching", True))
+            caching = config.enable_prefix_caching
             if not caching or workload is None or not shares_prefix(workload):
                 args.append("--no-enable-prefix-caching")
             elif DETAILS_FLAG not in flags:
