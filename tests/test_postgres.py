@@ -69,8 +69,13 @@ def test_three_workers_on_postgresql_lose_nothing_repeat_nothing_and_agree_with_
     assert len({pid for pid, _ in CountingBackend(counts).evaluations()}) >= 2
     serial = Loop(SimulatorBackend(), GridSearch(), OBJECTIVE, SLOS).run(SPACE, WORKLOAD)
     assert answers == {serial.best.config.model_dump_json()}  # every host reports one answer
-    study = optuna.load_study(study_name="pg", storage=postgres_url)
-    measured = [t for t in study.trials if "tuner_trial" in t.user_attrs]
-    assert len(measured) == len(SPACE)
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert {t.params["max_num_seqs"] for t in measured} == {2, 8, 64}
+    storage = optuna.storages.RDBStorage(postgres_url)
+    try:
+        study = optuna.load_study(study_name="pg", storage=storage)
+        measured = [t for t in study.trials if "tuner_trial" in t.user_attrs]
+        assert len(measured) == len(SPACE)
+        assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+        assert {t.params["max_num_seqs"] for t in measured} == {2, 8, 64}
+    finally:  # close its connections now, not when a later test happens to collect them
+        storage.remove_session()
+        storage.engine.dispose()
