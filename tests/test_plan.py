@@ -237,3 +237,31 @@ def test_plan_refuses_a_gpu_count_that_does_not_divide_the_heads(
 ) -> None:
     assert main([*PLAN_8B[:5], "--gpus", "3", "--slo", "ttft.p99 <= 1s"]) == 2
     assert "must be divisible by tensor parallel size (3)" in capsys.readouterr().err
+
+
+def test_a_roofline_simulator_measures_in_seconds_and_says_so() -> None:
+    # the workload line of `tuner run` reads the unit from the backend: with a model and a GPU
+    # (no cost model typed in) the clock is the roofline prior's, in seconds, not steps
+    assert SimulatorBackend(deployment=H100_8B).time_unit == "s"
+    assert SimulatorBackend().time_unit == "step"
+    assert SimulatorBackend(CostModel(fixed=0.01, time_unit="s")).time_unit == "s"
+
+
+def test_the_first_study_example_reads_its_millisecond_trace_in_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "first_study.yaml"
+    text = example.read_text().replace("traces/", str(example.parent / "traces") + "/")
+    text = text.replace(
+        "max_num_batched_tokens: [512, 1024, 2048, 4096, 8192]", "max_num_batched_tokens: [1024]"
+    )
+    text = text.replace("max_num_seqs: [64, 128, 256, 512]", "max_num_seqs: [256]")
+    text = text.replace("output: runs/first-study", f"output: {tmp_path / 'out'}")
+    study = tmp_path / "first.yaml"
+    study.write_text(text)
+    assert main(["run", str(study)]) == 0
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    # 800 requests over ~182 s (the trace's timestamps are milliseconds), not 182,000 s
+    assert "800 requests over 181.9 s (mean 4.398 req/s" in out
+    assert "vllm serve meta-llama/Llama-3.1-8B-Instruct --max-num-batched-tokens 1024" in out

@@ -42,6 +42,12 @@ class Backend(ABC):
     #: The Loop passes ``abort=`` only to a backend that says so.
     supports_abort: bool = False
 
+    @property
+    def time_unit(self) -> str:
+        """The unit its measurements' times are in: ``"s"``, or ``"step"`` for a backend on
+        the unit step clock (the simulator and the replay without a seconds cost model)."""
+        return "s"
+
     @abstractmethod
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Run ``workload`` under ``config`` and return what was measured."""

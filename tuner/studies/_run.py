@@ -299,7 +299,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
         outcome.workload_note = fitted
         progress = Progress(spec.name, total, objective, space.base)
         progress.say(
-            f"workload: {outcome.workload_summary.text(_unit(backend))}"
+            f"workload: {outcome.workload_summary.text(backend.time_unit)}"
             + (f"; {fitted}" if fitted else "")
         )
         loop = Loop(
@@ -364,8 +364,3 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
 #: The knobs vLLM picks by device (``Target.vllm_defaults``).
 TARGET_KNOBS = ("max_num_batched_tokens", "max_num_seqs", "async_scheduling", "block_size")
 
-
-def _unit(backend: Backend) -> str:
-    """The time unit a backend measures in (steps on the unit clock, else seconds)."""
-    cost = getattr(backend, "cost_model", None)
-    return "step" if cost is not None and cost.time_unit == "step" else "s"

@@ -79,6 +79,11 @@ class SimulatorBackend(Backend):
         #: Whether the roofline prior times the steps (a deployment and no cost model given).
         self.roofline = deployment is not None and cost_model is None
 
+    @property
+    def time_unit(self) -> str:
+        """``"s"`` with the roofline prior or a seconds cost model, else ``"step"``."""
+        return "s" if self.roofline else self.cost_model.time_unit
+
     def describe(self) -> str:
         if self.deployment is None:
             return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
