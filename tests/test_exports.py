@@ -284,6 +284,7 @@ EXPORTS: dict[str, list[str]] = {
         "load_unit",
         "plot_load_curves",
         "study_yaml",
+        "with_unit",
         "write_report",
     ],
 }

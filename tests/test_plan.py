@@ -264,4 +264,5 @@ def test_the_first_study_example_reads_its_millisecond_trace_in_seconds(
     out = captured.out + captured.err
     # 800 requests over ~182 s (the trace's timestamps are milliseconds), not 182,000 s
     assert "800 requests over 181.9 s (mean 4.398 req/s" in out
+    assert "capacity (req/s)  ttft.p99 (s)  itl.p99 (s)" in out  # the table's units
     assert "vllm serve meta-llama/Llama-3.1-8B-Instruct --max-num-batched-tokens 1024" in out

@@ -44,7 +44,7 @@ def run_and_report(
     shown = list(
         dict.fromkeys([*outcome.objective.metrics, *(s.metric for s in outcome.slos), *metrics])
     )
-    print(trial_table(list(outcome.trials), outcome.space, shown))
+    print(trial_table(list(outcome.trials), outcome.space, shown, outcome.time_unit))
     status = verdict(outcome)
     if report:
         md, html = write_report(outcome)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from tuner.core import SearchSpace, Trial
+from tuner.report import with_unit
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -43,10 +44,13 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def trial_table(trials: Sequence[Trial], space: SearchSpace, metrics: Sequence[str]) -> str:
-    """One row per trial: the knobs that vary, the chosen metrics, feasibility or failure."""
+def trial_table(
+    trials: Sequence[Trial], space: SearchSpace, metrics: Sequence[str], time_unit: str = "s"
+) -> str:
+    """One row per trial: the knobs that vary, the chosen metrics (each header with its unit:
+    ``ttft.p99 (s)``), feasibility or failure."""
     knobs = list(space.dimensions)
-    headers = ["#", *knobs, *metrics, "feasible"]
+    headers = ["#", *knobs, *(with_unit(m, time_unit) for m in metrics), "feasible"]
     rows: list[list[object]] = []
     for t in trials:
         point = space.point(t.config)

@@ -8,6 +8,7 @@ from tuner.report._capacity import (
     load_unit,
 )
 from tuner.report._plots import plot_load_curves
+from tuner.report._units import with_unit
 from tuner.report._write import study_yaml, write_report
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "load_unit",
     "plot_load_curves",
     "study_yaml",
+    "with_unit",
     "write_report",
 ]

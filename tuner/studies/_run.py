@@ -363,4 +363,3 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
 
 #: The knobs vLLM picks by device (``Target.vllm_defaults``).
 TARGET_KNOBS = ("max_num_batched_tokens", "max_num_seqs", "async_scheduling", "block_size")
-

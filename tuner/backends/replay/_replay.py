@@ -165,11 +165,11 @@ class SchedulerReplayBackend(Backend):
         self._model_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
-
     @property
     def time_unit(self) -> str:
         """The cost model's unit: ``"step"`` on the unit step clock, else ``"s"``."""
         return self.cost_model.time_unit
+
     def vllm_version(self) -> str:
         """The installed vLLM version whose scheduler this backend drives."""
         return str(self._vllm.version)
