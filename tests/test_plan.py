@@ -266,3 +266,16 @@ def test_the_first_study_example_reads_its_millisecond_trace_in_seconds(
     assert "800 requests over 181.9 s (mean 4.398 req/s" in out
     assert "capacity (req/s)  ttft.p99 (s)  itl.p99 (s)" in out  # the table's units
     assert "vllm serve meta-llama/Llama-3.1-8B-Instruct --max-num-batched-tokens 1024" in out
+
+
+def test_a_trace_misread_as_seconds_is_warned_about_in_one_plain_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "first_study.yaml"
+    text = example.read_text().replace("traces/", str(example.parent / "traces") + "/")
+    study = tmp_path / "misread.yaml"
+    study.write_text(text.replace("time_unit: ms", "time_unit: s"))
+    assert main(["run", str(study), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "time_unit='ms'" in err
+    assert "UserWarning" not in err and "w = read(" not in err  # no Python source line
