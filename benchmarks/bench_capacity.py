@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import itertools
 import math
 import statistics
@@ -84,6 +83,9 @@ from tuner.backends import Backend, CostModel, SimulatorBackend
 from tuner.cli._table import format_table
 from tuner.objectives import binding_slo, judge
 from tuner.search import GridSearch, ListSearch, RandomSearch, Search, SuccessiveHalving, TPESearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this
+from _caching import CachingBackend
 
 #: The trace slice shipped with the benchmark (see ``benchmarks/data/README.md``).
 DATA = Path(__file__).resolve().parent / "data" / "azure_conv_slice.csv.gz"
@@ -166,62 +168,6 @@ def make_problem(quick: bool = False, requests: int | None = None) -> Problem:
         defaults=base,
         autotune_space=SearchSpace(sub, base=base, skip_invalid=True),
     )
-
-
-def fingerprint(workload: Workload) -> str:
-    """A digest of the requests (arrivals, prompt and output lengths)."""
-    h = hashlib.blake2b(digest_size=16)
-    for a in (workload.arrival, workload.prompt_tokens, workload.output_tokens):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def slim(m: Measurement) -> Measurement:
-    """The measurement with equal inter-token gaps merged into one run each (percentiles are
-    unchanged) and only the per-step token counts kept of the step arrays (``max_step_tokens``
-    and ``total_steps`` unchanged): thousands of cached probes fit in memory."""
-    values, inverse = np.unique(m.itl_values, return_inverse=True)
-    counts = np.bincount(inverse, weights=m.itl_counts, minlength=len(values)).astype(np.int64)
-    return m.model_copy(
-        update={
-            "itl_values": values,
-            "itl_counts": counts,
-            "step_prefill_tokens": None,
-            "step_seqs": None,
-            "step_start": None,
-            "step_end": None,
-        }
-    )
-
-
-class CachingBackend(Backend):
-    """Measures each (configuration, workload) once; repeats get the stored Measurement.
-
-    Every measurement is :func:`slim`-med, the first time too, so a cached answer and a fresh
-    one are the same object. The Loop still charges every probe its cost.
-    """
-
-    name = "cached"
-    deterministic = True
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self._cache: dict[tuple[ServingConfig, str], Measurement] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def describe(self) -> str:
-        return f"cached({self.inner.describe()})"
-
-    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
-        key = (config, fingerprint(workload))
-        m = self._cache.get(key)
-        if m is None:
-            self.misses += 1
-            m = self._cache[key] = slim(self.inner.evaluate(config, workload))
-        else:
-            self.hits += 1
-        return m
 
 
 # --- runs and what they reached ------------------------------------------------------------
@@ -687,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     t_start = time.perf_counter()
     problem = make_problem(args.quick, args.requests)
     space, base = problem.space, problem.defaults
-    backend = CachingBackend(SimulatorBackend(COST_MODEL))
+    backend = CachingBackend(SimulatorBackend(COST_MODEL), slim_measurements=True)
     describe_problem(problem)
     n = len(space)
 

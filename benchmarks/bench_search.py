@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +53,6 @@ from tuner import (
     InfeasibleError,
     LogNormal,
     Loop,
-    Measurement,
     Objective,
     SearchSpace,
     ServingConfig,
@@ -63,6 +63,9 @@ from tuner import (
 from tuner.backends import Backend, CostModel, SimulatorBackend
 from tuner.cli._table import format_table
 from tuner.search import GridSearch, RandomSearch, Search, SuccessiveHalving, TPESearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this
+from _caching import CachingBackend
 
 #: A run succeeds once a trial's value is within this fraction of the grid's optimum.
 TARGET = 0.99
@@ -119,36 +122,6 @@ def make_problem(quick: bool = False) -> Problem:
         slos=("ttft.p99 <= 5s", "max_step_tokens <= 640"),
         objective=Objective.maximize("output_throughput", tie_break="ttft.p99"),
     )
-
-
-class CachingBackend(Backend):
-    """Measures each (configuration, workload size) once; repeats get the stored Measurement.
-
-    The key is the number of requests, not the requests: valid only when every workload
-    evaluated is one base workload or one of its heads (``workload.head(f)``), as here. The
-    Loop still charges every trial its ``Trial.cost``.
-    """
-
-    name = "cached"
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self._cache: dict[tuple[ServingConfig, int], Measurement] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def describe(self) -> str:
-        return f"cached({self.inner.describe()})"
-
-    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
-        key = (config, len(workload))
-        m = self._cache.get(key)
-        if m is None:
-            self.misses += 1
-            m = self._cache[key] = self.inner.evaluate(config, workload)
-        else:
-            self.hits += 1
-        return m
 
 
 @dataclass(frozen=True)
