@@ -36,17 +36,31 @@ workspaces, attention-backend buffers. 0.35 GiB is what vLLM printed as ``non_to
 for Llama-3.1-8B on one GPU (vllm-project/vllm#10517)."""
 
 NON_TORCH_BYTES_TP_EXTRA = int(0.5 * GiB)
-"""Added per GPU when TP > 1: NCCL communicators and custom all-reduce buffers (an estimate)."""
+"""Added per GPU when TP > 1 over PCIe: NCCL communicators and custom all-reduce buffers (an
+estimate; vLLM printed 0.25 GiB non-torch in all for TP=2 on RTX 4090s, vllm-project/vllm#13061)."""
 
-CUDA_GRAPH_BYTES_PER_LAYER = 16 * MiB
-"""CUDA graph pool estimate per decoder layer with vLLM's default capture sizes (graphs for
-batch sizes up to 512): ~0.5 GiB for a 32-layer model, the size vLLM logs after capture
-("Graph capturing finished ... took 0.5 GiB") for 7-8B models. vLLM 0.32 profiles it
-before sizing the KV cache (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1``, default)."""
+NON_TORCH_BYTES_TP_NVLINK = int(1.8 * GiB)
+"""Added per GPU when TP > 1 over NVLink instead: NCCL allocates its channel buffers lazily at the
+first all-reduce of the profiling run, after vLLM's start-up snapshot (``init_snapshot`` is taken
+after ``init_worker_distributed_environment`` in ``gpu_worker.py``), so they count as non-torch
+increase. Measured, not derived: vLLM 0.19 on H100 SXM printed "non-torch forward increase
+memory: 2.07GiB" for Llama-3.1-8B at TP=2 against 0.25 GiB at TP=1 (llm-d-planner#205 logs);
+the other TP=2/4 logs there (2.06-2.21 GiB) are held out as checks."""
 
-SAMPLER_BYTES_PER_LOGIT = 10
-"""Profiling's dummy sampler run holds, per (sequence, vocab entry), the logits in the model
-dtype (2 B), their float32 copy (4 B) and float32 probabilities (4 B)."""
+CUDA_GRAPH_BYTES_PER_LAYER = 22 * MiB
+"""CUDA graph pool estimate per decoder layer with vLLM's default capture sizes (FULL and
+PIECEWISE graphs for 51 batch sizes up to 512). vLLM 0.32 profiles it before sizing the KV
+cache (``profile_cudagraph_memory``, subtracted since ``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1``
+is the default). 22 MiB is the median per layer of the "Estimated CUDA graph memory: X GiB total"
+that vLLM 0.19 printed for 12 dense models at TP=1 on H100 (17-27 MiB; llm-d-planner#205 logs)."""
+
+SAMPLER_BYTES_PER_LOGIT = 14
+"""Profiling's dummy sampler run (``_dummy_sampler_run``, ``vllm/v1/worker/gpu_model_runner.py``)
+holds, per (sequence, vocab entry): the logits in the model dtype (2 B), their float32 copy
+(``Sampler.forward``, 4 B), and in the PyTorch-native warm-up call (``forward_native``, run with a
+generator after the FlashInfer one) the float32 probabilities (4 B) and the float32 exponential
+noise ``random_sample`` divides them by in place (4 B). vLLM 0.19 printed a torch peak of
+1.89 GiB for Llama-3.1-8B's 1024 x 128256 logits, 15.4 B each (llm-d-planner#205)."""
 
 KVCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 Quantization = Literal["fp8", "awq", "gptq", "bitsandbytes", "mxfp4"]
@@ -209,8 +223,9 @@ def memory_breakdown(
       width is experts_per_token x expert width) + 3 residual-stream copies (T x hidden x 2 B).
       Sampler peak = sequences x vocab x :data:`SAMPLER_BYTES_PER_LOGIT`. The larger one counts.
     - CUDA graphs: :data:`CUDA_GRAPH_BYTES_PER_LAYER` per layer, 0 with ``enforce_eager``.
-    - Non-torch memory: :data:`NON_TORCH_BYTES_TP1`, plus :data:`NON_TORCH_BYTES_TP_EXTRA`
-      when TP > 1. Nothing else runs on the GPU.
+    - Non-torch memory: :data:`NON_TORCH_BYTES_TP1`, plus, when TP > 1,
+      :data:`NON_TORCH_BYTES_TP_NVLINK` on NVLink GPUs or :data:`NON_TORCH_BYTES_TP_EXTRA`
+      otherwise. Nothing else runs on the GPU.
     - Scheduler knobs left None take vLLM's defaults for this GPU
       (:func:`vllm_default_scheduler_limits`).
 
@@ -248,7 +263,10 @@ def memory_breakdown(
     weights = weight_bytes_per_gpu(model, tp, quantization)
     act = activation_peak_bytes(model, tp, mbt, seqs)
     graphs = 0 if enforce_eager else model.num_layers * CUDA_GRAPH_BYTES_PER_LAYER
-    non_torch = NON_TORCH_BYTES_TP1 + (NON_TORCH_BYTES_TP_EXTRA if tp > 1 else 0)
+    tp_extra = (
+        NON_TORCH_BYTES_TP_NVLINK if gpu.interconnect == "nvlink" else NON_TORCH_BYTES_TP_EXTRA
+    )
+    non_torch = NON_TORCH_BYTES_TP1 + (tp_extra if tp > 1 else 0)
     available = requested - weights - non_torch - act - graphs
 
     per_layer_page = bs * kv_bytes_per_token_per_layer(model, tp, kv_cache_dtype)
