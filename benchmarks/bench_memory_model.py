@@ -377,6 +377,21 @@ def memory_table() -> str:
     return "\n".join(rows)
 
 
+def memory_summary() -> str:
+    """The bar of issue #18: how many comparable printed sizes are within 10 %, on which GPUs."""
+    sized = [p for p in points() if p.comparable and p.printed != "refused"]
+    errors = {p.label: (predict(p)[1] or 0) / p.value - 1 for p in sized}
+    hits = [p for p in sized if abs(errors[p.label]) <= 0.10]
+    worst = max(abs(e) for e in errors.values())
+    gpus = sorted({p.gpu for p in hits})
+    return (
+        f"{len(hits)} of {len(sized)} comparable printed KV sizes within 10 % "
+        f"(worst {worst:.1%}), on {len(gpus)} GPU kinds ({', '.join(gpus)}); "
+        f"refusals: {sum(p.printed == 'refused' for p in points())} cited, "
+        f"{sum(p.printed == 'refused' and predict(p)[1] is None for p in points())} reproduced"
+    )
+
+
 @dataclass
 class StepPoint:
     """A published per-step time: TPOT at concurrency 1 is one decode step."""
@@ -449,5 +464,6 @@ def step_table() -> str:
 if __name__ == "__main__":
     print("## KV cache size: vLLM's printed number vs tuner.hardware\n")
     print(memory_table())
+    print(f"\n{memory_summary()}")
     print("\n## Step time: published measurement vs roofline prior\n")
     print(step_table())
