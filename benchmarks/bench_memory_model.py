@@ -409,6 +409,7 @@ class StepPoint:
 
 def step_points() -> list[StepPoint]:
     qwen72 = ModelSpec.named("Qwen/Qwen2.5-72B-Instruct")
+    llama8 = ModelSpec.named("meta-llama/Llama-3.1-8B-Instruct")
     return [
         StepPoint(
             "Qwen2.5-72B, 2x H100, TP2: decode step, batch 1, ~190 context (TPOT)",
@@ -439,6 +440,36 @@ def step_points() -> list[StepPoint]:
             dict(decode_tokens=1, num_seqs=1, decode_context_tokens=16100),
             "awq",
             note="--enforce-eager: no CUDA graphs, so per-kernel launch overhead dominates",
+        ),
+        StepPoint(
+            "Llama-3.1-8B, A100 40GB, TP1 (v0.23): decode step, batch 1, 1024-1152 context",
+            "https://johnmusgrave.com/p/vllm-throughput-latency-sweep-on",
+            llama8,
+            "a100-40gb",
+            1,
+            1 / 75,
+            dict(decode_tokens=1, num_seqs=1, decode_context_tokens=1088),
+            note="'decode at one request per time runs at about 75 tokens/sec' (1024 in, 128 out)",
+        ),
+        StepPoint(
+            "Llama-3.1-8B, H100, TP1 (v0.21): decode step, batch 1, short chat prompt",
+            "https://yobitelcomm.github.io/bench/recipes/concurrency-sweep/",
+            llama8,
+            "h100",
+            1,
+            6.48e-3,
+            dict(decode_tokens=1, num_seqs=1, decode_context_tokens=256),
+            note="tpot_p50 6.48 ms at conc 1; prompt length not stated (TTFT 14 ms): 256 assumed",
+        ),
+        StepPoint(
+            "Llama-3.1-8B, H100, TP1 (v0.21): decode step, batch 4, short chat prompts",
+            "https://yobitelcomm.github.io/bench/recipes/concurrency-sweep/",
+            llama8,
+            "h100",
+            1,
+            6.59e-3,
+            dict(decode_tokens=4, num_seqs=4, decode_context_tokens=4 * 256),
+            note="tpot_p50 6.59 ms at conc 4; 256 tokens each assumed, as above",
         ),
     ]
 
