@@ -3,9 +3,15 @@ against published step times. Prints the markdown tables kept in docs/hardware.m
 
     python benchmarks/bench_memory_model.py
 
-Each point states the vLLM version's settings that differ from 0.32: V0 releases (<= 0.7)
-captured CUDA graphs after sizing the KV cache (so graphs did not shrink it: enforce_eager
-here) and profiled with max_num_batched_tokens = max_model_len when chunked prefill was off.
+Each point states the vLLM version's settings that differ from 0.32: releases up to 0.19
+captured CUDA graphs after sizing the KV cache (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS``
+was off, so graphs did not shrink it: enforce_eager here), and V0 releases (<= 0.7) profiled
+with max_num_batched_tokens = max_model_len when chunked prefill was off.
+
+The vLLM 0.19 H100 points are the raw start-up logs of llm-d-planner's accuracy sweep
+(llm-d-incubation/llm-d-planner#205): vLLM 0.19.0, H100 80GB HBM3 (79.19 GiB), --max-model-len
+8192, --gpu-memory-utilization 0.95, prefix caching off, vLLM's other defaults (8192-token
+budget, 1024 sequences, async scheduling); their parsed values are in results_raw.csv there.
 """
 
 from __future__ import annotations
@@ -54,6 +60,159 @@ class LogPoint:
     kwargs: dict[str, Any] = field(default_factory=dict)
     comparable: bool = True  # False: the run had something this model does not (stated in note)
     note: str = ""
+    ref: str = ""  # link text (default: the URL's last part)
+
+
+_FORK = "https://github.com/jgchn/llm-d-planner/blob/6417620b546c621155b3f2814b994f7abd6d18e8"
+_UPSTREAM = "https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b"
+
+
+def _v019(
+    label: str,
+    model: str,
+    tp: int,
+    tokens: int,
+    log: str,
+    upstream: bool = False,
+    note: str = "",
+    **kwargs: Any,
+) -> LogPoint:
+    """One start-up of llm-d-planner's vLLM 0.19.0 sweep on an H100 SXM (see the module doc)."""
+    url = f"{_UPSTREAM if upstream else _FORK}/accuracy/results/v0.19.0/logs/{log}"
+    settings = dict(gpu_memory_utilization=0.95, max_model_len=8192, enforce_eager=True)
+    return LogPoint(
+        f"{label}, H100, TP{tp}, 0.95, len 8192 (v0.19)",
+        url,
+        ModelSpec.named(model),
+        "h100",
+        "tokens",
+        tokens,
+        dict(tensor_parallel_size=tp, **settings, **kwargs),
+        note=note,
+        ref="llm-d-planner#205 log",
+    )
+
+
+def v019_points() -> list[LogPoint]:
+    """vLLM 0.19.0 on H100 80GB: 'GPU KV cache size: N tokens' from each start-up log."""
+    llama, qwen = "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct"
+    base = "h100-80gb--tp{}pp1dp1--8192"
+    return [
+        _v019("Llama-3.1-8B", llama, 1, 476016, f"meta-llama-llama-3-1-8b---{base.format(1)}.log"),
+        _v019("Llama-3.1-8B", llama, 2, 1044688, f"meta-llama-llama-3-1-8b---{base.format(2)}.log"),
+        _v019("Llama-3.1-8B", llama, 4, 2209792, f"meta-llama-llama-3-1-8b---{base.format(4)}.log"),
+        _v019(
+            "Llama-3.1-8B, fp8 KV cache",
+            llama,
+            1,
+            952032,
+            f"meta-llama---{base.format(1)}-dtbf16-kvfp8.log",
+            kv_cache_dtype="fp8",
+        ),
+        _v019(
+            "Llama-3.1-8B, --quantization fp8",
+            llama,
+            1,
+            529248,
+            f"meta-llama-llama-3---{base.format(1)}-qfp8.log",
+            upstream=True,
+            quantization="fp8",
+        ),
+        _v019("Qwen2.5-7B", qwen, 1, 1096000, f"qwen-qwen2-5-7b-instruct--{base.format(1)}.log"),
+        _v019("Qwen2.5-7B", qwen, 2, 2390592, f"qwen-qwen2-5-7b-instruct--{base.format(2)}.log"),
+        _v019("Qwen2.5-7B", qwen, 4, 5043280, f"qwen-qwen2-5-7b-instruct--{base.format(4)}.log"),
+        _v019("Qwen3-8B", "Qwen/Qwen3-8B", 1, 418688, f"qwen-qwen3-8b--{base.format(1)}.log"),
+        _v019(
+            "Qwen2.5-72B",
+            "Qwen/Qwen2.5-72B-Instruct",
+            2,
+            19920,
+            f"qwen-qwen2-5-72b-instruc--{base.format(2)}.log",
+        ),
+        _v019(
+            "gemma-2-2b",
+            "google/gemma-2-2b-it",
+            1,
+            670160,
+            f"google-gemma-2-2b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019(
+            "gemma-2-9b",
+            "google/gemma-2-9b-it",
+            1,
+            168880,
+            f"google-gemma-2-9b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019(
+            "gemma-2-27b",
+            "google/gemma-2-27b-it",
+            1,
+            58672,
+            f"google-gemma-2-27b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019(
+            "gemma-3-4b",
+            "google/gemma-3-4b-it",
+            1,
+            468144,
+            f"google-gemma-3-4b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019(
+            "gemma-3-12b",
+            "google/gemma-3-12b-it",
+            1,
+            130304,
+            f"google-gemma-3-12b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019(
+            "gemma-3-27b",
+            "google/gemma-3-27b-it",
+            1,
+            36560,
+            f"google-gemma-3-27b-it--{base.format(1)}.log",
+            upstream=True,
+        ),
+        _v019("phi-4", "microsoft/phi-4", 1, 241568, f"microsoft-phi-4--{base.format(1)}.log"),
+        _v019(
+            "Mixtral-8x7B",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            2,
+            465936,
+            f"mistralai-mixtral-8x7b-i--{base.format(2)}.log",
+        ),
+        _v019(
+            "Llama-3.3-70B FP8-dynamic",
+            "meta-llama/Llama-3.3-70B-Instruct",
+            2,
+            244304,
+            f"fp8dyn-llama-3-3-70b--{base.format(2)}.log",
+            upstream=True,
+            quantization="fp8",
+        ),
+        _v019(
+            "Llama-3.3-70B FP8-dynamic",
+            "meta-llama/Llama-3.3-70B-Instruct",
+            4,
+            708992,
+            f"fp8dyn-llama-3-3-70b--{base.format(4)}.log",
+            upstream=True,
+            quantization="fp8",
+        ),
+        _v019(
+            "gpt-oss-20b",
+            "openai/gpt-oss-20b",
+            1,
+            1277184,
+            f"openai-gpt-oss-20b--{base.format(1)}.FAILED.log",
+            upstream=True,
+            note="the engine failed to start after sizing the KV cache (log marked FAILED)",
+        ),
+    ]
 
 
 def points() -> list[LogPoint]:
@@ -127,7 +286,7 @@ def points() -> list[LogPoint]:
             "a100-80gb",
             "available_gib",
             36.56,
-            dict(gpu_memory_utilization=0.65, max_model_len=131072),
+            dict(gpu_memory_utilization=0.65, max_model_len=131072, enforce_eager=True),
             note="log prints 'Available KV cache memory: 36.56 GiB'",
         ),
         LogPoint(
@@ -137,7 +296,7 @@ def points() -> list[LogPoint]:
             "h100",
             "refused",
             -2.14,
-            dict(gpu_memory_utilization=0.9),
+            dict(gpu_memory_utilization=0.9, enforce_eager=True),
             note="vLLM: 'Available KV cache memory: -2.14 GiB', refused",
         ),
         LogPoint(
@@ -147,7 +306,7 @@ def points() -> list[LogPoint]:
             "h100",
             "refused",
             1.71,
-            dict(gpu_memory_utilization=0.95, max_num_batched_tokens=1024),
+            dict(gpu_memory_utilization=0.95, max_num_batched_tokens=1024, enforce_eager=True),
             note="vLLM: 'Available KV cache memory: 1.71 GiB', too small for 131,072",
         ),
         LogPoint(
@@ -168,6 +327,7 @@ def points() -> list[LogPoint]:
             comparable=False,
             note="LMCache KV connector on; it holds GPU buffers this model does not count",
         ),
+        *v019_points(),
     ]
 
 
@@ -188,8 +348,8 @@ def predict(p: LogPoint) -> tuple[str, float | None]:
     ), value
 
 
-def _link(url: str) -> str:
-    return f"[{url.rstrip('/').split('/')[-1]}]({url})"
+def _link(url: str, ref: str = "") -> str:
+    return f"[{ref or url.rstrip('/').split('/')[-1]}]({url})"
 
 
 def memory_table() -> str:
@@ -213,8 +373,23 @@ def memory_table() -> str:
         if not p.comparable:
             err += " (not comparable)"
         note = f" {p.note}" if p.note else ""
-        rows.append(f"| {p.label} | {printed} | {text} | {err} | {_link(p.url)}{note} |")
+        rows.append(f"| {p.label} | {printed} | {text} | {err} | {_link(p.url, p.ref)}{note} |")
     return "\n".join(rows)
+
+
+def memory_summary() -> str:
+    """The bar of issue #18: how many comparable printed sizes are within 10 %, on which GPUs."""
+    sized = [p for p in points() if p.comparable and p.printed != "refused"]
+    errors = {p.label: (predict(p)[1] or 0) / p.value - 1 for p in sized}
+    hits = [p for p in sized if abs(errors[p.label]) <= 0.10]
+    worst = max(abs(e) for e in errors.values())
+    gpus = sorted({p.gpu for p in hits})
+    return (
+        f"{len(hits)} of {len(sized)} comparable printed KV sizes within 10 % "
+        f"(worst {worst:.1%}), on {len(gpus)} GPU kinds ({', '.join(gpus)}); "
+        f"refusals: {sum(p.printed == 'refused' for p in points())} cited, "
+        f"{sum(p.printed == 'refused' and predict(p)[1] is None for p in points())} reproduced"
+    )
 
 
 @dataclass
@@ -234,6 +409,7 @@ class StepPoint:
 
 def step_points() -> list[StepPoint]:
     qwen72 = ModelSpec.named("Qwen/Qwen2.5-72B-Instruct")
+    llama8 = ModelSpec.named("meta-llama/Llama-3.1-8B-Instruct")
     return [
         StepPoint(
             "Qwen2.5-72B, 2x H100, TP2: decode step, batch 1, ~190 context (TPOT)",
@@ -265,6 +441,36 @@ def step_points() -> list[StepPoint]:
             "awq",
             note="--enforce-eager: no CUDA graphs, so per-kernel launch overhead dominates",
         ),
+        StepPoint(
+            "Llama-3.1-8B, A100 40GB, TP1 (v0.23): decode step, batch 1, 1024-1152 context",
+            "https://johnmusgrave.com/p/vllm-throughput-latency-sweep-on",
+            llama8,
+            "a100-40gb",
+            1,
+            1 / 75,
+            dict(decode_tokens=1, num_seqs=1, decode_context_tokens=1088),
+            note="'decode at one request per time runs at about 75 tokens/sec' (1024 in, 128 out)",
+        ),
+        StepPoint(
+            "Llama-3.1-8B, H100, TP1 (v0.21): decode step, batch 1, short chat prompt",
+            "https://yobitelcomm.github.io/bench/recipes/concurrency-sweep/",
+            llama8,
+            "h100",
+            1,
+            6.48e-3,
+            dict(decode_tokens=1, num_seqs=1, decode_context_tokens=256),
+            note="tpot_p50 6.48 ms at conc 1; prompt length not stated (TTFT 14 ms): 256 assumed",
+        ),
+        StepPoint(
+            "Llama-3.1-8B, H100, TP1 (v0.21): decode step, batch 4, short chat prompts",
+            "https://yobitelcomm.github.io/bench/recipes/concurrency-sweep/",
+            llama8,
+            "h100",
+            1,
+            6.59e-3,
+            dict(decode_tokens=4, num_seqs=4, decode_context_tokens=4 * 256),
+            note="tpot_p50 6.59 ms at conc 4; 256 tokens each assumed, as above",
+        ),
     ]
 
 
@@ -289,5 +495,6 @@ def step_table() -> str:
 if __name__ == "__main__":
     print("## KV cache size: vLLM's printed number vs tuner.hardware\n")
     print(memory_table())
+    print(f"\n{memory_summary()}")
     print("\n## Step time: published measurement vs roofline prior\n")
     print(step_table())

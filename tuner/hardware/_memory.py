@@ -9,8 +9,9 @@ The arithmetic follows ``Worker.determine_available_memory`` (``vllm/v1/worker/g
     num_blocks  = available // bytes_per_block        (one block of every layer of a KV group)
     tokens      = int(num_blocks / blocks_per_request x max_model_len)   ("GPU KV cache size")
 
-What vLLM measures on the device (activation peak, non-torch memory, graph pools) is modelled
-here; see :func:`memory_breakdown` for each assumption.
+What vLLM measures on the device (activation peak, non-torch memory, graph pools) is estimated
+from the constants in ``tuner/hardware/_estimates.py``; see :func:`memory_breakdown` for each
+assumption.
 """
 
 from __future__ import annotations
@@ -21,45 +22,24 @@ from typing import Literal
 
 from tuner.core import ConfigError
 from tuner.hardware._defaults import UsageContext, vllm_default_scheduler_limits
+from tuner.hardware._estimates import (
+    CUDA_GRAPH_BYTES_PER_LAYER,
+    NON_TORCH_BYTES_TP1,
+    NON_TORCH_BYTES_TP_EXTRA,
+    NON_TORCH_BYTES_TP_NVLINK,
+    QUANT_BYTES_PER_WEIGHT,
+    SAMPLER_BYTES_PER_LOGIT,
+)
 from tuner.hardware._gpu import GPU, GiB
 from tuner.hardware._model_spec import DTYPE_BYTES, ModelSpec
-
-MiB = 1 << 20
 
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 """``CacheConfig.gpu_memory_utilization`` default in vLLM 0.32 (``vllm/config/cache.py``);
 older releases used 0.9."""
 
-NON_TORCH_BYTES_TP1 = int(0.35 * GiB)
-"""Memory the process holds outside PyTorch's allocator after profiling, one GPU: cuBLAS/cuDNN
-workspaces, attention-backend buffers. 0.35 GiB is what vLLM printed as ``non_torch_memory``
-for Llama-3.1-8B on one GPU (vllm-project/vllm#10517)."""
-
-NON_TORCH_BYTES_TP_EXTRA = int(0.5 * GiB)
-"""Added per GPU when TP > 1: NCCL communicators and custom all-reduce buffers (an estimate)."""
-
-CUDA_GRAPH_BYTES_PER_LAYER = 16 * MiB
-"""CUDA graph pool estimate per decoder layer with vLLM's default capture sizes (graphs for
-batch sizes up to 512): ~0.5 GiB for a 32-layer model, the size vLLM logs after capture
-("Graph capturing finished ... took 0.5 GiB") for 7-8B models. vLLM 0.32 profiles it
-before sizing the KV cache (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1``, default)."""
-
-SAMPLER_BYTES_PER_LOGIT = 10
-"""Profiling's dummy sampler run holds, per (sequence, vocab entry), the logits in the model
-dtype (2 B), their float32 copy (4 B) and float32 probabilities (4 B)."""
 
 KVCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 Quantization = Literal["fp8", "awq", "gptq", "bitsandbytes", "mxfp4"]
-
-# Bytes per weight of the quantized linear layers (embeddings, LM head and norms stay in the
-# model dtype, as vLLM keeps them).
-_QUANT_BYTES: dict[str, float] = {
-    "fp8": 1.0 + 4 / 4096,  # e4m3 weights, one fp32 scale per output channel (~4096 inputs)
-    "awq": 0.5 + (2 + 0.5) / 128,  # int4, an fp16 scale and a 4-bit zero per group of 128
-    "gptq": 0.5 + (2 + 0.5) / 128,  # same layout as AWQ (group size 128)
-    "bitsandbytes": 0.5 + 1 / 64 + 4 / (64 * 256),  # nf4, 8-bit absmax per 64, fp32 per 256 blocks
-    "mxfp4": 0.5 + 2 / 32,  # e2m1 experts, one scale per 32 (vLLM keeps it as 2 B, Marlin layout)
-}
 
 
 @dataclass(frozen=True)
@@ -164,7 +144,7 @@ def weight_bytes_per_gpu(
     tp = tensor_parallel_size
     quant = quantization or model.quantization
     native = DTYPE_BYTES[model.dtype]
-    qbytes = _QUANT_BYTES.get(quant, native) if quant else native
+    qbytes = QUANT_BYTES_PER_WEIGHT.get(quant, native) if quant else native
     h, hd = model.hidden_size, model.head_dim
     if model.attention == "mla":
         attn = model.attention_params_per_layer / tp
@@ -209,8 +189,9 @@ def memory_breakdown(
       width is experts_per_token x expert width) + 3 residual-stream copies (T x hidden x 2 B).
       Sampler peak = sequences x vocab x :data:`SAMPLER_BYTES_PER_LOGIT`. The larger one counts.
     - CUDA graphs: :data:`CUDA_GRAPH_BYTES_PER_LAYER` per layer, 0 with ``enforce_eager``.
-    - Non-torch memory: :data:`NON_TORCH_BYTES_TP1`, plus :data:`NON_TORCH_BYTES_TP_EXTRA`
-      when TP > 1. Nothing else runs on the GPU.
+    - Non-torch memory: :data:`NON_TORCH_BYTES_TP1`, plus, when TP > 1,
+      :data:`NON_TORCH_BYTES_TP_NVLINK` on NVLink GPUs or :data:`NON_TORCH_BYTES_TP_EXTRA`
+      otherwise. Nothing else runs on the GPU.
     - Scheduler knobs left None take vLLM's defaults for this GPU
       (:func:`vllm_default_scheduler_limits`).
 
@@ -248,7 +229,10 @@ def memory_breakdown(
     weights = weight_bytes_per_gpu(model, tp, quantization)
     act = activation_peak_bytes(model, tp, mbt, seqs)
     graphs = 0 if enforce_eager else model.num_layers * CUDA_GRAPH_BYTES_PER_LAYER
-    non_torch = NON_TORCH_BYTES_TP1 + (NON_TORCH_BYTES_TP_EXTRA if tp > 1 else 0)
+    tp_extra = (
+        NON_TORCH_BYTES_TP_NVLINK if gpu.interconnect == "nvlink" else NON_TORCH_BYTES_TP_EXTRA
+    )
+    non_torch = NON_TORCH_BYTES_TP1 + (tp_extra if tp > 1 else 0)
     available = requested - weights - non_torch - act - graphs
 
     per_layer_page = bs * kv_bytes_per_token_per_layer(model, tp, kv_cache_dtype)
