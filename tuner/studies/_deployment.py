@@ -104,7 +104,8 @@ def estimates_note(searching: _Backend | None, target: Target | None) -> str | N
         return f"Estimates: {kv}; step times come from the study's step_cost or calibration."
     return (
         f"Estimates: {kv}; step times are the roofline prior (datasheet peaks at 60 % of "
-        "FLOP/s and 80 % of bandwidth: decode within ~2 %, a 2k-token prefill +82 % on the "
-        "published points), so capacity, tokens/s per GPU and $ per 1M tokens are estimates "
-        "too. Confirm on a live server (two_tier, or tuner live) before buying GPUs."
+        "FLOP/s and 80 % of bandwidth: decode steps within 16 %, a 2k-token prefill +82 % on "
+        "the published points in docs/hardware.md), so capacity, tokens/s per GPU and $ per 1M "
+        "tokens are estimates too. Confirm on a live server (two_tier, or tuner live) before "
+        "buying GPUs."
     )

@@ -4,9 +4,10 @@ each configuration its KV cache (``num_kv_blocks``), the roofline gives its step
 Both come from :mod:`tuner.hardware` and both are estimates, not measurements: the KV cache
 size is vLLM's arithmetic over modelled terms (activation peak, CUDA graphs, non-torch memory;
 within ~10 % of the sizes vLLM printed in public logs, see ``docs/hardware.md``), and the step
-time is a datasheet roofline (decode within a few per cent on one published point, prefill up to
-~2x off). A :class:`~tuner.backends.simulator.Calibration` fitted on a live server replaces the
-step-time prior; nothing replaces the KV sizing but ``num_kv_blocks`` set by hand.
+time is a datasheet roofline (decode steps within 16 % on four published points with CUDA
+graphs, a large prefill up to ~2x off). A :class:`~tuner.backends.simulator.Calibration`
+fitted on a live server replaces the step-time prior; nothing replaces the KV sizing but
+``num_kv_blocks`` set by hand.
 """
 
 from __future__ import annotations
