@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -13,14 +14,27 @@ from tuner.report import _figures
 from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
-from tuner.report._units import headline, with_unit
+from tuner.report._units import headline, knobs_text, quantity, unit_of, with_unit
+from tuner.report._versus import versus_blocks
 from tuner.studies import StudyOutcome, StudySpec
+
+
+def _list(dumper: Any, data: list[object]) -> Any:
+    flat = all(not isinstance(v, dict | list) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+#: Block style for mappings (one setting a line), flow style for lists of plain values
+#: (``[256, 512, 1024]``): no mapping is folded across lines.
+_Dumper: Any = type("_Dumper", (yaml.SafeDumper,), {})
+_Dumper.add_representer(list, _list)
 
 
 def study_yaml(spec: StudySpec) -> str:
     """The study's spec as YAML (defaults filled in)."""
     data = spec.model_dump(mode="json", exclude_none=True)
-    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10**6)
+    return str(text)
 
 
 def fmt(v: float) -> str:
@@ -80,6 +94,7 @@ def blocks(o: StudyOutcome) -> list[Block]:
     elif not o.interrupted:
         out += _winner(o, best)
     out += capacity_blocks(o)
+    out += versus_blocks(o)
     out += _trials(o)
     out += _figures_blocks(o, best)
     if o.two_tier is not None:
@@ -94,7 +109,7 @@ def _words(best: Trial, o: StudyOutcome) -> str:
 
 
 def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
-    diff = best.config.describe(ServingConfig())
+    diff = knobs_text(best.config, ServingConfig())
     out: list[Block] = [
         Heading("The winner"),
         Para(
@@ -103,7 +118,7 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
             ),
             True,
         ),
-        Para(f"As a configuration: `{diff}`"),
+        Para(f"As a configuration (the knobs that differ from vLLM's defaults): `{diff}`"),
         *tie_blocks(o.trials, o.objective, best),
         Para(
             f"Paste into `vllm serve` on {o.target.describe()} (only the knobs the study tuned "
@@ -121,13 +136,14 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         for slo, r in zip(o.slos, best.slo_results, strict=True):
             pct = 100 * relative_margin(r)
             runs = [value_cell(best, slo.metric, o.slos, o.objective, best)] if repeated else []
+            unit = unit_of(slo.metric, o.time_unit)
             rows.append(
                 [
                     slo.text,
-                    fmt(r.value),
+                    quantity(r.value, unit),
                     *runs,
-                    fmt(r.limit),
-                    f"{fmt(r.margin)} ({pct:.1f}%)",
+                    quantity(r.limit, unit),
+                    f"{quantity(r.margin, unit)} ({pct:.1f}%)",
                     "yes" if slo is bind else "",
                 ]
             )
@@ -212,7 +228,7 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
         return []
     rows = [
         [
-            c.config.describe(o.space.base),
+            knobs_text(c.config, o.space.base),
             c.metric,
             fmt(c.cheap),
             fmt(c.expensive),
