@@ -5,15 +5,19 @@ defaults, a sentence saying so instead of numbers."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tuner.backends import CostModel
+from tuner.core import ServingConfig, Trial, TrialStatus
 from tuner.objectives import metric_value
 from tuner.report import study_yaml, write_report
-from tuner.report._units import knobs_text, quantity
+from tuner.report._capacity import _label
+from tuner.report._units import cost_text, knobs_text, quantity
 from tuner.studies import StudyOutcome, build_backend, run_study
 from tuner.studies._baseline import compare_with_defaults
 from tuner.studies._spec import build_spec
@@ -176,7 +180,11 @@ def test_a_winner_that_is_the_defaults_says_so(tmp_path: Path) -> None:
 def test_no_python_repr_and_no_unitless_latency_in_the_report(tmp_path: Path) -> None:
     o = run(tmp_path)
     md = write_report(o)[0].read_text()
-    assert "ServingConfig(" not in md
+    assert "ServingConfig(" not in md and "CostModel(" not in md
+    assert (
+        "Backend: simulator(vllm 0.32, step time 5 ms + 30 us per prefill token + 100 us per "
+        "decode token). 6 trials in "
+    ) in md
     at_winner = md.split("### SLOs at the winner")[1].split("\n## ")[0]
     for row in rows(at_winner):
         if row[0].startswith(("ttft", "itl")):
@@ -216,3 +224,28 @@ def test_knobs_read_without_the_class_name(tmp_path: Path) -> None:
     assert best is not None
     assert knobs_text(best.config, o.space.base) == f"max_num_seqs={best.config.max_num_seqs}"
     assert knobs_text(o.space.base, o.space.base) == "the base"
+
+
+def test_the_unit_step_clock_is_named_not_printed() -> None:
+    assert (
+        cost_text(f"simulator(vllm 0.32, {CostModel()!r})")
+        == "simulator(vllm 0.32, the unit step clock)"
+    )
+
+
+def test_a_long_legend_label_is_cut_between_knobs(tmp_path: Path) -> None:
+    o = run(tmp_path)
+    config = ServingConfig(
+        max_num_batched_tokens=512,
+        max_num_seqs=64,
+        long_prefill_token_threshold=256,
+        block_size=32,
+        max_model_len=2048,
+    )
+    t = Trial(number=7, config=config, status=TrialStatus.FAILED, error="x")
+    label = _label(t, None, o)
+    assert label.startswith("#7 max_num_batched_tokens=512, max_num_seqs=64") and label.endswith(
+        ", ..."
+    )
+    knobs = label.removeprefix("#7 ").removesuffix(", ...").split(", ")
+    assert all(re.fullmatch(r"[a-z_]+=\w+", k) for k in knobs), knobs

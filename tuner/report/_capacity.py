@@ -185,4 +185,8 @@ def _label(t: Trial, base: Trial | None, o: StudyOutcome) -> str:
     why = f" [{bind.split()[0]}]" if bind else ""
     if base is not None and t.config == base.config:
         return "vLLM's defaults" + why
-    return f"#{t.number} {knobs_text(t.config, o.space.base)}"[:60] + why
+    knobs = knobs_text(t.config, o.space.base)
+    if len(knobs) > 64:  # a legend entry: whole knobs, never a name cut in two
+        cut = knobs.rfind(", ", 0, 60)
+        knobs = knobs[: cut if cut > 0 else 60] + ", ..."
+    return f"#{t.number} {knobs}" + why

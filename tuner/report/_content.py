@@ -14,7 +14,7 @@ from tuner.report import _figures
 from tuner.report._capacity import capacity_blocks, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
-from tuner.report._units import headline, knobs_text, quantity, unit_of, with_unit
+from tuner.report._units import cost_text, headline, knobs_text, quantity, unit_of, with_unit
 from tuner.report._versus import versus_blocks
 from tuner.studies import StudyOutcome, StudySpec
 
@@ -63,8 +63,8 @@ def blocks(o: StudyOutcome) -> list[Block]:
             + f"; {o.workload.total_prompt_tokens} prompt and "
             f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
             f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
-            f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
-            f"{len(o.trials)} trials in {o.wall_time:.1f}s"
+            f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: {cost_text(o.backend)}. "
+            f"{len(o.trials)} trials in {o.wall_time:.1f} s"
             + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
         )
     )
@@ -254,8 +254,8 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
         out += [
             Para(
                 f"Cost model fitted to {c.steps} live steps (R^2 = {c.r2:.3f}, mean step-time "
-                f"error {100 * c.mean_abs_rel_error:.1f}%): `{c.cost_model!r}`; saved as "
-                "calibration.json."
+                f"error {100 * c.mean_abs_rel_error:.1f}%): {cost_text(repr(c.cost_model))}; "
+                "saved as calibration.json."
             ),
             Table(
                 ["metric", "mean abs error before", "after calibration"],

@@ -88,8 +88,9 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1c1c1c;line-height:1.45}
 h1{border-bottom:2px solid #333}h2{margin-top:1.8em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;
+overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}td{white-space:nowrap}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap}
 img{max-width:100%}.strong{font-weight:600;font-size:1.05em}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +134,8 @@ def hockey_stick(curves: Mapping[str, Trial], rate_unit: str, path: Path) -> Pat
     ax.axhline(1.0, color="crimson", ls="--", lw=1, label="SLO limit")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax.xaxis)
+    _plain_ticks(ax.yaxis)
     ax.set_xlabel(f"offered load ({rate_unit})")
     ax.set_ylabel("binding SLO: value / limit")
     ax.grid(alpha=0.3, which="both")
@@ -229,3 +232,13 @@ def _seconds(v: float, _pos: int | None = None) -> str:
     if v == 0:
         return "0"
     return f"{v * 1e3:.3g} ms" if abs(v) < 1 else f"{v:.3g} s"
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Ticks on a log axis at 1, 2, 3, 5 and 7 of each decade, written as plain numbers (``20``,
+    ``0.5``), not as powers of ten."""
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())

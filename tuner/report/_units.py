@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from tuner.core import ServingConfig
 from tuner.objectives import MetricRef
@@ -70,3 +71,34 @@ def knobs_text(config: ServingConfig, base: ServingConfig | None = None) -> str:
     long_prefill_token_threshold=256`` (no Python repr around them); ``the base`` when none
     differ."""
     return config.describe(base).removeprefix("ServingConfig(").removesuffix(")") or "the base"
+
+
+_COST = re.compile(r"CostModel\(([^()]*)\)")
+_TERMS = (
+    ("fixed", ""),
+    ("per_prefill_token", " per prefill token"),
+    ("per_decode_token", " per decode token"),
+    ("per_sequence", " per sequence"),
+)
+
+
+def cost_text(text: str) -> str:
+    """``CostModel(...)`` written out in words wherever it appears in ``text`` (a backend's
+    description): ``step time 6 ms + 30 us per prefill token + 150 us per decode token``, or
+    ``the unit step clock``."""
+
+    def words(m: re.Match[str]) -> str:
+        kv = dict(p.split("=", 1) for p in m[1].split(", ") if "=" in p)
+        try:
+            coef = {k: float(kv.get(k, "0")) for k, _ in _TERMS[1:]}
+            coef["fixed"] = float(kv.get("fixed", "1"))
+        except ValueError:
+            return m[0]
+        unit = kv.get("time_unit", "'step'").strip("'\"")
+        if unit == "step" and coef["fixed"] == 1 and not any(coef[k] for k, _ in _TERMS[1:]):
+            return "the unit step clock"
+        t = "s" if unit == "s" else "steps"
+        shown = [quantity(coef[k], t) + what for k, what in _TERMS if coef[k]]
+        return "step time " + " + ".join(shown)
+
+    return _COST.sub(words, text)
