@@ -127,7 +127,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Node, Path]:
     spec["workload"]["poisson"]["requests"] = 600  # a smaller run of the same study: fast
     spec["search"]["tpe"]["n_trials"] = TRIALS
     path = folder / "chat.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert main(["run", str(path)]) == 0
     page = folder / "out" / "report.html"
     with tempfile.TemporaryDirectory(prefix="tuner-chromium-") as profile:
