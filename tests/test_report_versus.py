@@ -249,3 +249,27 @@ def test_a_long_legend_label_is_cut_between_knobs(tmp_path: Path) -> None:
     )
     knobs = label.removeprefix("#7 ").removesuffix(", ...").split(", ")
     assert all(re.fullmatch(r"[a-z_]+=\w+", k) for k in knobs), knobs
+
+
+def test_a_capacity_trial_table_bounds_what_it_did_not_measure(tmp_path: Path) -> None:
+    o = run(
+        tmp_path,
+        objective={"maximize": "capacity", "rel_tol": 0.1, "max_probes": 8},
+        slos=["ttft.p99 <= 300ms"],
+    )
+    md = write_report(o)[0].read_text()
+    trials = md.split("\n## Trials\n")[1].split("\n## ")[0]
+    table = rows(trials)
+    header = next(line for line in trials.splitlines() if line.startswith("| #"))
+    head = [c.strip() for c in header.strip("|").split("|")]
+    col = head.index("capacity (req/s)")
+    by_number = {t.number: t for t in o.trials}
+    assert any(row[col].startswith("< ") for row in table)  # the shortcut: failed at the best's
+    for row in table:
+        t = by_number[int(row[0].split()[0])]
+        if t.feasible:
+            assert re.fullmatch(r"(>= )?\d[\d.]*", row[col]), row
+        else:
+            assert re.fullmatch(r"< \d[\d.]*", row[col]), row
+    assert "Each trial's latencies are at its capacity" in trials
+    assert re.search(r"; \d{1,3}(,\d{3})+ prompt and \d[\d,]* output tokens", md)

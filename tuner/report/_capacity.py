@@ -51,6 +51,20 @@ def capacity_text(t: Trial) -> str:
     return f"{cap:.4g}"
 
 
+def capacity_cell(t: Trial) -> str:
+    """A capacity in the trial table, as short as the truth allows: ``14.37``, ``>= 64`` (every
+    load held), ``< 14.37`` (failed there: below the incumbent's capacity, or no load held), ``-``
+    (the trial failed: its verdict says why)."""
+    cap = t.values.get("capacity", math.nan)
+    if not t.ok:
+        return "-"
+    if math.isnan(cap):
+        ff = first_failing(t)
+        return "-" if ff is None else f"< {ff:.4g}"
+    bound = ">= " if t.capacity_note and t.capacity_note.startswith(">=") else ""
+    return f"{bound}{cap:.4g}"
+
+
 def first_failing(t: Trial) -> float | None:
     """The lowest probed load above the capacity that did not hold."""
     cap = t.values.get("capacity", math.nan)

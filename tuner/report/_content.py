@@ -11,7 +11,7 @@ import yaml
 from tuner.core import ServingConfig, Trial
 from tuner.objectives import SLO, binding_slo, rank, relative_margin
 from tuner.report import _figures
-from tuner.report._capacity import capacity_blocks, flat_warning
+from tuner.report._capacity import capacity_blocks, capacity_cell, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
 from tuner.report._units import cost_text, headline, knobs_text, quantity, unit_of, with_unit
@@ -60,11 +60,11 @@ def blocks(o: StudyOutcome) -> list[Block]:
         Para(
             f"Workload: {o.workload_summary.text(o.time_unit)}"
             + (f" ({o.workload_note})" if o.workload_note else "")
-            + f"; {o.workload.total_prompt_tokens} prompt and "
-            f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
-            f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
-            f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: {cost_text(o.backend)}. "
-            f"{len(o.trials)} trials in {o.wall_time:.1f} s"
+            + f"; {o.workload.total_prompt_tokens:,} prompt and "
+            f"{o.workload.total_output_tokens:,} output tokens. Space: {len(o.space)} "
+            f"configurations ({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. "
+            f"SLOs: {', '.join(s.text for s in o.slos) or 'none'}. "
+            f"Backend: {cost_text(o.backend)}. {len(o.trials)} trials in {o.wall_time:.1f} s"
             + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
         )
     )
@@ -171,7 +171,10 @@ def _trials(o: StudyOutcome) -> list[Block]:
             cells = [value_cell(t, m, o.slos, o.objective, best) for m in metrics]
             cells.append(str(t.repeats) if t.ok else "-")
         else:
-            cells = [fmt(t.values.get(m, math.nan)) for m in metrics]
+            cells = [
+                capacity_cell(t) if m == "capacity" else fmt(t.values.get(m, math.nan))
+                for m in metrics
+            ]
         rows.append(
             [
                 str(t.number) + mark,
@@ -199,6 +202,16 @@ def _trials(o: StudyOutcome) -> list[Block]:
             rows,
         ),
         *noise_blocks(o.trials, metrics, o.spec.repeats.confidence),
+        *(
+            [
+                Para(
+                    "Each trial's latencies are at its capacity; where no load held, at the "
+                    "lowest load that failed ('< x': its capacity is below x)."
+                )
+            ]
+            if o.objective.is_capacity
+            else []
+        ),
     ]
 
 
