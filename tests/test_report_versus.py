@@ -273,3 +273,13 @@ def test_a_capacity_trial_table_bounds_what_it_did_not_measure(tmp_path: Path) -
             assert re.fullmatch(r"< \d[\d.]*", row[col]), row
     assert "Each trial's latencies are at its capacity" in trials
     assert re.search(r"; \d{1,3}(,\d{3})+ prompt and \d[\d,]* output tokens", md)
+
+
+def test_the_chosen_trial_heads_the_trial_table_even_from_inside_a_tie(tmp_path: Path) -> None:
+    o = run(tmp_path, objective={"maximize": "output_throughput", "tie_break": "ttft.p99"})
+    best = o.best
+    assert best is not None
+    md = write_report(o)[0].read_text()
+    table = rows(md.split("\n## Trials\n")[1].split("\n## ")[0])
+    assert table[0][0] == f"{best.number} (chosen)"
+    assert sum(row[0].endswith("(chosen)") for row in table) == 1 and len(table) == 6

@@ -164,7 +164,10 @@ def _trials(o: StudyOutcome) -> list[Block]:
     best = o.best
     repeated = noisy(o.trials)
     rows = []
-    for t in rank(list(o.trials), o.objective):  # feasible by value, then near misses, failed
+    ranked = rank(list(o.trials), o.objective)  # feasible by value, then near misses, failed
+    # the chosen first: a tie-break may have picked it from the middle of a tie
+    ranked.sort(key=lambda t: best is None or t.number != best.number)
+    for t in ranked:
         mark = " (chosen)" if best is not None and t.number == best.number else ""
         rate = t.values.get("prefix_cache_hit_rate", math.nan)
         if repeated:
