@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from tuner.backends import CostModel
-from tuner.core import ServingConfig, Trial, TrialStatus
-from tuner.objectives import metric_value
-from tuner.report import study_yaml, write_report
+from tuner.core import ServingConfig, SLOResult, Trial, TrialStatus
+from tuner.objectives import SLO, metric_value
+from tuner.report import _figures, study_yaml, write_report
 from tuner.report._capacity import _label
+from tuner.report._document import Table, to_html
 from tuner.report._units import cost_text, knobs_text, quantity
 from tuner.studies import StudyOutcome, build_backend, run_study
 from tuner.studies._baseline import compare_with_defaults
@@ -283,3 +284,37 @@ def test_the_chosen_trial_heads_the_trial_table_even_from_inside_a_tie(tmp_path:
     table = rows(md.split("\n## Trials\n")[1].split("\n## ")[0])
     assert table[0][0] == f"{best.number} (chosen)"
     assert sum(row[0].endswith("(chosen)") for row in table) == 1 and len(table) == 6
+
+
+def test_a_trade_off_of_one_point_is_not_drawn(tmp_path: Path) -> None:
+    slo = SLO.parse("itl.p99 <= 40ms")
+    objective = run(tmp_path).objective  # maximize output_throughput
+
+    def trial(n: int, tput: float, itl: float) -> Trial:
+        r = SLOResult(slo=slo.text, value=itl, limit=0.04, ok=itl <= 0.04, margin=0.04 - itl)
+        return Trial(
+            number=n,
+            config=ServingConfig(max_num_seqs=4 + n),
+            status=TrialStatus.COMPLETE,
+            values={"output_throughput": tput, "itl.p99": itl},
+            slo_results=(r,),
+        )
+
+    same = [trial(0, 100.0, 0.03), trial(1, 100.0, 0.03)]
+    assert _figures.tradeoff(same, objective, slo, tmp_path / "one.png", same[0]) is None
+    two = [trial(0, 100.0, 0.03), trial(1, 120.0, 0.035)]
+    png = _figures.tradeoff(two, objective, slo, tmp_path / "two.png", two[1])
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_html_tables_align_numbers_right_and_let_text_and_long_names_wrap() -> None:
+    table = Table(
+        ["config", "max_num_seqs", "ttft.p99", "feasible"],
+        [["the base", "4", "33.5 ms", "yes"], ["max_num_seqs=8", "8", "< 14.37", "no (x)"]],
+    )
+    page = to_html([table], "t")
+    assert '<th class="text">config</th><th>max_<wbr>num_<wbr>seqs</th><th>ttft.p99</th>' in page
+    assert '<td>33.5 ms</td><td class="text">yes</td>' in page
+    assert '<td>&lt; 14.37</td><td class="text">no (x)</td>' in page
+    slo = to_html([Table(["feasible"], [["no (ttft.p99 <= 1s, itl.p99 <= 40ms)"]])], "t")
+    assert "no (ttft.p99&nbsp;&lt;=&nbsp;1s, itl.p99&nbsp;&lt;=&nbsp;40ms)" in slo  # one line each

@@ -222,7 +222,9 @@ def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
     out: list[Block] = []
     bind = binding(best, o.slos) if best is not None else (o.slos[0] if o.slos else None)
     if bind is not None:
-        png = _figures.tradeoff(o.trials, o.objective, bind, o.folder / "tradeoff.png", best)
+        png = _figures.tradeoff(
+            o.trials, o.objective, bind, o.folder / "tradeoff.png", best, o.time_unit
+        )
         if png is not None:
             out += [
                 Heading("Objective against the binding SLO"),

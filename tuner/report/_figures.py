@@ -13,10 +13,16 @@ from tuner.core import Measurement, SLOResult, Trial
 from tuner.objectives import SLO, Objective
 from tuner.report._pareto import pareto_front
 from tuner.report._plots import pyplot
+from tuner.report._units import unit_of, with_unit
 
 
 def tradeoff(
-    trials: Sequence[Trial], objective: Objective, slo: SLO, path: Path, best: Trial | None
+    trials: Sequence[Trial],
+    objective: Objective,
+    slo: SLO,
+    path: Path,
+    best: Trial | None,
+    time_unit: str = "s",
 ) -> Path | None:
     """Objective against the binding SLO's metric: feasible, infeasible and Pareto points."""
     pts = [
@@ -25,8 +31,8 @@ def tradeoff(
         if t.ok and t.fidelity == 1.0
     ]
     pts = [(t, x, y) for t, x, y in pts if math.isfinite(x) and math.isfinite(y)]
-    if not pts:
-        return None
+    if len({(x, y) for _, x, y in pts}) < 2:
+        return None  # one point shows no trade-off
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     feas = [(x, y) for t, x, y in pts if t.feasible]
@@ -61,8 +67,13 @@ def tradeoff(
             label="chosen",
         )
     ax.axvline(slo.limit, color="crimson", ls="--", lw=1, label=f"SLO {slo.text}")
-    ax.set_xlabel(slo.metric)
-    ax.set_ylabel(objective.metric)
+    ax.set_xlabel(with_unit(slo.metric, time_unit))
+    ax.set_ylabel(with_unit(objective.metric, time_unit))
+    if unit_of(slo.metric, time_unit) == "s":
+        from matplotlib import ticker
+
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_seconds))
+        ax.set_xlabel(slo.metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"{objective.metric} vs {slo.metric} (binding SLO)")
