@@ -14,7 +14,7 @@ import yaml
 
 from tuner.backends import CostModel
 from tuner.core import ServingConfig, SLOResult, Trial, TrialStatus
-from tuner.objectives import SLO, metric_value
+from tuner.objectives import SLO, Objective, metric_value
 from tuner.report import _figures, study_yaml, write_report
 from tuner.report._capacity import _label
 from tuner.report._document import Table, to_html
@@ -318,3 +318,9 @@ def test_html_tables_align_numbers_right_and_let_text_and_long_names_wrap() -> N
     assert '<td>&lt; 14.37</td><td class="text">no (x)</td>' in page
     slo = to_html([Table(["feasible"], [["no (ttft.p99 <= 1s, itl.p99 <= 40ms)"]])], "t")
     assert "no (ttft.p99&nbsp;&lt;=&nbsp;1s, itl.p99&nbsp;&lt;=&nbsp;40ms)" in slo  # one line each
+
+
+def test_an_objectives_settings_read_as_words_not_python() -> None:
+    text = Objective.capacity(rel_tol=0.2, shortcut=False, gpu_hour_price=2.5).text
+    assert "shortcut off" in text and "gpu_hour_price $2.5" in text and "rel_tol 0.2" in text
+    assert "False" not in text and "True" not in text
