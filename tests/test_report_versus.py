@@ -324,3 +324,13 @@ def test_an_objectives_settings_read_as_words_not_python() -> None:
     text = Objective.capacity(rel_tol=0.2, shortcut=False, gpu_hour_price=2.5).text
     assert "shortcut off" in text and "gpu_hour_price $2.5" in text and "rel_tol 0.2" in text
     assert "False" not in text and "True" not in text
+
+
+@pytest.mark.parametrize(
+    ("users", "words"), [(1, "40 requests from 1 user)"), (4, "from 4 users)")]
+)
+def test_a_closed_loop_comparison_names_its_users(tmp_path: Path, users: int, words: str) -> None:
+    workload = {"closed_loop": {"users": users, "requests": 40, "prompt_len": 64, "output_len": 8}}
+    o = run(tmp_path, workload=workload, slos=["ttft.p99 <= 10s"])
+    vs = o.versus_defaults
+    assert vs is not None and words in vs.how

@@ -54,7 +54,7 @@ def compare_with_defaults(
         return DefaultsComparison(same=True)
     w = outcome.workload
     load = (
-        f"{len(w)} requests from {w.users} users"
+        f"{len(w)} requests from {w.users} user{'s' * (w.users != 1)}"
         if w.users is not None
         else f"{len(w)} requests at {w.rate:.4g} req/{outcome.time_unit}"
     )
