@@ -109,7 +109,7 @@ def test_capacity_command_runs_a_capacity_study_and_prints_honest_capacities(
     assert "capacity (req/s)" in out and "binding SLO" in out and "$ per 1M output tokens" in out
     assert out.count("ttft.p99 <= 500ms") >= 2
     md = (out_dir / "report.md").read_text()
-    assert "## Capacity" in md and "(vLLM's defaults)" in md
+    assert "## Capacity" in md and "| vLLM's defaults |" in md
     assert (out_dir / "capacity.png").stat().st_size > 1000  # the hockey stick
 
 

@@ -55,14 +55,15 @@ def test_run_writes_the_report_the_plots_and_the_trial_log(
     md = (out / "report.md").read_text()
     assert "vllm serve <model> --max-num-batched-tokens 2048" in md
     assert "fewest knobs changed from vLLM's defaults" in md
-    slo_rows = [line for line in md.splitlines() if line.startswith(("| ttft.p99 <=", "| max_"))]
+    at_winner = md.split("### SLOs at the winner")[1].split("\n## ")[0]
+    slo_rows = [row for row in at_winner.splitlines() if row.startswith(("| ttft.p99", "| max_"))]
     assert [row.endswith("| yes |") for row in slo_rows] == [False, True]  # the binding SLO
     assert md.count("(chosen)") == 1
     assert "![objective vs binding SLO metric](tradeoff.png)" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2  # self-contained
+    assert html.count("data:image/png;base64,") == 3  # self-contained
     assert "<table>" in html and 'src="tradeoff.png"' not in html
-    for png in ("tradeoff.png", "timeline.png"):
+    for png in ("tradeoff.png", "timeline.png", "versus_defaults.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 6 and json.loads(lines[0])["format"] == "tuner-trial-log/1"

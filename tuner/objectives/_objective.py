@@ -137,9 +137,7 @@ class Objective(FrozenModel):
         s = f"{self.direction} {self.metric}"
         if self.load is not None:
             given = self.load.model_dump(exclude_defaults=True)
-            opts = ", ".join(
-                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in given.items()
-            )
+            opts = ", ".join(_setting(k, v) for k, v in given.items())
             s += f" ({opts})" if opts else ""
         if self.tie_break:
             s += f" (ties: {self.tie_break_direction} {self.tie_break})"
@@ -179,3 +177,13 @@ def _signed(v: float, direction: Direction) -> float:
 
 #: The objective when none is given: the most output tokens per second.
 DEFAULT_OBJECTIVE = Objective.maximize("output_throughput")
+
+
+def _setting(key: str, value: object) -> str:
+    """A load setting as a reader reads it: ``shortcut off``, ``gpu_hour_price $2.5``,
+    ``rel_tol 0.02`` (no Python ``True``/``False``)."""
+    if isinstance(value, bool):
+        return f"{key} {'on' if value else 'off'}"
+    if key == "gpu_hour_price" and isinstance(value, int | float):
+        return f"{key} ${value:g}"
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"

@@ -11,6 +11,7 @@ from tuner.core import Trial
 from tuner.objectives import Objective, binding_slo, is_flat, objective_spread, rank
 from tuner.report import _figures
 from tuner.report._document import Block, Heading, Image, Para, Table
+from tuner.report._units import knobs_text
 from tuner.studies import StudyOutcome
 
 #: How many of the best configurations the capacity table and the hockey stick show.
@@ -50,6 +51,20 @@ def capacity_text(t: Trial) -> str:
     return f"{cap:.4g}"
 
 
+def capacity_cell(t: Trial) -> str:
+    """A capacity in the trial table, as short as the truth allows: ``14.37``, ``>= 64`` (every
+    load held), ``< 14.37`` (failed there: below the incumbent's capacity, or no load held), ``-``
+    (the trial failed: its verdict says why)."""
+    cap = t.values.get("capacity", math.nan)
+    if not t.ok:
+        return "-"
+    if math.isnan(cap):
+        ff = first_failing(t)
+        return "-" if ff is None else f"< {ff:.4g}"
+    bound = ">= " if t.capacity_note and t.capacity_note.startswith(">=") else ""
+    return f"{bound}{cap:.4g}"
+
+
 def first_failing(t: Trial) -> float | None:
     """The lowest probed load above the capacity that did not hold."""
     cap = t.values.get("capacity", math.nan)
@@ -79,9 +94,9 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
         rows_of.append(base)
     rows = []
     for t in rows_of:
-        label = t.config.describe(o.space.base)
+        label = knobs_text(t.config, o.space.base)
         if base is not None and t.config == base.config:
-            label += " (vLLM's defaults)"
+            label = "vLLM's defaults" + ("" if label == "the base" else f" ({label})")
         ff = first_failing(t)
         rows.append(
             [
@@ -112,7 +127,7 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
             [
                 "config",
                 f"capacity ({unit})",
-                "first failing",
+                f"first failing ({unit})",
                 "binding SLO",
                 "tok/s per GPU",
                 "$ per 1M output tokens",
@@ -126,7 +141,8 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
         gain = best.values["capacity"] / base.values["capacity"] - 1
         out.append(
             Para(
-                f"The winner sustains {100 * gain:+.1f}% the load of vLLM's defaults "
+                f"The winner sustains {abs(100 * gain):.1f}% "
+                f"{'more' if gain >= 0 else 'less'} load than vLLM's defaults "
                 f"({best.values['capacity']:.4g} against {base.values['capacity']:.4g} "
                 f"{unit}).",
                 strong=True,
@@ -139,7 +155,8 @@ def capacity_blocks(o: StudyOutcome) -> list[Block]:
             Para(
                 f"{len(shortcut)} of {len(o.trials)} configurations failed at the incumbent's "
                 f"capacity on their first probe and stopped there (they cannot win), saving about "
-                f"{len(shortcut) * max(mean - 1, 0):.0f} probes (a full search took {mean:.1f})."
+                f"{len(shortcut) * max(mean - 1, 0):.0f} probes (a full search took "
+                f"{mean:.1f} probes)."
             )
         )
     curves = {_label(t, base, o): t for t in rows_of if t.load_points}
@@ -182,5 +199,8 @@ def _label(t: Trial, base: Trial | None, o: StudyOutcome) -> str:
     why = f" [{bind.split()[0]}]" if bind else ""
     if base is not None and t.config == base.config:
         return "vLLM's defaults" + why
-    knobs = t.config.describe(o.space.base).removeprefix("ServingConfig(").rstrip(")")
-    return f"#{t.number} {knobs or 'the base'}"[:60] + why
+    knobs = knobs_text(t.config, o.space.base)
+    if len(knobs) > 64:  # a legend entry: whole knobs, never a name cut in two
+        cut = knobs.rfind(", ", 0, 60)
+        knobs = knobs[: cut if cut > 0 else 60] + ", ..."
+    return f"#{t.number} {knobs}" + why

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tuner.core import ServingConfig, Trial
 from tuner.objectives import SLO, binding_slo, rank, relative_margin
 from tuner.report import _figures
-from tuner.report._capacity import capacity_blocks, flat_warning
+from tuner.report._capacity import capacity_blocks, capacity_cell, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
-from tuner.report._units import headline, with_unit
+from tuner.report._units import cost_text, headline, knobs_text, quantity, unit_of, with_unit
+from tuner.report._versus import versus_blocks
 from tuner.studies import StudyOutcome, StudySpec
+
+
+def _list(dumper: Any, data: list[object]) -> Any:
+    flat = all(not isinstance(v, dict | list) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+#: Block style for mappings (one setting a line), flow style for lists of plain values
+#: (``[256, 512, 1024]``): no mapping is folded across lines.
+_Dumper: Any = type("_Dumper", (yaml.SafeDumper,), {})
+_Dumper.add_representer(list, _list)
 
 
 def study_yaml(spec: StudySpec) -> str:
     """The study's spec as YAML (defaults filled in)."""
     data = spec.model_dump(mode="json", exclude_none=True)
-    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10**6)
+    return str(text)
 
 
 def fmt(v: float) -> str:
@@ -46,11 +60,11 @@ def blocks(o: StudyOutcome) -> list[Block]:
         Para(
             f"Workload: {o.workload_summary.text(o.time_unit)}"
             + (f" ({o.workload_note})" if o.workload_note else "")
-            + f"; {o.workload.total_prompt_tokens} prompt and "
-            f"{o.workload.total_output_tokens} output tokens. Space: {len(o.space)} configurations "
-            f"({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. SLOs: "
-            f"{', '.join(s.text for s in o.slos) or 'none'}. Backend: `{o.backend}`. "
-            f"{len(o.trials)} trials in {o.wall_time:.1f}s"
+            + f"; {o.workload.total_prompt_tokens:,} prompt and "
+            f"{o.workload.total_output_tokens:,} output tokens. Space: {len(o.space)} "
+            f"configurations ({', '.join(o.space.dimensions)}). Objective: {o.objective.text}. "
+            f"SLOs: {', '.join(s.text for s in o.slos) or 'none'}. "
+            f"Backend: {cost_text(o.backend)}. {len(o.trials)} trials in {o.wall_time:.1f} s"
             + (f" (stopped: {o.result.stop_reason})." if o.result is not None else ".")
         )
     )
@@ -80,6 +94,7 @@ def blocks(o: StudyOutcome) -> list[Block]:
     elif not o.interrupted:
         out += _winner(o, best)
     out += capacity_blocks(o)
+    out += versus_blocks(o)
     out += _trials(o)
     out += _figures_blocks(o, best)
     if o.two_tier is not None:
@@ -94,7 +109,7 @@ def _words(best: Trial, o: StudyOutcome) -> str:
 
 
 def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
-    diff = best.config.describe(ServingConfig())
+    diff = knobs_text(best.config, ServingConfig())
     out: list[Block] = [
         Heading("The winner"),
         Para(
@@ -103,7 +118,7 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
             ),
             True,
         ),
-        Para(f"As a configuration: `{diff}`"),
+        Para(f"As a configuration (the knobs that differ from vLLM's defaults): `{diff}`"),
         *tie_blocks(o.trials, o.objective, best),
         Para(
             f"Paste into `vllm serve` on {o.target.describe()} (only the knobs the study tuned "
@@ -121,13 +136,14 @@ def _winner(o: StudyOutcome, best: Trial) -> list[Block]:
         for slo, r in zip(o.slos, best.slo_results, strict=True):
             pct = 100 * relative_margin(r)
             runs = [value_cell(best, slo.metric, o.slos, o.objective, best)] if repeated else []
+            unit = unit_of(slo.metric, o.time_unit)
             rows.append(
                 [
                     slo.text,
-                    fmt(r.value),
+                    quantity(r.value, unit),
                     *runs,
-                    fmt(r.limit),
-                    f"{fmt(r.margin)} ({pct:.1f}%)",
+                    quantity(r.limit, unit),
+                    f"{quantity(r.margin, unit)} ({pct:.1f}%)",
                     "yes" if slo is bind else "",
                 ]
             )
@@ -148,14 +164,20 @@ def _trials(o: StudyOutcome) -> list[Block]:
     best = o.best
     repeated = noisy(o.trials)
     rows = []
-    for t in rank(list(o.trials), o.objective):  # feasible by value, then near misses, failed
+    ranked = rank(list(o.trials), o.objective)  # feasible by value, then near misses, failed
+    # the chosen first: a tie-break may have picked it from the middle of a tie
+    ranked.sort(key=lambda t: best is None or t.number != best.number)
+    for t in ranked:
         mark = " (chosen)" if best is not None and t.number == best.number else ""
         rate = t.values.get("prefix_cache_hit_rate", math.nan)
         if repeated:
             cells = [value_cell(t, m, o.slos, o.objective, best) for m in metrics]
             cells.append(str(t.repeats) if t.ok else "-")
         else:
-            cells = [fmt(t.values.get(m, math.nan)) for m in metrics]
+            cells = [
+                capacity_cell(t) if m == "capacity" else fmt(t.values.get(m, math.nan))
+                for m in metrics
+            ]
         rows.append(
             [
                 str(t.number) + mark,
@@ -183,6 +205,16 @@ def _trials(o: StudyOutcome) -> list[Block]:
             rows,
         ),
         *noise_blocks(o.trials, metrics, o.spec.repeats.confidence),
+        *(
+            [
+                Para(
+                    "Each trial's latencies are at its capacity; where no load held, at the "
+                    "lowest load that failed ('< x': its capacity is below x)."
+                )
+            ]
+            if o.objective.is_capacity
+            else []
+        ),
     ]
 
 
@@ -190,7 +222,9 @@ def _figures_blocks(o: StudyOutcome, best: Trial | None) -> list[Block]:
     out: list[Block] = []
     bind = binding(best, o.slos) if best is not None else (o.slos[0] if o.slos else None)
     if bind is not None:
-        png = _figures.tradeoff(o.trials, o.objective, bind, o.folder / "tradeoff.png", best)
+        png = _figures.tradeoff(
+            o.trials, o.objective, bind, o.folder / "tradeoff.png", best, o.time_unit
+        )
         if png is not None:
             out += [
                 Heading("Objective against the binding SLO"),
@@ -212,7 +246,7 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
         return []
     rows = [
         [
-            c.config.describe(o.space.base),
+            knobs_text(c.config, o.space.base),
             c.metric,
             fmt(c.cheap),
             fmt(c.expensive),
@@ -238,8 +272,8 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
         out += [
             Para(
                 f"Cost model fitted to {c.steps} live steps (R^2 = {c.r2:.3f}, mean step-time "
-                f"error {100 * c.mean_abs_rel_error:.1f}%): `{c.cost_model!r}`; saved as "
-                "calibration.json."
+                f"error {100 * c.mean_abs_rel_error:.1f}%): {cost_text(repr(c.cost_model))}; "
+                "saved as calibration.json."
             ),
             Table(
                 ["metric", "mean abs error before", "after calibration"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,10 +88,12 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1c1c1c;line-height:1.45}
 h1{border-bottom:2px solid #333}h2{margin-top:1.8em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;
+overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}td{white-space:nowrap}
+th{background:#f2f2f2}td:first-child,th:first-child,.text{text-align:left}
+td.text{white-space:normal;min-width:8em}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap}
 img{max-width:100%}.strong{font-weight:600;font-size:1.05em}
 """
 
@@ -108,9 +110,15 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         elif isinstance(b, Code):
             body.append(f"<pre>{html.escape(b.text)}</pre>")
         elif isinstance(b, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
+            width = max([len(b.headers), *(len(r) for r in b.rows)])
+            cols = [[r[i] for r in b.rows if i < len(r)] for i in range(width)]
+            left = ["" if _numeric(c) else ' class="text"' for c in cols]
+            head = "".join(f"<th{left[i]}>{_breakable(h)}</th>" for i, h in enumerate(b.headers))
             rows = "".join(
-                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows
+                "<tr>"
+                + "".join(f"<td{left[i]}>{_inline(c)}</td>" for i, c in enumerate(row))
+                + "</tr>"
+                for row in b.rows
             )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         else:
@@ -122,9 +130,29 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     )
 
 
+_NUMBER = re.compile(r"^[<>=~+-]*\s*[\d.]")
+
+
+def _numeric(cells: Iterable[str]) -> bool:
+    """Whether a column holds numbers (right-aligned, never wrapped): every cell a number with
+    its unit (``33.5 ms``, ``< 14.37``, ``1,234``) or empty (``-``, ``""``)."""
+    return all(c in ("", "-") or _NUMBER.match(c.replace("**", "")) for c in cells)
+
+
+def _breakable(header: str) -> str:
+    """A header that may wrap after its underscores (``max_num_batched_tokens``), so a knob's
+    column is as narrow as its values."""
+    return html.escape(header).replace("_", "_<wbr>")
+
+
+#: An SLO's comparison (``ttft.p99 <= 1s``) is never broken across lines.
+_COMPARISON = re.compile(r" (&lt;=|&gt;=|&lt;|&gt;|==) (?=[\d.])")
+
+
 def _inline(text: str) -> str:
-    """Escape, then render `code` spans and **bold** (the only inline Markdown used)."""
-    out = html.escape(text)
+    """Escape, then render `code` spans and **bold** (the only inline Markdown used); keep an
+    SLO's comparison on one line."""
+    out = _COMPARISON.sub("&nbsp;\\1&nbsp;", html.escape(text))
     parts = out.split("`")
     out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
     parts = out.split("**")

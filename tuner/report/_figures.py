@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,10 +13,16 @@ from tuner.core import Measurement, SLOResult, Trial
 from tuner.objectives import SLO, Objective
 from tuner.report._pareto import pareto_front
 from tuner.report._plots import pyplot
+from tuner.report._units import unit_of, with_unit
 
 
 def tradeoff(
-    trials: Sequence[Trial], objective: Objective, slo: SLO, path: Path, best: Trial | None
+    trials: Sequence[Trial],
+    objective: Objective,
+    slo: SLO,
+    path: Path,
+    best: Trial | None,
+    time_unit: str = "s",
 ) -> Path | None:
     """Objective against the binding SLO's metric: feasible, infeasible and Pareto points."""
     pts = [
@@ -24,8 +31,8 @@ def tradeoff(
         if t.ok and t.fidelity == 1.0
     ]
     pts = [(t, x, y) for t, x, y in pts if math.isfinite(x) and math.isfinite(y)]
-    if not pts:
-        return None
+    if len({(x, y) for _, x, y in pts}) < 2:
+        return None  # one point shows no trade-off
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     feas = [(x, y) for t, x, y in pts if t.feasible]
@@ -60,8 +67,13 @@ def tradeoff(
             label="chosen",
         )
     ax.axvline(slo.limit, color="crimson", ls="--", lw=1, label=f"SLO {slo.text}")
-    ax.set_xlabel(slo.metric)
-    ax.set_ylabel(objective.metric)
+    ax.set_xlabel(with_unit(slo.metric, time_unit))
+    ax.set_ylabel(with_unit(objective.metric, time_unit))
+    if unit_of(slo.metric, time_unit) == "s":
+        from matplotlib import ticker
+
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_seconds))
+        ax.set_xlabel(slo.metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"{objective.metric} vs {slo.metric} (binding SLO)")
@@ -133,6 +145,8 @@ def hockey_stick(curves: Mapping[str, Trial], rate_unit: str, path: Path) -> Pat
     ax.axhline(1.0, color="crimson", ls="--", lw=1, label="SLO limit")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax.xaxis)
+    _plain_ticks(ax.yaxis)
     ax.set_xlabel(f"offered load ({rate_unit})")
     ax.set_ylabel("binding SLO: value / limit")
     ax.grid(alpha=0.3, which="both")
@@ -153,3 +167,89 @@ def _worst_ratio(results: Sequence[SLOResult]) -> float:
             continue
         ratios.append(r.value / r.limit if upper else r.limit / max(r.value, 1e-300))
     return max(ratios, default=math.nan)
+
+
+def latency_cdfs(
+    panels: Sequence[tuple[str, Sequence[SLO], Mapping[str, tuple[np.ndarray, np.ndarray | None]]]],
+    unit: str,
+    path: Path,
+) -> Path | None:
+    """One panel per distribution an SLO is on (``ttft``, ``itl``, ...): the empirical CDF of
+    each configuration's samples (``(values, counts)``: counts are multiplicities, ITL's runs),
+    and the SLO limits as dashed lines. A log axis when every sample is positive."""
+    drawn = [p for p in panels if any(len(_finite(v, c)[0]) for v, c in p[2].values())]
+    if not drawn:
+        return None
+    plt = pyplot()
+    from matplotlib import ticker
+
+    fig, axes = plt.subplots(
+        1, len(drawn), figsize=(4.2 * len(drawn) + 0.6, 3.6), dpi=110, squeeze=False
+    )
+    colours = ("#2a7ab9", "#d62728", "#7f7f7f")
+    for ax, (name, slos, curves) in zip(axes[0], drawn, strict=True):
+        positive = True
+        for (label, (values, counts)), colour in zip(curves.items(), colours, strict=False):
+            v, c = _finite(values, counts)
+            if not len(v):
+                continue
+            order = np.argsort(v, kind="stable")
+            v, c = v[order], c[order]
+            positive &= bool(v[0] > 0)
+            ax.step(v, np.cumsum(c) / c.sum(), where="post", lw=1.4, c=colour, label=label)
+        for slo in slos:
+            ax.axvline(slo.limit, color="#444444", ls="--", lw=0.9, label=f"SLO {slo.text}")
+            q = _quantile(slo.metric)
+            if q is not None:
+                ax.axhline(q, color="#999999", ls=":", lw=0.9)
+        if positive:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        if unit == "s":
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(_seconds))
+        ax.set_xlabel(name if unit == "s" else f"{name} ({unit})")
+        ax.set_ylabel("fraction of samples at or below")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"{name}: distribution", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _finite(values: np.ndarray, counts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(values, dtype=np.float64)
+    c = np.ones(len(v), dtype=np.int64) if counts is None else np.asarray(counts, np.int64)
+    keep = np.isfinite(v) & (c > 0)
+    return v[keep], c[keep]
+
+
+def _quantile(metric: str) -> float | None:
+    """``ttft.p99`` -> 0.99 (where the SLO's percentile sits on a CDF); None for others."""
+    stat = metric.partition(".")[2]
+    if stat == "median":
+        return 0.5
+    try:
+        return float(stat[1:]) / 100 if stat.startswith("p") else None
+    except ValueError:
+        return None
+
+
+def _seconds(v: float, _pos: int | None = None) -> str:
+    """An axis tick in seconds, read as a person would: ``20 ms``, ``1.5 s``."""
+    if v == 0:
+        return "0"
+    return f"{v * 1e3:.3g} ms" if abs(v) < 1 else f"{v:.3g} s"
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Ticks on a log axis at 1, 2, 3, 5 and 7 of each decade, written as plain numbers (``20``,
+    ``0.5``), not as powers of ten."""
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())

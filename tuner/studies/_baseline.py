@@ -1,12 +1,12 @@
 """The baseline a study's winner is compared with: vLLM's defaults on the target, measured like
-the trials (its capacity, its step timeline next to the winner's)."""
+the trials (its capacity, its latencies and step timeline next to the winner's)."""
 
 from __future__ import annotations
 
 from tuner.backends.simulator import SimulatorBackend
 from tuner.core import ConfigError, ConfigRefused, Measurement, Trial
 from tuner.search import ListSearch
-from tuner.studies._outcome import StudyOutcome, baseline_config
+from tuner.studies._outcome import DefaultsComparison, StudyOutcome, baseline_config
 from tuner.tuning import Loop, WorkloadAt
 
 
@@ -36,25 +36,73 @@ def measure_baseline(
     return trials[0] if trials and trials[0].ok else None
 
 
-def baseline_timelines(
+def compare_with_defaults(
     outcome: StudyOutcome, sim: SimulatorBackend | None
-) -> dict[str, Measurement]:
-    """The winner's and vLLM's defaults' step timelines on the same workload."""
+) -> DefaultsComparison | None:
+    """The winner and vLLM's defaults on the study's workload as written, by one backend: the
+    simulator when there is one (the study's own, or a two-tier study's cheap tier), else the
+    trials the study ran (an open-loop objective, the defaults among the trials). None without
+    a winner; otherwise, when there is no such pair, a comparison that says why."""
+    best = outcome.best
+    if best is None or outcome.interrupted:
+        return None
+    try:
+        defaults = baseline_config(outcome)
+    except ConfigError as e:
+        return DefaultsComparison(missing=f"vLLM's defaults do not fit this study's base ({e})")
+    if defaults == best.config:
+        return DefaultsComparison(same=True)
+    w = outcome.workload
+    load = (
+        f"{len(w)} requests from {w.users} user{'s' * (w.users != 1)}"
+        if w.users is not None
+        else f"{len(w)} requests at {w.rate:.4g} req/{outcome.time_unit}"
+    )
+    if sim is not None:
+        own = outcome.two_tier is None and not outcome.objective.is_capacity
+        try:
+            mine = best.measurement if own and best.measurement is not None else None
+            mine = mine or sim.evaluate(best.config, w)
+            theirs = sim.evaluate(defaults, w)
+        except (ConfigError, ConfigRefused) as e:
+            return DefaultsComparison(missing=f"the simulator could not run vLLM's defaults: {e}")
+        tier = "the cheap tier's simulator (an estimate)" if outcome.two_tier else "the simulator"
+        at = ", at the load it is written with, not at each one's capacity" * bool(
+            outcome.objective.is_capacity
+        )
+        how = f"both measured by {tier} on the study's workload ({load}{at})"
+        return DefaultsComparison(mine, theirs, how)
+    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
+    kept = [t for t in ran if t.measurement is not None]
+    if outcome.objective.is_capacity:
+        why = (
+            "a capacity study measures each configuration at its own capacity, and only a "
+            "simulator measures both on the same load"
+        )
+    elif not ran:
+        why = (
+            "they were not among its trials (add them to the space, or study on the "
+            "simulator, which measures them on the side)"
+        )
+    elif not kept or best.measurement is None:
+        why = "the trials were read back from the trial log, which keeps no per-request data"
+    else:
+        how = f"both trials of this study, measured by {outcome.backend} on its workload ({load})"
+        return DefaultsComparison(best.measurement, kept[-1].measurement, how)
+    return DefaultsComparison(missing=f"this study did not measure vLLM's defaults: {why}")
+
+
+def baseline_timelines(outcome: StudyOutcome) -> dict[str, Measurement]:
+    """The winner's and vLLM's defaults' step timelines on the same workload (from
+    :attr:`StudyOutcome.versus_defaults`), else the winner's own."""
     best = outcome.best
     if best is None:
         return {}
-    out: dict[str, Measurement] = {}
-    if best.measurement is not None and best.measurement.has_steps:
-        out["winner"] = best.measurement
-    if sim is not None:
-        try:
-            defaults = baseline_config(outcome)
-            if "winner" not in out:
-                out["winner"] = sim.evaluate(best.config, outcome.workload)
-            if defaults != best.config:
-                out["vLLM defaults"] = sim.evaluate(defaults, outcome.workload)
-            else:
-                out["winner (= vLLM's defaults)"] = out.pop("winner")
-        except (ConfigError, ConfigRefused):
-            pass  # the defaults may not fit this workload (max_model_len) or the GPU's memory
-    return out
+    vs = outcome.versus_defaults
+    w, d = (vs.winner, vs.defaults) if vs is not None else (None, None)
+    if w is not None and d is not None and w.has_steps and d.has_steps:
+        return {"winner": w, "vLLM defaults": d}
+    m = best.measurement
+    if m is None or not m.has_steps:
+        return {}
+    return {"winner (= vLLM's defaults)" if vs is not None and vs.same else "winner": m}

@@ -23,6 +23,21 @@ from tuner.studies._two_tier import TwoTierResult
 from tuner.tuning import Exploration
 
 
+@dataclass(frozen=True)
+class DefaultsComparison:
+    """The winner and vLLM's defaults measured on the same workload by the same backend (for the
+    report's side-by-side latency distributions), or why the study has no such pair."""
+
+    winner: Measurement | None = None
+    defaults: Measurement | None = None
+    how: str = ""
+    """Where the two measurements come from, in words (which backend, which load)."""
+    missing: str | None = None
+    """Why there is no pair (None when there is one)."""
+    same: bool = False
+    """The winner *is* vLLM's defaults: nothing to compare."""
+
+
 @dataclass
 class StudyOutcome:
     """Everything a study produced, for its report."""
@@ -48,6 +63,8 @@ class StudyOutcome:
     baseline: Trial | None = None
     """vLLM's defaults measured like the trials (for a capacity study: their capacity), when
     they were a trial or cheap to measure (the simulator)."""
+    versus_defaults: DefaultsComparison | None = None
+    """The winner against vLLM's defaults on the same workload (None: no winner)."""
 
     @property
     def best(self) -> Trial | None:

@@ -28,7 +28,7 @@ from tuner.search import (
     SuccessiveHalving,
     TPESearch,
 )
-from tuner.studies._baseline import baseline_timelines, measure_baseline
+from tuner.studies._baseline import baseline_timelines, compare_with_defaults, measure_baseline
 from tuner.studies._deployment import (
     build_deployment,
     compares_replicas_of_different_size,
@@ -355,7 +355,8 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             tt_result.calibration.save(folder / "calibration.json")
         timeline_backend = cheap if isinstance(cheap, SimulatorBackend) else None
     outcome.planned = total
-    outcome.timelines = baseline_timelines(outcome, timeline_backend)
+    outcome.versus_defaults = compare_with_defaults(outcome, timeline_backend)
+    outcome.timelines = baseline_timelines(outcome)
     outcome.baseline = measure_baseline(outcome, timeline_backend, workload_at)
     outcome.wall_time = time.monotonic() - t0
     return outcome
