@@ -265,6 +265,7 @@ EXPORTS: dict[str, list[str]] = {
         "StudySpec",
         "TwoTierResult",
         "build_backend",
+        "build_deployment",
         "build_space",
         "build_spec",
         "build_workload",

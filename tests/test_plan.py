@@ -279,3 +279,11 @@ def test_a_trace_misread_as_seconds_is_warned_about_in_one_plain_line(
     err = capsys.readouterr().err
     assert "warning: " in err and "time_unit='ms'" in err
     assert "UserWarning" not in err and "w = read(" not in err  # no Python source line
+
+
+def test_the_dry_run_of_a_roofline_study_gives_its_workload_in_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "first_study.yaml"
+    assert main(["run", str(example), "--dry-run"]) == 0
+    assert "workload: 800 requests over 181.9 s (mean 4.398 req/s" in capsys.readouterr().out

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from tuner.backends import AttachedServerBackend, Backend, SimulatorBackend, VLLMServerBackend
 from tuner.core import BackendError, SearchSpace, Workload, summarize
-from tuner.studies import StudySpec, build_backend, build_space, build_workload, planned_trials
+from tuner.studies import (
+    StudySpec,
+    build_backend,
+    build_deployment,
+    build_space,
+    build_workload,
+    planned_trials,
+)
 
 #: What one live trial costs beyond its load: a server start on a warm machine (measured here:
 #: 20-40 s for the tiny CPU model; a GPU model loads in about as long or longer).
@@ -46,7 +53,7 @@ def dry_run(spec: StudySpec, root: Path) -> int:
     each = f" (a capacity search: ~{probes} loads each)" if probes > 1 else ""
     backends = _backends(spec, root)
     summary = summarize(workload.arrival, workload.prompt_tokens, workload.output_tokens)
-    print(f"workload: {summary.text(_unit(backends[-1]))}")
+    print(f"workload: {summary.text(backends[-1].time_unit)}")
     tt = spec.two_tier
     if tt is None:
         backend = backends[0]
@@ -78,7 +85,8 @@ def _backends(spec: StudySpec, root: Path) -> list[Backend]:
     for b in specs:
         live = b.live
         if live is None or live.attach_url is not None:
-            out.append(build_backend(b, root, Path("/nonexistent-dry-run")))
+            deployment = build_deployment(spec.target, root)
+            out.append(build_backend(b, root, Path("/nonexistent-dry-run"), deployment))
             continue
         model = live.model or ""
         if live.tiny_model is not None:
@@ -97,11 +105,6 @@ def _backends(spec: StudySpec, root: Path) -> list[Backend]:
             server.vllm_executable = "vllm"
         out.append(server)
     return out
-
-
-def _unit(backend: Backend) -> str:
-    cost = getattr(backend, "cost_model", None)
-    return "step" if cost is not None and cost.time_unit == "step" else "s"
 
 
 def _plan(

@@ -2,6 +2,7 @@
 command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
+from tuner.studies._deployment import build_deployment
 from tuner.studies._outcome import StudyOutcome
 from tuner.studies._run import (
     build_backend,
@@ -23,6 +24,7 @@ __all__ = [
     "StudySpec",
     "TwoTierResult",
     "build_backend",
+    "build_deployment",
     "build_space",
     "build_spec",
     "build_workload",
