@@ -308,11 +308,23 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
     that start before ``t`` (all ``k`` if ``t`` is None): the start of each, then the end of the
     last. They are added up exactly as a step-by-step run adds them, so both give bit-identical
     times."""
-    if t is None or dur <= 0:
-        return list(accumulate(repeat(dur, k), initial=now))
-    n = int((t - now) / dur) + 2  # a few more than start before t
-    if n > k:
-        n = k
+    if t is None or dur <= 0:  # all k
+        if k > _SHORT:
+            return list(accumulate(repeat(dur, k), initial=now))
+        t, n = _INF, k
+    else:
+        n = int((t - now) / dur) + 2  # a few more than start before t
+        if n > k:
+            n = k
+    if n <= _SHORT:  # a short stretch (the usual case): one by one, while they start before t
+        bounds = [now]
+        x = now
+        for _ in range(k):
+            if x >= t:
+                break
+            x += dur
+            bounds.append(x)
+        return bounds
     while True:
         bounds = list(accumulate(repeat(dur, n), initial=now))
         before = bisect_left(bounds, t, 0, n)
@@ -320,3 +332,7 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
             del bounds[before + 1 :]
             return bounds
         n = min(k, 2 * n)  # rounding made the estimate short (never in practice)
+
+
+_SHORT = 16  # up to this many steps, a loop here is faster than accumulate()
+_INF = float("inf")
