@@ -99,7 +99,7 @@ class Engine:
         self.tl = timeline
         prompts = workload.prompt_tokens.tolist()
         outputs = workload.output_tokens.tolist()
-        self.reqs = [Req(i, p, o) for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+        self.reqs = list(map(Req, range(len(prompts)), prompts, outputs))
         self.order: list[int] = workload.schedule_order.tolist()
         self.arrival: list[float] = workload.arrival.tolist()
         self.running: list[Req] = []

@@ -117,8 +117,9 @@ class FastEngine(Engine):
         cfg = self.cfg
         waiting, finishing, explicit = self.waiting, self.finishing, self.explicit
         pool_n = self.pool_n
-        eligible = len(self.running) + len(finishing) + len(waiting)
-        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+        thr = 0  # the prefill cap (read only for explicit or waiting requests)
+        if (explicit or waiting) and len(self.running) + len(finishing) + len(waiting) > 1:
+            thr = cfg.long_prefill_token_threshold
         # k: how many identical steps could be recorded at once from here, up to and including
         # the one in which the next pool member finishes (0: this very step is an event).
         if finishing or not (pool_n or explicit):
