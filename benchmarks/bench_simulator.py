@@ -10,6 +10,9 @@ Prints two tables:
    and whether the schedules are identical; then both speed ratios;
 2. the simulator alone over 1k / 10k / 100k requests of the same shape: wall time (median),
    steps, microseconds per request (flat = linear cost).
+
+The simulator runs its compiled engines when ``make native`` built them, else the pure-Python
+ones (``TUNER_PURE_PYTHON=1`` forces those); the first line says which.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 from tuner import LogNormal, Measurement, ServingConfig, Workload
 from tuner.backends import Backend, SimulatorBackend
+from tuner.backends.simulator import _native
 from tuner.cli._table import format_table
 from tuner.fidelity import schedule_differences
 
@@ -88,7 +92,8 @@ def main() -> None:
     ap.add_argument("--no-replay", action="store_true", help="skip the vLLM comparison")
     args = ap.parse_args()
 
-    print(f"config: {CONFIG.describe(ServingConfig())}\n")
+    engines = "compiled (make native)" if _native.COMPILED else "pure Python"
+    print(f"config: {CONFIG.describe(ServingConfig())}\nsimulator engines: {engines}\n")
     if not args.no_replay and importlib.util.find_spec("vllm") is not None:
         from tuner.backends import SchedulerReplayBackend
 
