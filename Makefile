@@ -1,5 +1,5 @@
 # Every target sets itself up (a virtualenv in .venv, or the cached vLLM CPU venv for vLLM tests).
-.PHONY: demo test test-vllm lint format bench clean
+.PHONY: demo test test-vllm lint format bench native clean-native clean
 
 demo:
 	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/tuner demo
@@ -20,6 +20,14 @@ format:
 
 bench:
 	@VENV=$$(bash scripts/venv.sh | tail -n 1) && for b in benchmarks/bench_*.py; do $$VENV/bin/python $$b; done
+
+# Optional: compile the simulator's engines with mypyc (needs a C compiler and the Python
+# headers; the pure-Python engines are used whenever no compiled copy matches them).
+native:
+	@VENV=$$(bash scripts/venv.sh | tail -n 1) && $$VENV/bin/python scripts/build_native.py
+
+clean-native:
+	@python3 scripts/build_native.py clean
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import configs, workloads
@@ -333,3 +333,26 @@ def test_fast_engine_does_not_revive_a_request_preempted_in_a_step_that_schedule
     slow = SimulatorBackend(fast_forward=False).evaluate(c, w)
     assert fast.preemptions == slow.preemptions == 3
     assert fast.step_tokens.tolist() == slow.step_tokens.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.one_of(st.integers(0, 10_000).map(float), st.floats(0, 1e7)),
+    dur=st.one_of(st.sampled_from([1.0, 0.1, 0.0, 1e-9]), st.floats(1e-6, 5.0)),
+    k=st.integers(1, 80),
+    ahead=st.one_of(st.none(), st.floats(1e-9, 100.0), st.integers(1, 80)),
+)
+def test_stretch_bounds_add_up_like_a_step_by_step_run(
+    now: float, dur: float, k: int, ahead: float | None
+) -> None:
+    from tuner.backends.simulator._fast_engine import step_bounds
+
+    t = None if ahead is None else now + ahead * max(dur, 1e-9)
+    assume(t is None or t > now)  # the engine asks only for arrivals still ahead
+    starts, x = [], now  # step by step: a step runs if it starts before t
+    for _ in range(k):
+        if t is not None and x >= t:
+            break
+        starts.append(x)
+        x += dur
+    assert step_bounds(now, dur, k, t) == ([*starts, x] if starts else [now])

@@ -43,6 +43,7 @@ class Timeline:
         self._last_emit = [float("nan")] * n
         self._emitted = [0] * n
         self._preempt = [0] * n
+        self._preemptions = 0
         self._cached = [0] * n
         self._itl_values: list[float] = []  # gaps of the requests named in step()
         # Closed loop: when each request was actually sent (it waits for its user's previous).
@@ -105,8 +106,9 @@ class Timeline:
         k = len(bounds) - 1
         self._num_steps += k
         self._records.extend((k, prefill_tokens, decode_tokens, num_seqs, lazy))
-        self._start.extend(bounds[:k])
-        return bounds[k]
+        start = self._start
+        start.extend(bounds)
+        return start.pop()  # the end of the last step, not a start
 
     def settle(self, request_id: int, emitted: int, last_emit: float) -> None:
         """Bring an implicitly kept request's record up to date: ``emitted`` tokens so far,
@@ -126,11 +128,12 @@ class Timeline:
     def preempted(self, request_id: int) -> None:
         """Note that a request was preempted (its KV freed, to be recomputed)."""
         self._preempt[request_id] += 1
+        self._preemptions += 1
 
     @property
     def any_preempted(self) -> bool:
         """Whether any request was preempted so far."""
-        return any(self._preempt)
+        return self._preemptions > 0
 
     def cached(self, request_id: int, tokens: int) -> None:
         """Note the prompt tokens a request found in the prefix cache when first scheduled."""
@@ -152,7 +155,8 @@ class Timeline:
             )
         start = np.array(self._start, dtype=np.float64)
         records = np.array(self._records, dtype=np.int64).reshape(-1, 5)
-        prefill, decode, seqs, lazy = np.repeat(records[:, 1:], records[:, 0], axis=0).T
+        counts = records[:, 0]
+        prefill, decode, seqs, lazy = (np.repeat(records[:, i], counts) for i in range(1, 5))
         # The same sum, term by term, as step() and run() made: bit-identical ends.
         end = start + self.step_time(prefill, decode, seqs)
         # Explicit gaps first, then each step's duration once per implicit decoder in it.
@@ -185,5 +189,5 @@ class Timeline:
             step_start=start,
             step_end=end,
             duration=float(finish_time.max() - arrival.min()),
-            preemptions=int(preempt.sum()),
+            preemptions=self._preemptions,
         )

@@ -54,6 +54,9 @@ class Req:
         "output",
         "prompt",
     )
+    c0: int  # fast engine only (see __init__)
+    e0: int
+    g0: int
 
     def __init__(self, rid: int, prompt: int, output: int) -> None:
         self.id = rid
@@ -63,9 +66,9 @@ class Req:
         self.emitted = 0  # output tokens sampled so far
         self.length = prompt  # prompt + tokens sampled so far (vLLM's num_tokens)
         self.blocks = 0  # KV blocks held
-        # Fast engine only: a decoding request kept implicitly (see _fast_engine).
+        # Fast engine only: a decoding request kept implicitly (see _fast_engine); its c0, e0
+        # and g0 are set when it becomes one.
         self.lazy = False
-        self.c0 = self.e0 = self.g0 = 0
 
 
 class Knobs:
@@ -96,7 +99,7 @@ class Engine:
         self.tl = timeline
         prompts = workload.prompt_tokens.tolist()
         outputs = workload.output_tokens.tolist()
-        self.reqs = [Req(i, p, o) for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+        self.reqs = list(map(Req, range(len(prompts)), prompts, outputs))
         self.order: list[int] = workload.schedule_order.tolist()
         self.arrival: list[float] = workload.arrival.tolist()
         self.running: list[Req] = []
@@ -127,6 +130,7 @@ class Engine:
         n = len(incoming)
         pending = done = 0
         now = arrivals[0]
+        advance = self._advance
         while done < n:
             while arrivals[pending] <= now:
                 waiting.append(incoming[pending])
@@ -134,7 +138,7 @@ class Engine:
             if not waiting and not finishing and not self.running:
                 now = arrivals[pending]
                 continue
-            now, finished = self._advance(now, arrivals[pending] if pending < n else None)
+            now, finished = advance(now, arrivals[pending] if pending < n else None)
             done += finished
 
     def _run_closed(self, due: Arrivals) -> None:

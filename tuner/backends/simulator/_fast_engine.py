@@ -26,8 +26,8 @@ the fidelity suite checks this engine against vLLM's own scheduler.
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left
+from heapq import heappop, heappush
 from itertools import accumulate, repeat
 
 from tuner.backends._timeline import Timeline
@@ -48,47 +48,53 @@ class FastEngine(Engine):
 
     # --- the pool ------------------------------------------------------------------------------
     def _lazify(self, r: Req) -> None:
+        g, c0, e0 = self.G, r.computed, r.emitted
         r.lazy = True
-        r.c0, r.e0, r.g0 = r.computed, r.emitted, self.G
-        heapq.heappush(self.heap, (self.G + r.output - r.emitted, r.id, r))
+        r.c0, r.e0, r.g0 = c0, e0, g
+        heappush(self.heap, (g + r.output - e0, r.id, r))
         self.pool_n += 1
         if self.kv_limited:
-            self.bucket[(r.c0 - r.g0) % self.bs] += 1
+            self.bucket[(c0 - g) % self.bs] += 1
 
     def _settle(self, r: Req, last_emit: float) -> None:
         """Make a pool member explicit again (its state as of the latest step)."""
-        k = self.G - r.g0
-        r.computed = r.c0 + k
-        r.emitted = r.e0 + k
-        r.length = r.prompt + r.emitted
+        g0 = r.g0
+        k = self.G - g0
+        computed = r.c0 + k
+        emitted = r.e0 + k
+        r.computed = computed
+        r.emitted = emitted
+        r.length = r.prompt + emitted
         r.lazy = False
         self.pool_n -= 1
         if self.kv_limited:
-            r.blocks = -(-r.computed // self.bs)
-            self.bucket[(r.c0 - r.g0) % self.bs] -= 1
-        self.tl.settle(r.id, r.emitted, last_emit)
+            bs = self.bs
+            r.blocks = (computed + bs - 1) // bs
+            self.bucket[(r.c0 - g0) % bs] -= 1
+        self.tl.settle(r.id, emitted, last_emit)
 
     def _pool_growth(self, j: int) -> int:
         """New KV blocks the pool needs over the next ``j`` uniform steps: every member crosses
         into a new block once every ``block_size`` steps, members with ``(c0 - g0) % bs ==
         key`` at the steps ``t`` with ``(key + t) % bs == 0``."""
-        bs, g, bucket = self.bs, self.G, self.bucket
-        if bs == 1:
-            return self.pool_n * j
-        q, r = divmod(j, bs)
-        if not r:
-            return self.pool_n * q
-        a = (-g) % bs  # the keys crossing at steps 0, 1, ..., r - 1: a, a - 1, ... (mod bs)
-        lo = a - r + 1
-        part = sum(bucket[lo : a + 1]) if lo >= 0 else sum(bucket[: a + 1]) + sum(bucket[lo:])
-        return self.pool_n * q + part
+        bs = self.bs
+        q, rem = divmod(j, bs)
+        growth = self.pool_n * q
+        if rem:
+            a = -self.G % bs  # the keys crossing at steps 0, 1, ..., rem - 1: a, a - 1, ...
+            lo = a - rem + 1
+            bucket = self.bucket
+            growth += (
+                sum(bucket[lo : a + 1]) if lo >= 0 else sum(bucket[: a + 1]) + sum(bucket[lo:])
+            )
+        return growth
 
     def _retire(self, end: float, done: list[Req]) -> int:
         """After a step ending at ``end``: settle the pool members that got their last token
         in it, then let ``done`` (and them) go. Returns how many finished."""
-        heap = self.heap
-        while heap and heap[0][0] <= self.G:
-            r = heapq.heappop(heap)[2]
+        heap, g = self.heap, self.G
+        while heap and heap[0][0] <= g:
+            r = heappop(heap)[2]
             self._settle(r, end)
             done.append(r)
         if done:
@@ -109,50 +115,45 @@ class FastEngine(Engine):
         that starts here if there is one, else this step alone: uniformly if it serves every
         running request in full, else on the reference engine."""
         cfg = self.cfg
-        running, waiting, finishing, explicit = (
-            self.running,
-            self.waiting,
-            self.finishing,
-            self.explicit,
-        )
+        waiting, finishing, explicit = self.waiting, self.finishing, self.explicit
         pool_n = self.pool_n
-        eligible = len(running) + len(finishing) + len(waiting)
-        thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
+        thr = 0  # the prefill cap (read only for explicit or waiting requests)
+        if (explicit or waiting) and len(self.running) + len(finishing) + len(waiting) > 1:
+            thr = cfg.long_prefill_token_threshold
         # k: how many identical steps could be recorded at once from here, up to and including
         # the one in which the next pool member finishes (0: this very step is an event).
-        heap = self.heap
-        k = heap[0][0] - self.G if heap else _NEVER
         if finishing or not (pool_n or explicit):
             k = 0
+        else:
+            heap = self.heap
+            k = heap[0][0] - self.G if heap else _NEVER
+        kv, bs = self.kv_limited, self.bs
+        # step_grow: new KV blocks of the whole step (the pool's: the members crossing into a
+        # new block at this step).
+        step_grow = self.bucket[-self.G % bs] if kv and pool_n else 0
         plan: list[int] = []  # tokens of each explicit request in this step
-        need = pool_n
+        grows: list[int] = []  # new KV blocks of each explicit request in this step
+        prefill = 0  # sum(plan)
         for r in explicit:
             rest = r.length - r.computed
             if 0 < thr < rest:
-                plan.append(thr)
-                need += thr
-                chunks = -(-rest // thr) - 1  # chunks before the one that completes the prompt
+                n = thr
+                chunks = (rest - 1) // thr  # chunks before the one that completes the prompt
                 if chunks < k:
                     k = chunks
             else:  # completes its sequence in this step: a first token or a decoder's next
-                plan.append(rest)
-                need += rest
+                n = rest
                 k = 0
-        budget = cfg.max_num_batched_tokens - need
-        if budget < 0:
-            return self._reference_step(now)
-        grows: list[int] = []  # new KV blocks of each explicit request in this step
-        step_grow = 0  # new KV blocks of the whole step
-        if self.kv_limited:
-            bs = self.bs
-            step_grow = self.bucket[(-self.G) % bs] if pool_n else 0
-            for r, n in zip(explicit, plan, strict=True):
-                g = -(-(r.computed + n) // bs) - r.blocks
+            plan.append(n)
+            prefill += n
+            if kv:
+                g = (r.computed + n + bs - 1) // bs - r.blocks
                 grows.append(g)
                 step_grow += g
-            if step_grow > self.free_blocks:
-                return self._reference_step(now)  # a preemption is due
-        if k and waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+        budget = cfg.max_num_batched_tokens - pool_n - prefill
+        if budget < 0 or step_grow > self.free_blocks:  # short of budget; a preemption is due
+            return self._reference_step(now)
+        if k and waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             # Would the head of the queue be admitted? Then this step is an event. (Admission
             # only gets harder while a stretch lasts: the budget left is constant and free KV
             # blocks only shrink.)
@@ -161,12 +162,12 @@ class FastEngine(Engine):
             if 0 < thr < n:
                 n = thr
             blocked = not cfg.enable_chunked_prefill and n > budget
-            if not blocked and self.kv_limited:
-                blocked = -(-head.length // self.bs) > self.free_blocks - step_grow
+            if not blocked and kv:
+                blocked = (head.length + bs - 1) // bs > self.free_blocks - step_grow
             if not blocked:
                 k = 0
         if k:
-            jumped = self._jump(now, next_arrival, k, plan)
+            jumped = self._jump(now, next_arrival, k, plan, prefill)
             if jumped is not None:
                 return jumped
         return self._uniform_step(now, plan, budget, thr, grows, step_grow)
@@ -197,7 +198,7 @@ class FastEngine(Engine):
                 r.blocks += g
 
         # WAITING pass (nothing was preempted), as in the reference engine.
-        served = list(explicit)
+        served = explicit.copy()
         if waiting:
             for r, n in self._admit(budget, thr):
                 served.append(r)
@@ -217,14 +218,17 @@ class FastEngine(Engine):
             )
 
         prefill, decode, emitted, done = self._compute(zip(served, plan, strict=True))
-        self.G += 1
+        g = self.G + 1
+        self.G = g
         end = self.tl.step(now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n)
-        for i in emitted:  # decoders from now on: into the pool
-            r = self.reqs[i]
-            if r.emitted < r.output:
-                self._lazify(r)
+        if emitted:
+            reqs = self.reqs
+            for i in emitted:  # decoders from now on: into the pool
+                r = reqs[i]
+                if r.emitted < r.output:
+                    self._lazify(r)
         heap = self.heap
-        finished = self._retire(end, done) if done or (heap and heap[0][0] <= self.G) else 0
+        finished = self._retire(end, done) if done or (heap and heap[0][0] <= g) else 0
         # Still explicit: the requests that got no token, mid-prompt (one that got a token
         # went into the pool, or finished).
         if emitted:
@@ -233,47 +237,45 @@ class FastEngine(Engine):
         return end, finished
 
     def _jump(
-        self, now: float, next_arrival: float | None, k: int, plan: list[int]
+        self, now: float, next_arrival: float | None, k: int, plan: list[int], prefill: int
     ) -> tuple[float, int] | None:
         """Record up to ``k`` identical steps from ``now`` (``plan``: the explicit requests'
-        tokens in each), stopping before the next arrival and before a KV shortfall. Returns the
-        new time and how many finished (in the last step), or None when not even one step can
-        be recorded this way."""
+        tokens in each, ``prefill``: their sum), stopping before the next arrival and before a
+        KV shortfall. Returns the new time and how many finished (in the last step), or None
+        when not even one step can be recorded this way."""
         explicit = self.explicit
-        prefill = sum(plan)
         decode = self.pool_n
         seqs = decode + len(explicit)
-        dur = self.tl.step_time(prefill, decode, seqs)
-        bounds = step_bounds(now, dur, k, next_arrival)
+        tl = self.tl
+        bounds = step_bounds(now, tl.step_time(prefill, decode, seqs), k, next_arrival)
         k = len(bounds) - 1
         if k < 1:
             return None
-        kv = self.kv_limited
-        growth = 0
-        if kv:
-            growth = self._pool_growth(k)
-            need = growth + self._explicit_growth(plan, k) if explicit else growth
-            if need > self.free_blocks:  # a shortfall within the stretch: stop before it
+        if self.kv_limited:
+            growth = self._pool_growth(k) if decode else 0
+            if growth + (self._explicit_growth(plan, k) if explicit else 0) > self.free_blocks:
+                # A shortfall within the stretch: stop before it.
                 k, growth = self._kv_steps(plan, k)
                 if k < 1:
                     return None
                 del bounds[k + 1 :]
-        end = self.tl.run(bounds, prefill, decode, seqs, lazy=decode)
-        self.G += k
-        if kv:
             bs = self.bs
             free = self.free_blocks - growth
             for r, n in zip(explicit, plan, strict=True):
-                r.computed += n * k
-                nb = -(-r.computed // bs)
+                c = r.computed + n * k
+                r.computed = c
+                nb = (c + bs - 1) // bs
                 free -= nb - r.blocks
                 r.blocks = nb
             self.free_blocks = free
         else:
             for r, n in zip(explicit, plan, strict=True):
                 r.computed += n * k
+        end = tl.run(bounds, prefill, decode, seqs, lazy=decode)
+        g = self.G + k
+        self.G = g
         heap = self.heap
-        if heap and heap[0][0] <= self.G:
+        if heap and heap[0][0] <= g:
             return end, self._retire(end, [])
         return end, 0
 
@@ -282,7 +284,7 @@ class FastEngine(Engine):
         bs = self.bs
         need = 0
         for r, n in zip(self.explicit, plan, strict=True):
-            need += -(-(r.computed + n * j) // bs) - r.blocks
+            need += (r.computed + n * j + bs - 1) // bs - r.blocks
         return need
 
     def _kv_steps(self, plan: list[int], k: int) -> tuple[int, int]:
@@ -307,11 +309,23 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
     that start before ``t`` (all ``k`` if ``t`` is None): the start of each, then the end of the
     last. They are added up exactly as a step-by-step run adds them, so both give bit-identical
     times."""
-    if t is None or dur <= 0:
-        return list(accumulate(repeat(dur, k), initial=now))
-    n = int((t - now) / dur) + 2  # a few more than start before t
-    if n > k:
-        n = k
+    if t is None or dur <= 0:  # all k
+        if k > _SHORT:
+            return list(accumulate(repeat(dur, k), initial=now))
+        t, n = _INF, k
+    else:
+        n = int((t - now) / dur) + 2  # a few more than start before t
+        if n > k:
+            n = k
+    if n <= _SHORT:  # a short stretch (the usual case): one by one, while they start before t
+        bounds = [now]
+        x = now
+        for _ in range(k):
+            if x >= t:
+                break
+            x += dur
+            bounds.append(x)
+        return bounds
     while True:
         bounds = list(accumulate(repeat(dur, n), initial=now))
         before = bisect_left(bounds, t, 0, n)
@@ -319,3 +333,7 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
             del bounds[before + 1 :]
             return bounds
         n = min(k, 2 * n)  # rounding made the estimate short (never in practice)
+
+
+_SHORT = 16  # up to this many steps, a loop here is faster than accumulate()
+_INF = float("inf")
