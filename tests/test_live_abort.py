@@ -12,12 +12,19 @@ import pytest
 
 from tests.test_load import NEVER_TOKENS, STALLED_BUDGET, fake_vllm
 from tests.test_server import CONFIG, SMALL, assert_no_server_left, fake_backend, fake_exe
-from tuner import Loop, Repeats, SearchSpace, ServingConfig, TrialStatus, Workload
-from tuner.backends import AttachedServerBackend, VLLMServerBackend
+from tuner import Loop, Measurement, Repeats, SearchSpace, ServingConfig, TrialStatus, Workload
+from tuner.backends import (
+    AttachedServerBackend,
+    Backend,
+    CostModel,
+    SimulatorBackend,
+    VLLMServerBackend,
+)
 from tuner.backends.live._affinity import split
 from tuner.backends.live._load import replay
 from tuner.backends.live._stream import Progress
 from tuner.backends.live._watch import Watch
+from tuner.core import ClientHealth
 from tuner.objectives import AbortRule
 from tuner.search import GridSearch
 
@@ -197,3 +204,33 @@ def test_a_trial_whose_slo_is_lost_is_stopped_early_on_a_real_vllm(
     assert trial is not None and trial.aborted == t.abort_reason
     assert not any("still had" in n for n in trial.notes)  # vLLM dropped the cancelled requests
     print(f"\nreal vLLM early abort: {t.abort_reason}; schedule saved {t.abort_saved:.1f} s")
+
+
+# --- measurement hygiene under Repeats ---------------------------------------------------------
+class _Lagging(Backend):
+    """Measures like the simulator, but the client of its first ``lagged`` runs lagged."""
+
+    def __init__(self, lagged: int) -> None:
+        self.inner = SimulatorBackend(CostModel(fixed=0.01, time_unit="s"))
+        self.lagged = lagged
+        self.calls = 0
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        self.calls += 1
+        m = self.inner.evaluate(config, workload)
+        why = "client lagged: request 0 was sent 0.2 s late" if self.calls <= self.lagged else None
+        return m.model_copy(update={"client": ClientHealth(send_lag_max=0.2, lagged=why)})
+
+
+def test_a_run_whose_client_lagged_is_measured_again_and_not_used_for_the_decision() -> None:
+    space = SearchSpace({"max_num_seqs": [8]}, base=CONFIG)
+    backend = _Lagging(lagged=1)
+    loop = Loop(backend, GridSearch(), slos=["ttft.p99 <= 10s"], repeats=Repeats(max=1))
+    (trial,) = loop.explore(space, SMALL).trials
+    assert backend.calls == 2 and trial.repeats == 1
+    assert trial.measurement is not None and trial.measurement.client is not None
+    assert trial.measurement.client.trusted
+    always = _Lagging(lagged=100)  # never trusted: after max more runs the last is used, flagged
+    (trial,) = Loop(always, GridSearch(), repeats=Repeats(max=1)).explore(space, SMALL).trials
+    assert always.calls == 2 and trial.measurement is not None
+    assert trial.measurement.client is not None and not trial.measurement.client.trusted
