@@ -4,6 +4,7 @@ one server start)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_a_measurement_says_how_well_the_client_kept_to_its_schedule(
     with fake_backend(fake_exe, tmp_path / "pinned", cpu_pinning="on") as backend:
         m = backend.evaluate(CONFIG, SMALL)
     assert m.client is not None and m.client.cpus is not None
-    if len(__import__("os").sched_getaffinity(0)) >= 2:
+    if len(os.sched_getaffinity(0)) >= 2:
         assert m.client.cpus.startswith("client on cpu ")
 
 
