@@ -62,7 +62,7 @@ from tuner.backends.live import build_tiny_model
 from tuner.backends.live._server import VLLMServerBackend
 from tuner.cli._table import format_table
 from tuner.objectives import AbortRule, MetricRef, PartialRun, tied_with_best
-from tuner.search import GridSearch
+from tuner.search import ListSearch
 
 BASE = ServingConfig(max_model_len=1024, block_size=128, max_num_seqs=8)
 SPACE = SearchSpace({"max_num_batched_tokens": [128, 256], "max_num_seqs": [4, 8, 16]}, base=BASE)
@@ -240,12 +240,12 @@ def part_policies(out: Path, sessions: int) -> None:
     n = min(len(v) for v in runs.values())
     truth_loop = Loop(
         ResampledBackend(runs, every_run=True),
-        GridSearch(),
+        ListSearch(list(runs)),
         OBJECTIVE,
         slos,
         repeats=Repeats(min=n, max=n, rule="median"),
     )
-    truth = truth_loop.explore(_space(runs), work)
+    truth = truth_loop.explore(SPACE, work)
     band = {t.config for t in tied_with_best(truth.trials, OBJECTIVE)}
     feasible = {t.config for t in truth.trials if t.feasible}
     best = truth.best
@@ -276,8 +276,8 @@ def part_policies(out: Path, sessions: int) -> None:
         spent: list[int] = []
         for s in range(sessions):
             b = ResampledBackend(runs, seed=1000 + s, every_run=not hygiene)
-            pick = Loop(b, GridSearch(), OBJECTIVE, slos, repeats=repeats).explore(
-                _space(runs), work
+            pick = Loop(b, ListSearch(list(runs)), OBJECTIVE, slos, repeats=repeats).explore(
+                SPACE, work
             )
             spent.append(b.calls)
             if pick.best is None:
@@ -322,17 +322,6 @@ def part_policies(out: Path, sessions: int) -> None:
     print(
         f"({sessions} simulated sessions per policy, each run answered by one of the "
         f"{n} saved live runs of its configuration, drawn with replacement)"
-    )
-
-
-def _space(runs: dict[ServingConfig, list[Measurement]]) -> SearchSpace:
-    cs = list(runs)
-    return SearchSpace(
-        {
-            "max_num_batched_tokens": sorted({c.max_num_batched_tokens for c in cs}),
-            "max_num_seqs": sorted({c.max_num_seqs for c in cs}),
-        },
-        base=BASE,
     )
 
 
