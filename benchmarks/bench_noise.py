@@ -4,8 +4,8 @@ noisy backend, and how many runs it spends.
 Run: ``.venv/bin/python benchmarks/bench_noise.py`` (100 seeds; a few minutes on 2 busy cores;
 progress on stderr). Options: ``--seeds N``, ``--sigma 0.15`` (the run-level noise),
 ``--jitter 0.05`` (per-request noise), ``--quick`` (a small space, 4 seeds, seconds: a smoke
-test, not the numbers to quote), ``--live`` (the live CPU-vLLM part: not wired yet, see
-:func:`live_part`).
+test, not the numbers to quote), ``--live PART`` (the live CPU-vLLM part, in
+``bench_noise_live.py``: see :func:`live_part`).
 
 The simulated part. :class:`NoisyBackend` wraps the noiseless simulator (``deterministic =
 False``): each run multiplies every request's latencies (TTFT, end-to-end, hence TPOT) by a
@@ -235,17 +235,21 @@ def run_seeds(
     return out
 
 
-def live_part(seeds: int) -> None:
-    """The live part (CPU vLLM through ``VLLMServerBackend``): not wired yet.
+def live_part(part: str, seeds: int | None, extra: list[str]) -> int:
+    """The live part (CPU vLLM serving the tiny Llama): ``benchmarks/bench_noise_live.py``,
+    one ``part`` per command (``truth``, ``policies``, ``abort``, ``pinning``); ``seeds`` is the
+    number of simulated tuning sessions of ``policies``."""
+    import importlib.util
+    from pathlib import Path
 
-    To add: build the same problem at a load the CPU server can carry, measure the truth with
-    many repeats per configuration, then run the policies on the live backend (which is
-    ``deterministic = False`` and repeats on the running server through ``session``).
-    """
-    raise SystemExit(
-        "bench_noise --live: the live CPU-vLLM part is not wired yet (see live_part in "
-        "benchmarks/bench_noise.py)"
-    )
+    path = Path(__file__).with_name("bench_noise_live.py")
+    spec = importlib.util.spec_from_file_location("bench_noise_live", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = [part, *extra, *(["--sessions", str(seeds)] if seeds is not None else [])]
+    code: int = module.main(args)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,11 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter", type=float, default=0.05, help="per-request log-sd (0.05)")
     ap.add_argument("--space", choices=SPACES, default="coarse", help="the space (coarse)")
     ap.add_argument("--quick", action="store_true", help="a small problem (smoke test)")
-    ap.add_argument("--live", action="store_true", help="the live CPU-vLLM part (not wired)")
+    ap.add_argument(
+        "--live",
+        choices=("truth", "policies", "abort", "abort-long", "pinning"),
+        help="a part of the live CPU-vLLM benchmark (bench_noise_live.py; needs vLLM)",
+    )
+    ap.add_argument("--out", default=None, help="--live: where its JSON goes")
+    ap.add_argument("--runs", type=int, default=None, help="--live: live runs per config (5)")
     args = ap.parse_args(argv)
-    seeds = args.seeds if args.seeds is not None else (4 if args.quick else 100)
     if args.live:
-        live_part(seeds)
+        extra = [*(["--out", args.out] if args.out else []), *(["--quick"] if args.quick else [])]
+        extra += ["--runs", str(args.runs)] if args.runs is not None else []
+        return live_part(args.live, args.seeds, extra)
+    seeds = args.seeds if args.seeds is not None else (4 if args.quick else 100)
     problem = make_problem(args.space, args.quick)
     trials, band, best = truth(problem)
     feasible = {t.config for t in trials if t.feasible}

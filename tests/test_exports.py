@@ -75,6 +75,7 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "tuner.core": [
         "BackendError",
+        "ClientHealth",
         "ConfigError",
         "ConfigRefused",
         "Empirical",

@@ -29,6 +29,7 @@ STALL_TOKENS = 11  # max_tokens=11: one token, then nothing (a request timeout)
 MERGED_TOKENS = 6  # max_tokens=6: tokens arrive two per chunk
 NEVER_TOKENS = 17  # max_tokens=17: HTTP 200, then not one token (a healthy server that stalls)
 REFUSED_BUDGET = 999  # the fake `vllm serve` refuses --max-num-batched-tokens 999
+STALLED_BUDGET = 998  # with --max-num-batched-tokens 998 it streams nothing after the warm-up
 _FAULTS = (ERROR_TOKENS, SHORT_TOKENS, STALL_TOKENS, MERGED_TOKENS, NEVER_TOKENS)
 _STEP_LINE = (
     "Engine 000: Iteration(%d): %d context requests, %d context tokens, %d generation requests, "
@@ -177,7 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        if max_tokens == NEVER_TOKENS:
+        if max_tokens == NEVER_TOKENS or (
+            fake.stream_only is not None and len(fake.bodies) > fake.stream_only
+        ):
             self.wfile.flush()
             time.sleep(3600)
         req = _Request(prompt, max_tokens)
@@ -237,6 +240,7 @@ class FakeVLLM:
         self.api_key = api_key
         self.dev_mode = dev_mode
         self.resets = 0
+        self.stream_only: int | None = None  # stream only this many requests, then none
         self.headers: list[dict[str, str]] = []  # of every request, in order
         self.bodies: list[dict[str, object]] = []
         self.on_request: Callable[[], None] = lambda: None
@@ -271,7 +275,8 @@ def main(argv: list[str]) -> int:
     """``vllm serve MODEL [...] --host H --port P``, faked; FAKE_VLLM_MODE picks a behaviour:
     ``ok``, ``crash`` (exit 3 with a traceback; also for a budget of ``REFUSED_BUDGET``),
     ``hang`` (never listens; leaves a child process in the group), ``die`` (exits when the first
-    completion request arrives after the warm-up), ``slow`` (a 50 ms step)."""
+    completion request arrives after the warm-up), ``slow`` (a 50 ms step). A budget of
+    ``STALLED_BUDGET`` stays healthy but streams nothing after the warm-up."""
     import subprocess
 
     if len(argv) < 2 or argv[0] != "serve":
@@ -328,6 +333,8 @@ def main(argv: list[str]) -> int:
         api_key=os.environ.get("VLLM_API_KEY") or None,
         dev_mode=os.environ.get("VLLM_SERVER_DEV_MODE") == "1",
     )
+    if budget == str(STALLED_BUDGET):
+        fake.stream_only = 1  # the warm-up
     if mode == "die":
         seen = []
 

@@ -24,7 +24,7 @@ from tuner.core._errors import (
     TunerError,
     WorkloadError,
 )
-from tuner.core._measurement import Measurement
+from tuner.core._measurement import ClientHealth, Measurement
 from tuner.core._model import FrozenModel
 from tuner.core._request import Request
 from tuner.core._settings import Settings, unknown_key_message
@@ -39,6 +39,7 @@ __all__ = [
     "KNOB_FLAGS",
     "VLLM_VERSION",
     "BackendError",
+    "ClientHealth",
     "ConfigError",
     "ConfigRefused",
     "Empirical",

@@ -34,6 +34,41 @@ Ints = Annotated[Any, BeforeValidator(_as_array(np.int64)), PlainSerializer(lamb
 TimeUnit = Literal["step", "s"]
 
 
+class ClientHealth(FrozenModel):
+    """How well a live load client kept to its schedule during one run (seconds).
+
+    On a busy machine the client competes for the CPU with the server it measures, and part
+    of a latency tail can be the client's own delay: a request sent late (``send_lag``: actual
+    send minus scheduled time), a token read late (``read_lag``: how late the client's event
+    loop woke up, sampled every 5 ms). ``lagged`` says why a run is not to be trusted.
+
+    Example:
+        >>> ClientHealth(send_lag_max=0.2, lagged="client lagged: ...").trusted
+        False
+    """
+
+    send_lag_p50: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Median lateness of the sends."""
+    send_lag_p99: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """99th percentile of the sends' lateness."""
+    send_lag_max: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """The latest send's lateness."""
+    read_lag_p99: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """99th percentile of the event loop's lateness (how late a token may have been read)."""
+    read_lag_max: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """The event loop's worst lateness."""
+    lagged: str | None = None
+    """Why the run lagged beyond the client's threshold (``max_send_lag``), None if it did not:
+    its latencies then hold some of the client's own delay."""
+    cpus: str | None = None
+    """How the CPU cores were split between the client and the server (None: not pinned)."""
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the client kept within its threshold."""
+        return self.lagged is None
+
+
 class Measurement(FrozenModel):
     """One run of a workload under one configuration, as every backend reports it.
 
@@ -108,6 +143,9 @@ class Measurement(FrozenModel):
     """Set by a backend that stopped the run early because its ``AbortRule`` proved an SLO
     lost: the rule's reason (``"ttft.p99 <= 2s lost (...)"``). The per-request arrays then
     cover the requests as far as they got (NaN for what never came)."""
+    client: ClientHealth | None = None
+    """Live backends: how well the load client kept to the schedule, and how the cores were
+    split (None for backends without a load client)."""
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Measurement:

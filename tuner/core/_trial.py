@@ -123,7 +123,8 @@ class Trial(FrozenModel):
         if self.feasible:
             return "yes"
         if self.abort_reason is not None:
-            return f"no (aborted: {self.abort_reason[:max_error]})"
+            said = self.abort_reason[:max_error]
+            return f"no ({said})" if said.startswith("aborted") else f"no (aborted: {said})"
         return "no (" + ", ".join(r.slo for r in self.violations) + ")"
 
     def record(self) -> dict[str, Any]:

@@ -132,7 +132,10 @@ class AbortRule:
         return None
 
     def lost_slo(self, reason: str) -> SLO | None:
-        """The SLO a reason given by :meth:`lost` names (for the Loop's record)."""
+        """The SLO a reason given by :meth:`lost` names (for the Loop's record); the reason may
+        be prefixed as a live backend words it (``"aborted at 41.2 s: <reason>"``)."""
+        if reason.startswith("aborted at "):
+            reason = reason.partition(": ")[2]
         return next((s for s in self.slos if reason.startswith(f"{s.text} lost")), None)
 
 

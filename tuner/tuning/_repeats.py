@@ -187,11 +187,16 @@ class Repeater:
         raises, and :class:`InvalidMeasurement` for a return value that cannot be judged."""
         runs = Runs()
         limit = 1 if self.deterministic else self.repeats.max
+        redo = limit  # measurement hygiene: runs a lagging load client may be given again
         while True:
             m = measure(work)
             problem = invalid_measurement(m)
             if problem:
                 raise InvalidMeasurement(problem)
+            if redo and not trusted(m):
+                redo -= 1
+                runs.cost += float(m.total_steps) if m.has_steps else m.duration
+                continue
             if not runs.measurements:
                 for slo in self.slos:  # a user error (wrong unit, a metric it lacks): stop now
                     slo.check_applicable(m)
@@ -245,6 +250,13 @@ class Repeater:
             self.deterministic
             or self.noise.estimate(metric, runs.repeat_values.get(metric, ()))[1] >= 1
         )
+
+
+def trusted(m: Measurement) -> bool:
+    """Whether a run may decide: not one whose live load client lagged beyond its threshold
+    (``Measurement.client``; an aborted run stands). A lagged run is measured again, up to
+    ``max`` more times per configuration; after that the lagged run is used, flagged."""
+    return m.aborted is not None or m.client is None or m.client.trusted
 
 
 class InvalidMeasurement(Exception):

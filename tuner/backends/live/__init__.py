@@ -3,8 +3,10 @@
 :class:`VLLMServerBackend` starts a server per configuration (``_server``, on the process
 lifecycle of ``_process``); :class:`AttachedServerBackend` measures one already running
 (``_attached``). Both measure alike (``_measure``): the open-loop load client (``_load``, its
-prompts from ``_prompts``, each request streamed over aiohttp by ``_stream``), the server's
-answers and counters (``_queries``) and the engine's step log (``_steplog``). ``_errors`` is the
+prompts from ``_prompts``, each request streamed over aiohttp by ``_stream``, its watchdog for
+stalls and early abort in ``_watch``, its lag summary in ``_health``, its CPU pinning in
+``_affinity``), the server's answers and counters (``_queries``) and the engine's step log
+(``_steplog``). ``_errors`` is the
 one place the tier's foreign errors become tuner errors; ``_secrets`` keeps API keys and tokens
 out of everything tuner writes. :func:`build_tiny_model` makes a tiny random Llama to serve on
 any machine.

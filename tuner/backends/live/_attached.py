@@ -7,6 +7,8 @@ module's one rule is which configurations it will measure (the one the server ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from tuner.backends.live._measure import LiveBackend
 from tuner.backends.live._secrets import Scrubber, secret_values
 from tuner.backends.live._settings import AttachedSettings
 from tuner.core import ConfigError, Measurement, ServingConfig, Workload
+from tuner.objectives import AbortRule
 
 
 class AttachedServerBackend(LiveBackend):
@@ -85,6 +88,14 @@ class AttachedServerBackend(LiveBackend):
         a trial log can be resumed."""
         return f"{self.name}(attached {self.url})"
 
+    @contextmanager
+    def session(
+        self, config: ServingConfig, abort: AbortRule | None = None
+    ) -> Iterator[Callable[[Workload], Measurement]]:
+        """Measure workloads on the running server; with ``abort`` (the Loop's rule) a load
+        stops once an SLO is provably lost (the measurement then has ``aborted`` set)."""
+        yield lambda workload: self._evaluate(config, workload, abort)
+
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         """Replay ``workload`` against the running server, return the figures.
 
@@ -95,6 +106,11 @@ class AttachedServerBackend(LiveBackend):
             BackendError: more than ``max_failed_requests`` requests failed, or a query of the
                 server failed.
         """
+        return self._evaluate(config, workload, None)
+
+    def _evaluate(
+        self, config: ServingConfig, workload: Workload, abort: AbortRule | None
+    ) -> Measurement:
         self._check_request(config, workload)
         if self.config is None:
             self.config = config
@@ -111,7 +127,7 @@ class AttachedServerBackend(LiveBackend):
         number = self._trials
         self._trials += 1
         return self._measure(
-            number, config, workload, self.url, self.log, None, None, reset_cache=True
+            number, config, workload, self.url, self.log, None, None, reset_cache=True, abort=abort
         )
 
     def _headers(self) -> dict[str, str]:

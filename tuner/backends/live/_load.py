@@ -13,7 +13,9 @@ The client watches itself and the server while it replays: how late it sent each
 (:attr:`LoadResult.send_lag`), how late its event loop woke up (:attr:`LoadResult.read_lag`,
 which bounds how late any token was read and stamped), and whether the server stopped making
 progress (no token for ``stall_timeout`` seconds with requests outstanding:
-:attr:`LoadResult.stalled`, every outstanding request abandoned).
+:attr:`LoadResult.stalled`, every outstanding request abandoned); given the Loop's abort rule,
+it also stops as soon as an SLO is provably lost (:attr:`LoadResult.aborted`; see
+:mod:`._watch`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ import numpy as np
 from tuner.backends.live._errors import REQUEST_ERRORS, request_error
 from tuner.backends.live._prompts import DEFAULT_TOKEN_RANGE, workload_prompts
 from tuner.backends.live._stream import Progress, RequestFailed, payload, stream_completion
+from tuner.backends.live._watch import Watch
 from tuner.core import BackendError, Workload
-
-_TICK = 0.005  # the event-loop monitor's period (seconds)
+from tuner.objectives import AbortRule
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class RequestRecord:
         timed_out: Whether it failed by running past the request timeout (or a stall).
         cached_tokens: Prompt tokens the server served from its prefix cache (None unless the
             server reports ``prompt_tokens_details``).
+        cut: Abandoned (or never sent) because the load was cut short: a stall or an abort.
     """
 
     request_id: int
@@ -65,6 +68,7 @@ class RequestRecord:
     error: str | None = None
     timed_out: bool = False
     cached_tokens: int | None = None
+    cut: bool = False
 
     @property
     def ok(self) -> bool:
@@ -113,6 +117,9 @@ class LoadResult:
         read_lag: How late the client's event loop woke up, sampled every 5 ms during the load
             (seconds): a token can have been read and stamped at most this late.
         stalled: Why the load was cut short when the server made no progress (None if not).
+        aborted: Why the load was cut short because an SLO was provably lost, as ``"aborted
+            at 41.2 s: ttft.p99 <= 2s lost (...)"`` (None if it was not).
+        aborted_at: When it was (seconds since the load's origin).
     """
 
     requests: tuple[RequestRecord, ...]
@@ -121,6 +128,8 @@ class LoadResult:
     notes: tuple[str, ...] = field(default=())
     read_lag: tuple[float, ...] = field(default=())
     stalled: str | None = None
+    aborted: str | None = None
+    aborted_at: float | None = None
 
     @property
     def failed(self) -> tuple[RequestRecord, ...]:
@@ -156,49 +165,6 @@ def completions_url(url: str) -> str:
     return url.rstrip("/") + "/v1/completions"
 
 
-class _Watch:
-    """The replay's shared state: outstanding requests, the last sign of progress, the stall."""
-
-    def __init__(self, progress: list[Progress], now: Any) -> None:
-        self.progress = progress
-        self.now = now
-        self.outstanding: set[int] = set()
-        self.last_activity = 0.0
-        self.stalled: str | None = None
-        self.read_lag: list[float] = []
-
-    def started(self, i: int) -> None:
-        if not self.outstanding:
-            self.last_activity = self.now()
-        self.outstanding.add(i)
-
-    def ended(self, i: int) -> None:
-        self.outstanding.discard(i)
-        self.last_activity = self.now()
-
-    def last_progress(self) -> float:
-        last = [self.progress[i].times[-1] for i in self.outstanding if self.progress[i].times]
-        return max([self.last_activity, *last])
-
-    async def monitor(self, stall_timeout: float | None, stop: Any) -> None:
-        """Sample the loop's lateness; on a stall, record why and call ``stop``."""
-        expected = self.now() + _TICK
-        while True:
-            await asyncio.sleep(_TICK)
-            t = self.now()
-            self.read_lag.append(max(0.0, t - expected))
-            expected = t + _TICK
-            if stall_timeout is None or not self.outstanding or self.stalled:
-                continue
-            quiet = t - self.last_progress()
-            if quiet >= stall_timeout:
-                self.stalled = (
-                    f"stalled: no token for {stall_timeout:g} s with "
-                    f"{len(self.outstanding)} requests outstanding"
-                )
-                stop()
-
-
 # --- the replay ----------------------------------------------------------------------------------
 async def replay_async(
     url: str,
@@ -211,6 +177,7 @@ async def replay_async(
     extra_body: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     stall_timeout: float | None = None,
+    abort: AbortRule | None = None,
 ) -> LoadResult:
     """Replay ``workload`` against the server at ``url``; see :func:`replay`."""
     target = completions_url(url)
@@ -232,7 +199,8 @@ async def replay_async(
     def now() -> float:
         return time.perf_counter() - t0
 
-    watch = _Watch(progress, now)
+    scheduled_at = [arrival[i] - first for i in range(len(workload))]
+    watch = Watch(progress, now, scheduled_at, output, abort)
     tasks: list[asyncio.Task[None]] = []
     # Closed loop: each user's requests in id order, and each request's successor.
     think = workload.think_time.tolist() if workload.think_time is not None else None
@@ -243,7 +211,7 @@ async def replay_async(
         sent = now()
         watch.started(i)
         error: str | None = None
-        timed_out = False
+        timed_out = cut = False
         try:
             stream = stream_completion(session, target, payloads[i], send_headers, now, p)
             await asyncio.wait_for(stream, request_timeout)
@@ -254,18 +222,20 @@ async def replay_async(
                 e, request_timeout=request_timeout, received=len(p.times), requested=output[i]
             )
         except asyncio.CancelledError:
-            if watch.stalled is None:
+            if watch.cut is None:
                 raise
-            error, timed_out = f"abandoned ({watch.stalled}) with {len(p.times)} tokens", True
+            error, cut = f"abandoned ({watch.cut}) with {len(p.times)} tokens", True
+            timed_out = watch.stalled is not None
         finally:
-            watch.ended(i)
-        got = len(p.times)
-        if error is None and got != output[i]:
-            error = (
-                f"received {got} of {output[i]} output tokens (finish_reason={p.finish_reason!r})"
-            )
-        if error is None and p.prompt_tokens not in (None, prompt[i]):
-            error = f"the server counted {p.prompt_tokens} prompt tokens, expected {prompt[i]}"
+            got = len(p.times)
+            if error is None and got != output[i]:
+                error = (
+                    f"received {got} of {output[i]} output tokens "
+                    f"(finish_reason={p.finish_reason!r})"
+                )
+            if error is None and p.prompt_tokens not in (None, prompt[i]):
+                error = f"the server counted {p.prompt_tokens} prompt tokens, expected {prompt[i]}"
+            watch.ended(i, failed=error is not None and not cut)
         records[i] = RequestRecord(
             request_id=i,
             scheduled=scheduled,
@@ -276,6 +246,7 @@ async def replay_async(
             error=error,
             timed_out=timed_out,
             cached_tokens=p.cached_tokens,
+            cut=cut,
         )
 
     async def send_all(session: aiohttp.ClientSession) -> None:
@@ -297,7 +268,7 @@ async def replay_async(
             if delay > 0:
                 await asyncio.sleep(delay)
             await one(session, i, scheduled)
-            if watch.stalled is not None:
+            if watch.cut is not None:
                 return  # abandoned: its later requests are never sent
 
     async def start_users(session: aiohttp.ClientSession) -> None:
@@ -317,25 +288,26 @@ async def replay_async(
         monitor = asyncio.create_task(watch.monitor(stall_timeout, stop))
         try:
             await asyncio.wait([sender])
-            if watch.stalled is None:
+            if watch.cut is None:
                 sender.result()  # a bug in the sender is raised, not swallowed
             for outcome in await asyncio.gather(*list(tasks), return_exceptions=True):
-                cut = isinstance(outcome, asyncio.CancelledError) and watch.stalled is not None
+                cut = isinstance(outcome, asyncio.CancelledError) and watch.cut is not None
                 if isinstance(outcome, BaseException) and not cut:
                     raise outcome
         finally:
             monitor.cancel()
             for task in [sender, *tasks]:
                 task.cancel()
-    for i in [i for i in order if records[i] is None]:  # a stall stopped them before their send
+    for i in [i for i in order if records[i] is None]:  # cut short before their send
         records[i] = RequestRecord(
             request_id=i,
             scheduled=arrival[i] - first,
             sent=now(),
             token_times=(),
             requested_tokens=output[i],
-            error=f"never sent ({watch.stalled})",
-            timed_out=True,
+            error=f"never sent ({watch.cut})",
+            timed_out=watch.stalled is not None,
+            cut=True,
         )
     done = tuple(r for r in records if r is not None)
     if len(done) != len(workload):  # pragma: no cover - every task records, even on failure
@@ -346,6 +318,8 @@ async def replay_async(
         time_offset=first,
         read_lag=tuple(watch.read_lag),
         stalled=watch.stalled,
+        aborted=watch.aborted,
+        aborted_at=watch.aborted_at,
     )
 
 
@@ -379,7 +353,9 @@ def replay(url: str, model: str, workload: Workload, **options: Any) -> LoadResu
             are drawn from ``[low, high)``), ``extra_body`` (more fields for every request
             body, e.g. ``{"temperature": 0}``), ``headers`` (sent with every request, e.g.
             ``Authorization``), ``stall_timeout`` (seconds without any token, with requests
-            outstanding, after which the load is abandoned; None: never).
+            outstanding, after which the load is abandoned; None: never), ``abort`` (an
+            :class:`~tuner.objectives.AbortRule`: once it calls an SLO lost, nothing more is
+            sent and what is in flight is cancelled; see :mod:`._watch`).
 
     Example:
         >>> from tuner import Workload

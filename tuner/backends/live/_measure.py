@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from tuner.backends._base import Backend, check_fits
+from tuner.backends.live._affinity import Pinning, pin
 from tuner.backends.live._errors import failed_requests_error, stall_error
+from tuner.backends.live._health import Lag, client_health, client_lag
 from tuner.backends.live._load import LoadResult, replay
 from tuner.backends.live._process import LOG_TAIL_LINES, ServerProcess, failure_reason, log_tail
 from tuner.backends.live._queries import (
@@ -31,32 +33,24 @@ from tuner.backends.live._queries import (
     reset_prefix_cache,
     served_model,
     server_version,
+    wait_idle,
 )
 from tuner.backends.live._secrets import Scrubber
 from tuner.backends.live._settings import LoadSettings
 from tuner.backends.live._steplog import LogTail, StepLog
-from tuner.core import BackendError, ConfigError, Measurement, ServingConfig, Workload
+from tuner.core import (
+    BackendError,
+    ClientHealth,
+    ConfigError,
+    Measurement,
+    ServingConfig,
+    Workload,
+)
+from tuner.objectives import AbortRule
 
 _WARMUP = Workload.from_arrays([0.0], [16], [4])
 _WARMUP_SALT = 999_983
 _COUNTERS = (PREEMPTIONS, PREFIX_HITS, PREFIX_QUERIES)
-
-
-@dataclass(frozen=True)
-class Lag:
-    """A summary of the client's lateness (seconds): median, 99th percentile, maximum."""
-
-    p50: float = 0.0
-    p99: float = 0.0
-    max: float = 0.0
-
-    @classmethod
-    def of(cls, values: Any) -> Lag:
-        a = np.asarray(values, dtype=np.float64)
-        if a.size == 0:
-            return cls()
-        p50, p99 = np.percentile(a, [50, 99])
-        return cls(float(p50), float(p99), float(a.max()))
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,8 @@ class LiveTrial:
             (``vllm:prefix_cache_queries``; None if the server does not say).
         prefix_cache_reset: Whether the prefix cache was emptied before the load (None: not
             needed, a fresh server; False: the server refused, see ``notes``).
+        aborted: Why the load stopped early (an SLO provably lost), None if it ran in full.
+        cpus: How the cores were split between the client and the server during the load.
         notes: What else happened that a reader of the trial should know.
     """
 
@@ -107,6 +103,8 @@ class LiveTrial:
     prefix_cache_hits: int | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_reset: bool | None = None
+    aborted: str | None = None
+    cpus: str | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -117,55 +115,30 @@ class LiveTrial:
         return self.prefix_cache_hits / self.prefix_cache_queries
 
 
-def client_lag(load: LoadResult, max_lag: float) -> tuple[Lag, Lag, str | None]:
-    """The send-lag and read-lag summaries of a load, and why it lagged (None if it did not).
-
-    Example:
-        >>> from tuner.backends.live._load import LoadResult, RequestRecord
-        >>> r = RequestRecord(0, scheduled=1.0, sent=1.2, token_times=(1.3,), requested_tokens=1)
-        >>> client_lag(LoadResult((r,), origin_unix=0.0), 0.05)[2]
-        'client lagged: request 0 was sent 0.2 s late (max_send_lag=0.05 s)'
-    """
-    send = Lag.of(load.send_lag)
-    read = Lag.of(load.read_lag)
-    if send.max > max_lag:
-        worst = max(load.requests, key=lambda r: r.send_lag)
-        return (
-            send,
-            read,
-            (
-                f"client lagged: request {worst.request_id} was sent {worst.send_lag:.3g} s late "
-                f"(max_send_lag={max_lag:g} s)"
-            ),
-        )
-    if read.max > max_lag:
-        return (
-            send,
-            read,
-            (
-                f"client lagged: its event loop woke up to {read.max:.3g} s late, so tokens may "
-                f"have been stamped that late (max_send_lag={max_lag:g} s)"
-            ),
-        )
-    return send, read, None
-
-
 class LiveBackend(Backend):
     """Measures configurations on a server reachable over HTTP (the base of both live backends).
+
+    Early abort: both live backends take the Loop's abort rule (``supports_abort``): the load
+    client asks it while the load runs and, once an SLO is provably lost, stops sending,
+    cancels what is in flight (the server aborts those requests and stays up), waits for the
+    server to be idle and returns the partial measurement with ``aborted`` set.
 
     Args:
         settings: The load settings (request timeout, warm-up, failure policy, API key and
             headers, the client-lag threshold, the stall timeout).
+        cpu_pinning: Whether the client and a started server's processes are pinned apart.
     """
 
     name = "vllm-server"
+    supports_abort = True
 
-    def __init__(self, settings: LoadSettings) -> None:
+    def __init__(self, settings: LoadSettings, cpu_pinning: Pinning = "off") -> None:
         self.request_timeout = settings.request_timeout
         self.warmup = settings.warmup
         self.max_failed_requests = settings.max_failed_requests
         self.max_send_lag = settings.max_send_lag
         self.stall_timeout = settings.stall_timeout
+        self.cpu_pinning: Pinning = cpu_pinning
         self._load_settings = settings
         self._trials = 0
         self._salt = secrets.randbelow(1 << 30)
@@ -198,7 +171,9 @@ class LiveBackend(Backend):
             lines += log_tail(log_path)
         return "\n".join(self.scrubber.lines(lines))
 
-    def _replay(self, url: str, model: str, workload: Workload, salt: int) -> LoadResult:
+    def _replay(
+        self, url: str, model: str, workload: Workload, salt: int, abort: AbortRule | None = None
+    ) -> LoadResult:
         return replay(
             url,
             model,
@@ -207,6 +182,7 @@ class LiveBackend(Backend):
             salt=salt,
             headers=self._headers(),
             stall_timeout=self.stall_timeout,
+            abort=abort,
         )
 
     # --- one measurement -----------------------------------------------------------------------
@@ -221,6 +197,7 @@ class LiveBackend(Backend):
         startup: float | None,
         *,
         reset_cache: bool = False,
+        abort: AbortRule | None = None,
     ) -> Measurement:
         headers = self._headers()
         served, max_len = served_model(url, headers)
@@ -250,8 +227,16 @@ class LiveBackend(Backend):
             if not reset:
                 notes.append(said)
         before = counters(url, headers, _COUNTERS)
-        load = self._replay(url, served, workload, self._salt + number)
+        cpus, restore = pin(self.cpu_pinning, server.members() if server is not None else ())
+        try:
+            load = self._replay(url, served, workload, self._salt + number, abort)
+        finally:
+            restore()
         self._check_stall(load, config, log_path, "the load")
+        if load.aborted is not None:  # the cancelled requests leave the server: wait for it
+            idle, said = wait_idle(url, headers, timeout=30.0)
+            if not idle:
+                notes.append(said)
         ok = [r for r in load.requests if r.ok]
         steps = None
         if tail is not None:
@@ -284,6 +269,7 @@ class LiveBackend(Backend):
         send_lag, read_lag, lagged = client_lag(load, self.max_send_lag)
         if lagged is not None:
             notes.append(lagged)
+        health = client_health(send_lag, read_lag, lagged, cpus)
         self.last_trial = LiveTrial(
             number=number,
             config=config,
@@ -303,12 +289,14 @@ class LiveBackend(Backend):
             prefix_cache_hits=delta.get(PREFIX_HITS),
             prefix_cache_queries=delta.get(PREFIX_QUERIES),
             prefix_cache_reset=reset,
+            aborted=load.aborted,
+            cpus=cpus,
             notes=tuple(notes),
         )
         where = [f"attached {url}"] if server is None else []
         where += [f"log {log_path}"] if log_path is not None else []
         source = f"{self.name}(vllm {version or '?'}, {', '.join(where)})"
-        return _measurement(source, workload, load, steps, delta.get(PREEMPTIONS))
+        return _measurement(source, workload, load, steps, delta.get(PREEMPTIONS), health)
 
     def _check_stall(
         self, load: LoadResult, config: ServingConfig, log_path: Path | None, what: str
@@ -319,7 +307,7 @@ class LiveBackend(Backend):
     def _check_failures(
         self, load: LoadResult, config: ServingConfig, log_path: Path | None
     ) -> None:
-        failed = load.failed
+        failed = [r for r in load.failed if not r.cut]
         if len(failed) <= self.max_failed_requests:
             return
         shown = "; ".join(f"request {r.request_id}: {r.error}" for r in failed[:3])
@@ -351,6 +339,7 @@ def _measurement(
     load: LoadResult,
     steps: StepLog | None,
     preemptions: int | None,
+    client: ClientHealth | None = None,
 ) -> Measurement:
     reqs = load.requests
     itl = [g for r in reqs for g in r.itl]
@@ -372,6 +361,9 @@ def _measurement(
     arrival = workload.arrival
     if workload.is_closed_loop:  # when each request was actually sent, on the workload's clock
         arrival = np.array([r.sent for r in reqs]) + load.time_offset
+    duration = load.duration
+    if load.aborted is not None and load.aborted_at is not None:  # the run lasted till then
+        duration = max(duration, load.aborted_at - load.first_send, 1e-6)
     return Measurement(
         source=source,
         time_unit="s",
@@ -382,8 +374,10 @@ def _measurement(
         e2e=[r.e2e for r in reqs],
         itl_values=itl,
         itl_counts=np.ones(len(itl), dtype=np.int64),
-        duration=load.duration,
+        duration=duration,
         preemptions=preemptions or 0,
-        failed_requests=len(load.failed),
+        failed_requests=sum(1 for r in load.failed if not r.cut),
+        aborted=load.aborted,
+        client=client,
         **fields,
     )

@@ -73,6 +73,27 @@ def counters(url: str, headers: Mapping[str, str], names: Iterable[str]) -> dict
     return {k: int(v) for k, v in totals.items()}
 
 
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+
+
+def wait_idle(url: str, headers: Mapping[str, str], timeout: float) -> tuple[bool, str]:
+    """Wait until the server runs and queues no request (its ``num_requests_running`` and
+    ``_waiting`` gauges are 0; a server that exports neither counts as idle): (idle, what
+    happened). Used after an aborted load, whose cancelled requests the server is dropping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = counters(url, headers, (RUNNING, WAITING))
+        if sum(busy.values()) == 0:
+            return True, "idle"
+        if time.monotonic() >= deadline:
+            return False, (
+                f"the server still had {busy.get(RUNNING, 0)} requests running and "
+                f"{busy.get(WAITING, 0)} waiting {timeout:g} s after the load was aborted"
+            )
+        time.sleep(0.1)
+
+
 def reset_prefix_cache(url: str, headers: Mapping[str, str]) -> tuple[bool, str]:
     """Empty the server's prefix cache (``POST /reset_prefix_cache``): (done, what happened).
 

@@ -134,7 +134,7 @@ class VLLMServerBackend(LiveBackend):
         **changes: Any,
     ) -> None:
         self.settings = ServerSettings.build(settings, changes)
-        super().__init__(self.settings)
+        super().__init__(self.settings, self.settings.cpu_pinning)
         self.model = model_arg(model)
         self.server_args = tuple(check_server_args(self.settings.server_args))
         self.startup_timeout = self.settings.startup_timeout
@@ -235,7 +235,9 @@ class VLLMServerBackend(LiveBackend):
     ) -> Iterator[Callable[[Workload], Measurement]]:
         """One server for ``config``, started at the first workload and kept for the next
         ones (a capacity search's loads, repeats), stopped on the way out. The prefix cache is
-        reset before every load after the first, so one load does not warm the next."""
+        reset before every load after the first, so one load does not warm the next. With
+        ``abort`` (the Loop's rule), a load stops once an SLO is provably lost and its partial
+        measurement has ``aborted`` set; the server stays up for the next load."""
         number = self._trials
         self._trials += 1
         log_path = self.workdir / f"trial-{number:03d}.log"
@@ -248,10 +250,12 @@ class VLLMServerBackend(LiveBackend):
                 self.log_paths.append(log_path)
                 running.append(self._start(config, log_path, run_dir, workload))
                 server, url, startup = running[0]
-                return self._measure(number, config, workload, url, log_path, server, startup)
+                return self._measure(
+                    number, config, workload, url, log_path, server, startup, abort=abort
+                )
             server, url, _ = running[0]
             return self._measure(
-                number, config, workload, url, log_path, server, None, reset_cache=True
+                number, config, workload, url, log_path, server, None, reset_cache=True, abort=abort
             )
 
         try:

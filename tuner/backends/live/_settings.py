@@ -10,7 +10,7 @@ one a study report prints -- has every secret-looking value redacted
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_serializer, model_validator
 
@@ -107,6 +107,9 @@ class ServerSettings(LoadSettings):
     """Seconds to wait for a server to exit after SIGTERM before it is killed."""
     vllm_executable: str | None = Field(default=None, min_length=1)
     """The ``vllm`` command (default: next to this Python, else on PATH)."""
+    cpu_pinning: Literal["auto", "on", "off"] = "auto"
+    """Pin the load client to a core of its own and the server's processes to the others
+    while a load runs: auto (only with at least 4 usable cores), on (even on 2), off."""
 
     @field_serializer("env", when_used="json")
     def _env_json(self, env: dict[str, str]) -> dict[str, str]:
