@@ -165,6 +165,8 @@ class PrefixEngine(Engine):
                 self.tl.cached(r.id, computed)
             waiting.popleft()
             running.append(r)
+            r.seq = self.admissions
+            self.admissions += 1
             admitted.append((r, n))
             budget -= n
             self._cache(r, min(computed + n, r.length))
@@ -194,10 +196,11 @@ class PrefixEngine(Engine):
                 need = -(-(r.computed + n) // bs) - len(table)
                 placed = True
                 while need > pool.num_free:
-                    victim = running.pop()
+                    victim = self._victim()
                     self._free(victim)
                     victim.computed = 0
-                    waiting.appendleft(victim)
+                    if victim.emitted < victim.output:  # else it finishes when applied
+                        waiting.appendleft(victim)
                     self.tl.preempted(victim.id)
                     preempted = True
                     if victim is r:
@@ -215,11 +218,7 @@ class PrefixEngine(Engine):
         if not preempted:
             scheduled += self._admit(budget, thr)
 
-        released = bool(finishing)
-        if released:
-            for r in finishing:
-                self._free(r)
-            finishing.clear()
+        released = self._release()
 
         if not scheduled:
             if released:
@@ -235,10 +234,5 @@ class PrefixEngine(Engine):
         self.last_emitted = [self.reqs[i] for i in emitted]
         if finished:
             self.running = [r for r in running if r.emitted < r.output]
-            for r in finished:
-                if cfg.async_scheduling:
-                    finishing.append(r)
-                else:
-                    self._free(r)
-            self._finished(finished, end)
+            self._done(finished, end)
         return end, len(finished)
