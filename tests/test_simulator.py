@@ -231,6 +231,21 @@ ASYNC_CASES = {
         [16] + [1] * 11,
         [0, 1],
     ),
+    # a preempted request finds fewer of its own blocks: the block its first token completed
+    # is cached only once that token's output is applied
+    "caches_sampled_blocks_a_step_later": (
+        ServingConfig(
+            max_num_batched_tokens=64,
+            max_num_seqs=4,
+            num_kv_blocks=6,
+            block_size=4,
+            max_model_len=20,
+        ),
+        _reqs((0, 8, 3), (0, 7, 5)),
+        [15, 2, 1, 1, 1, 1],
+        [15, 2, 1, 5, 1, 1],
+        [0, 1],
+    ),
     # closed loop: a user's next request comes after the step scheduled with the finish unknown
     "closed_loop_successor_a_step_later": (
         ServingConfig(max_num_batched_tokens=64, max_num_seqs=4, max_model_len=64),
