@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from tuner.backends import CostModel
+from tuner.backends._timeline import Timeline
 from tuner.backends.replay import _replay
+from tuner.backends.replay._drive import Driver
 from tuner.backends.replay._replay import SchedulerReplayBackend, unlimited_kv_blocks
 from tuner.core import BackendError, ConfigRefused, Request, ServingConfig, Workload
 
@@ -272,3 +274,36 @@ def test_other_vllm_version_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(UserWarning, match=r"vLLM 0\.31\.2 .* semantics may differ"):
         backend = SchedulerReplayBackend()
     assert backend.vllm_version == "0.31.2"
+
+
+class _StuckScheduler:
+    """A scheduler that takes requests and never schedules a token."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, object] = {}
+
+    def add_request(self, request: dict[str, object]) -> None:
+        self.requests[str(request["request_id"])] = request
+
+    def has_requests(self) -> bool:
+        return True
+
+    def get_request_counts(self) -> tuple[int, int]:
+        return 0, len(self.requests)
+
+    def schedule(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            scheduled_new_reqs=[],
+            total_num_scheduled_tokens=0,
+            num_scheduled_tokens={},
+            preempted_req_ids=set(),
+        )
+
+
+@pytest.mark.parametrize("mode", ["run_sync", "run_async"])
+def test_a_scheduler_that_schedules_nothing_is_reported_not_looped_on(mode: str) -> None:
+    fake_vllm = SimpleNamespace(Request=lambda **kw: kw, SamplingParams=lambda **kw: kw)
+    reqs = workload((2, 10, 2))
+    driver = Driver(fake_vllm, _StuckScheduler(), reqs, Timeline(reqs, CostModel(), "t"), None)
+    with pytest.raises(BackendError, match=r"stalled at t=2: .* 0 running and 1 waiting"):
+        getattr(driver, mode)()
