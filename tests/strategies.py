@@ -50,7 +50,7 @@ def configs(draw: st.DrawFn, max_model_len: int = 512, kv: bool = True) -> Servi
         num_kv_blocks=num_kv_blocks,
         block_size=block_size,
         max_model_len=max_model_len,
-        async_scheduling=draw(st.booleans()),  # only the simulator models it (no CPU replay)
+        async_scheduling=draw(st.booleans()),
     )
 
 

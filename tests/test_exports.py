@@ -247,6 +247,7 @@ EXPORTS: dict[str, list[str]] = {
         "offered_load",
     ],
     "tuner.fidelity": [
+        "ASYNC_CASE_KINDS",
         "CACHE_CASE_KINDS",
         "CASE_KINDS",
         "CLOSED_CASE_KINDS",

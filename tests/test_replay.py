@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from tuner.backends import CostModel
+from tuner.backends._timeline import Timeline
 from tuner.backends.replay import _replay
+from tuner.backends.replay._drive import Driver
 from tuner.backends.replay._replay import SchedulerReplayBackend, unlimited_kv_blocks
 from tuner.core import BackendError, ConfigRefused, Request, ServingConfig, Workload
 
@@ -178,10 +180,79 @@ def test_request_longer_than_max_model_len_is_refused(backend: SchedulerReplayBa
         backend.evaluate(ServingConfig(max_model_len=64), workload((0, 10, 2), (0, 60, 5)))
 
 
+# --- async scheduling: vLLM's AsyncScheduler with a batch queue of 2 ---------------------------
+# tests/test_simulator.py pins the simulator to the same numbers.
 @pytest.mark.vllm
-def test_async_scheduling_is_refused(backend: SchedulerReplayBackend) -> None:
-    with pytest.raises(ConfigRefused, match="sync scheduling only"):
-        backend.evaluate(ServingConfig(async_scheduling=True), workload((0, 10, 2)))
+def test_async_schedules_each_batch_before_the_previous_output_is_applied(
+    backend: SchedulerReplayBackend,
+) -> None:
+    # The first request gets its last token in step 1; step 2 is scheduled before that output
+    # is applied, so it still holds one of the two slots and the third request waits a step.
+    reqs = workload((0, 4, 2), (0, 4, 10), (0, 4, 1))
+    cfg = ServingConfig(max_num_seqs=2, max_num_batched_tokens=64)
+    assert backend.evaluate(cfg, reqs).step_tokens.tolist() == [8, 2, 5, 1, 1, 1, 1, 1, 1, 1]
+    lagged = backend.evaluate(cfg.replace(async_scheduling=True), reqs)
+    assert lagged.step_tokens.tolist() == [8, 2, 1, 5, 1, 1, 1, 1, 1, 1]
+    assert lagged.first_token_step.tolist() == [0, 0, 3]
+    assert lagged.output_tokens.tolist() == [2, 10, 1]
+    # With nothing else to run the schedule() call finds no token, which costs no time.
+    one = ServingConfig(max_num_seqs=1, max_num_batched_tokens=64, async_scheduling=True)
+    m = backend.evaluate(one, workload((0, 4, 2), (0, 4, 2)))
+    assert m.step_tokens.tolist() == [4, 1, 4, 1]
+    assert m.step_start.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.vllm
+def test_async_preempts_a_request_whose_last_token_is_in_flight(
+    backend: SchedulerReplayBackend,
+) -> None:
+    # Step 1: the first request needs a fifth block. The second, admitted last, got its only
+    # token in step 0 but is still in the running queue until that output is applied: vLLM
+    # preempts it (freeing its blocks) and delivers its token anyway.
+    reqs = workload((0, 4, 12), (0, 12, 1))
+    cfg = ServingConfig(
+        max_num_batched_tokens=64, max_num_seqs=4, num_kv_blocks=5, block_size=4, max_model_len=16
+    )
+    assert backend.evaluate(cfg, reqs).preemptions_per_request.tolist() == [0, 0]
+    m = backend.evaluate(cfg.replace(async_scheduling=True), reqs)
+    assert m.preemptions_per_request.tolist() == [0, 1]
+    assert m.step_tokens.tolist() == [16] + [1] * 11
+    assert m.output_tokens.tolist() == [12, 1]
+
+
+@pytest.mark.vllm
+def test_async_caches_a_sampled_tokens_block_once_its_output_is_applied(
+    backend: SchedulerReplayBackend,
+) -> None:
+    # The second request's first token completes its second block. It is preempted in step 2
+    # and finds its own blocks again when readmitted: two under sync scheduling (one token to
+    # recompute), one under async, where that block was not cached yet (five to recompute).
+    reqs = workload((0, 8, 3), (0, 7, 5))
+    cfg = ServingConfig(
+        max_num_batched_tokens=64, max_num_seqs=4, num_kv_blocks=6, block_size=4, max_model_len=20
+    )
+    sync = backend.evaluate(cfg, reqs)
+    assert sync.step_tokens.tolist() == [15, 2, 1, 1, 1, 1]
+    lagged = backend.evaluate(cfg.replace(async_scheduling=True), reqs)
+    assert lagged.step_tokens.tolist() == [15, 2, 1, 5, 1, 1]
+    assert sync.preemptions_per_request.tolist() == lagged.preemptions_per_request.tolist()
+    assert lagged.preemptions_per_request.tolist() == [0, 1]
+
+
+@pytest.mark.vllm
+def test_async_sends_a_closed_loop_users_next_request_once_the_output_is_applied(
+    backend: SchedulerReplayBackend,
+) -> None:
+    # User 0's first request finishes in step 1 (at t=2) while user 1's keeps running: its next
+    # request is due at t=2, but step 2 was scheduled before the finish was known.
+    reqs = Workload.from_arrays([0, 0, 0], [4, 4, 4], [2, 6, 2], user=[0, 1, 0], think_time=[0] * 3)
+    cfg = ServingConfig(max_num_batched_tokens=64, max_num_seqs=4, max_model_len=64)
+    sync = backend.evaluate(cfg, reqs)
+    assert sync.step_tokens.tolist() == [8, 2, 5, 2, 1, 1]
+    lagged = backend.evaluate(cfg.replace(async_scheduling=True), reqs)
+    assert lagged.step_tokens.tolist() == [8, 2, 1, 5, 2, 1]
+    assert lagged.arrival.tolist() == sync.arrival.tolist() == [0, 0, 2]
+    assert lagged.ttft.tolist() == [1, 1, 2]
 
 
 def test_unlimited_kv_cache_holds_the_largest_running_batch() -> None:
@@ -203,3 +274,36 @@ def test_other_vllm_version_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(UserWarning, match=r"vLLM 0\.31\.2 .* semantics may differ"):
         backend = SchedulerReplayBackend()
     assert backend.vllm_version == "0.31.2"
+
+
+class _StuckScheduler:
+    """A scheduler that takes requests and never schedules a token."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, object] = {}
+
+    def add_request(self, request: dict[str, object]) -> None:
+        self.requests[str(request["request_id"])] = request
+
+    def has_requests(self) -> bool:
+        return True
+
+    def get_request_counts(self) -> tuple[int, int]:
+        return 0, len(self.requests)
+
+    def schedule(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            scheduled_new_reqs=[],
+            total_num_scheduled_tokens=0,
+            num_scheduled_tokens={},
+            preempted_req_ids=set(),
+        )
+
+
+@pytest.mark.parametrize("mode", ["run_sync", "run_async"])
+def test_a_scheduler_that_schedules_nothing_is_reported_not_looped_on(mode: str) -> None:
+    fake_vllm = SimpleNamespace(Request=lambda **kw: kw, SamplingParams=lambda **kw: kw)
+    reqs = workload((2, 10, 2))
+    driver = Driver(fake_vllm, _StuckScheduler(), reqs, Timeline(reqs, CostModel(), "t"), None)
+    with pytest.raises(BackendError, match=r"stalled at t=2: .* 0 running and 1 waiting"):
+        getattr(driver, mode)()

@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="compare the simulator with vLLM's real scheduler on random cases",
         description=(
             "Run N random cases (bursts, Poisson arrivals, long and short prompts, single "
-            "requests, KV pressure with preemption, chunked prefill off) through the simulator "
-            "and through vLLM's own Scheduler (SchedulerReplayBackend, needs vLLM), and compare "
+            "requests, KV pressure with preemption, chunked prefill off, shared prefixes, "
+            "closed loop, and async scheduling) through the simulator and through vLLM's own "
+            "Scheduler or AsyncScheduler (SchedulerReplayBackend, needs vLLM), and compare "
             "per-step tokens, first-token and finish steps and preemptions. Exit status 1 if "
             "any case differs."
         ),

@@ -6,6 +6,7 @@ Nothing in :mod:`tuner.backends` imports it.
 """
 
 from tuner.fidelity._compare import (
+    ASYNC_CASE_KINDS,
     CACHE_CASE_KINDS,
     CASE_KINDS,
     CLOSED_CASE_KINDS,
@@ -18,6 +19,7 @@ from tuner.fidelity._compare import (
 )
 
 __all__ = [
+    "ASYNC_CASE_KINDS",
     "CACHE_CASE_KINDS",
     "CASE_KINDS",
     "CLOSED_CASE_KINDS",

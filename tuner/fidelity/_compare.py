@@ -31,6 +31,17 @@ CLOSED_CASE_KINDS = ("closed_loop", "closed_think", "closed_pressure", "closed_p
 """Closed-loop kinds (each user sends its next request when its previous one finished): no
 think time; think times and staggered starts; KV pressure (preemption); a shared system prompt
 with prefix caching."""
+ASYNC_CASE_KINDS = (
+    "async_burst",
+    "async_poisson",
+    "async_pressure",
+    "async_closed",
+    "async_prefix",
+)
+"""Async-scheduling kinds (vLLM's ``AsyncScheduler``, a batch queue of 2): bursts; Poisson
+arrivals; KV pressure with preemption (of requests whose last token is in flight, too);
+closed loop under KV pressure; shared prefixes under KV pressure (eviction, preempted requests
+finding their own blocks). Each is shaped like its sync kind (:data:`_ASYNC_SHAPE`)."""
 CASE_KINDS = (
     "burst",
     "poisson",
@@ -40,8 +51,16 @@ CASE_KINDS = (
     "no_chunking",
     *CACHE_CASE_KINDS,
     *CLOSED_CASE_KINDS,
+    *ASYNC_CASE_KINDS,
 )
 """The kinds of random case, each aimed at a scheduler path."""
+_ASYNC_SHAPE = {
+    "async_burst": "burst",
+    "async_poisson": "poisson",
+    "async_pressure": "kv_pressure",
+    "async_closed": "closed_pressure",
+    "async_prefix": "prefix_pressure",
+}
 
 _MAX_MODEL_LEN = 512
 
@@ -71,8 +90,18 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     if kind not in CASE_KINDS:
         raise ConfigError(f"fidelity case kind {kind!r}: allowed: {', '.join(CASE_KINDS)}")
     rng = np.random.default_rng([CASE_KINDS.index(kind), seed])
-    if kind in CACHE_CASE_KINDS or kind == "closed_prefix":
-        return _prefix_case(kind, seed, rng)
+    shape = _ASYNC_SHAPE.get(kind, kind)
+    if shape in CACHE_CASE_KINDS or shape == "closed_prefix":
+        config, workload = _prefix_case(shape, rng)
+    else:
+        config, workload = _plain_case(shape, rng)
+    if kind in ASYNC_CASE_KINDS:
+        config = config.replace(async_scheduling=True)
+    return FidelityCase(kind, seed, config, workload)
+
+
+def _plain_case(kind: str, rng: np.random.Generator) -> tuple[ServingConfig, Workload]:
+    """A case whose prompts share nothing."""
     pressure = kind in ("kv_pressure", "closed_pressure")
     n = {"single": 1, "kv_pressure": int(rng.integers(4, 14))}.get(kind, int(rng.integers(2, 16)))
     if kind == "poisson":
@@ -114,7 +143,7 @@ def random_case(kind: str, seed: int) -> FidelityCase:
     workload = Workload.from_arrays(arrival, prompt, output)
     if kind in CLOSED_CASE_KINDS:
         workload = _closed_loop(kind, workload, rng)
-    return FidelityCase(kind, seed, config, workload)
+    return config, workload
 
 
 def _closed_loop(kind: str, workload: Workload, rng: np.random.Generator) -> Workload:
@@ -167,7 +196,7 @@ def _prefix_workload(kind: str, rng: np.random.Generator, chunk: int) -> Workloa
     )
 
 
-def _prefix_case(kind: str, seed: int, rng: np.random.Generator) -> FidelityCase:
+def _prefix_case(kind: str, rng: np.random.Generator) -> tuple[ServingConfig, Workload]:
     """A case whose prompts share prefixes, with prefix caching on."""
     block_size = int(rng.choice([4, 16, 32]))
     chunk = int(rng.choice([1, 3, 16, 40])) if kind == "prefix_blocks" else 16
@@ -192,7 +221,7 @@ def _prefix_case(kind: str, seed: int, rng: np.random.Generator) -> FidelityCase
         max_model_len=max_model_len,
         enable_prefix_caching=True,
     )
-    return FidelityCase(kind, seed, config, workload)
+    return config, workload
 
 
 def cases(n: int, seed: int = 0) -> list[FidelityCase]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from tuner.backends._arrivals import Arrivals
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
 from tuner.backends._timeline import Timeline
+from tuner.backends.replay._drive import Driver
 from tuner.core import (
     VLLM_VERSION,
     BackendError,
@@ -48,7 +48,6 @@ _MODEL_CONFIG = {
     "max_position_embeddings": 10_000_000,  # ServingConfig.max_model_len's upper bound
     "torch_dtype": "float32",
 }
-_SAMPLED_TOKEN = 3  # neither BOS nor EOS, nor in any generated prompt (the simulator mirrors it)
 
 
 @contextlib.contextmanager
@@ -81,6 +80,9 @@ def _import_vllm() -> SimpleNamespace:
                 KVCacheGroupSpec=kv.KVCacheGroupSpec,
                 FullAttentionSpec=kv.FullAttentionSpec,
                 Scheduler=importlib.import_module("vllm.v1.core.sched.scheduler").Scheduler,
+                AsyncScheduler=importlib.import_module(
+                    "vllm.v1.core.sched.async_scheduler"
+                ).AsyncScheduler,
                 StructuredOutputManager=importlib.import_module(
                     "vllm.v1.structured_output"
                 ).StructuredOutputManager,
@@ -130,7 +132,9 @@ class SchedulerReplayBackend(Backend):
       the unit step clock), and sampled tokens are a dummy id, never EOS (``ignore_eos``);
     * no API server, tokenizer or detokenizer: requests reach the scheduler exactly at their
       arrival time and are first seen by the next ``schedule()`` call;
-    * synchronous scheduling only, FCFS, no speculative decoding;
+    * FCFS, no speculative decoding; ``async_scheduling=True`` drives vLLM's ``AsyncScheduler``
+      as ``EngineCore.step_with_batch_queue`` does with a batch queue of 2 (each batch is
+      scheduled before the previous one's output is applied; see ``_drive``);
     * prompts are the workload's :meth:`~tuner.Workload.prompt_token_ids` (shared hash ids give
       shared prefixes), prefix caching as ``config.enable_prefix_caching`` says;
     * ``num_kv_blocks=None`` means a KV cache no request can run short of (never preempts) and,
@@ -165,11 +169,11 @@ class SchedulerReplayBackend(Backend):
         self._model_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
-    @property
     def time_unit(self) -> str:
         """The cost model's unit: ``"step"`` on the unit step clock, else ``"s"``."""
         return self.cost_model.time_unit
 
+    @property
     def vllm_version(self) -> str:
         """The installed vLLM version whose scheduler this backend drives."""
         return str(self._vllm.version)
@@ -184,8 +188,7 @@ class SchedulerReplayBackend(Backend):
         """Replay ``workload`` through a fresh vLLM scheduler configured by ``config``.
 
         Raises:
-            ConfigError: ``config`` asks for async scheduling, or a request's prompt + output
-                exceeds ``max_model_len``.
+            ConfigError: a request's prompt + output exceeds ``max_model_len``.
             BackendError: the scheduler failed, stalled or left a request unfinished.
         """
         self._check(config, workload)
@@ -196,7 +199,8 @@ class SchedulerReplayBackend(Backend):
             with _quiet_vllm():
                 scheduler = self._scheduler(config, workload)
                 hasher = self._block_hasher(config, scheduler)
-                self._replay(scheduler, workload, timeline, hasher)
+                driver = Driver(self._vllm, scheduler, workload, timeline, hasher)
+                (driver.run_async if config.async_scheduling else driver.run_sync)()
             return timeline.build()
         except TunerError:
             raise
@@ -209,10 +213,6 @@ class SchedulerReplayBackend(Backend):
     # --- internals ----------------------------------------------------------------------------
     @staticmethod
     def _check(config: ServingConfig, workload: Workload) -> None:
-        if config.async_scheduling:
-            raise ConfigRefused(
-                "SchedulerReplayBackend supports sync scheduling only: set async_scheduling=False"
-            )
         check_fits(config, workload)
 
     def _model_path(self) -> str:
@@ -244,6 +244,8 @@ class SchedulerReplayBackend(Backend):
                     max_num_seqs=config.max_num_seqs,
                     long_prefill_token_threshold=config.long_prefill_token_threshold,
                     enable_chunked_prefill=config.enable_chunked_prefill,
+                    # The scheduler class says sync or async (below); vLLM's CPU platform
+                    # would turn the flag off anyway, and the scheduler never reads it.
                     async_scheduling=False,
                     policy="fcfs",
                     max_model_len=config.max_model_len,
@@ -266,7 +268,8 @@ class SchedulerReplayBackend(Backend):
             kv_cache_tensors=[],
             kv_cache_groups=[v.KVCacheGroupSpec(["layer"], spec)],
         )
-        return v.Scheduler(
+        scheduler_cls = v.AsyncScheduler if config.async_scheduling else v.Scheduler
+        return scheduler_cls(
             vllm_config=vllm_config,
             kv_cache_config=kv_cache_config,
             structured_output_manager=v.StructuredOutputManager(vllm_config),
@@ -284,7 +287,6 @@ class SchedulerReplayBackend(Backend):
             "enable_chunked_prefill": sched.enable_chunked_prefill,
             "block_size": cache.block_size,
             "max_model_len": vllm_config.model_config.max_model_len,
-            "async_scheduling": bool(sched.async_scheduling),
             "enable_prefix_caching": bool(cache.enable_prefix_caching),
         }
         changed = {k: got for k, got in applied.items() if getattr(config, k) != got}
@@ -303,73 +305,3 @@ class SchedulerReplayBackend(Backend):
         hash_fn = v.get_hash_fn_by_name(scheduler.vllm_config.cache_config.prefix_caching_hash_algo)
         v.kv_cache_utils.init_none_hash(hash_fn)
         return v.kv_cache_utils.get_request_block_hasher(config.block_size, hash_fn)
-
-    def _replay(
-        self, scheduler: Any, workload: Workload, timeline: Timeline, block_hasher: Any
-    ) -> None:
-        v = self._vllm
-        output = workload.output_tokens.tolist()
-        admitted = [False] * len(workload)
-        due = Arrivals(workload)
-        now = due.first_time()
-        while True:
-            for i, t in due.pop_until(now):
-                timeline.arrived(i, t)
-                scheduler.add_request(
-                    v.Request(
-                        request_id=str(i),
-                        prompt_token_ids=workload.prompt_token_ids(i),
-                        sampling_params=v.SamplingParams(max_tokens=output[i], ignore_eos=True),
-                        pooling_params=None,
-                        arrival_time=t,
-                        block_hasher=block_hasher,
-                    )
-                )
-            running, waiting = scheduler.get_request_counts()
-            if running == 0 and waiting == 0:
-                if due.exhausted:
-                    return
-                now = due.first_time()
-                continue
-
-            out = scheduler.schedule()
-            for new in out.scheduled_new_reqs:  # first scheduled: its prefix-cache hit
-                rid = int(new.req_id)
-                if not admitted[rid]:
-                    admitted[rid] = True
-                    timeline.cached(rid, new.num_computed_tokens)
-            if out.total_num_scheduled_tokens == 0:
-                raise BackendError(
-                    f"scheduler stalled at t={now:g}: it scheduled no token with {running} "
-                    f"running and {waiting} waiting request(s)"
-                )
-            prefill = decode = 0
-            emitted: list[int] = []
-            sampled: list[list[int]] = []
-            ids = list(out.num_scheduled_tokens)
-            for rid in ids:
-                n = out.num_scheduled_tokens[rid]
-                r = scheduler.requests[rid]
-                done = r.num_output_tokens
-                before = r.num_computed_tokens - n  # schedule() already advanced it
-                if done >= 1 and before == r.num_prompt_tokens + done - 1:
-                    decode += n
-                else:
-                    prefill += n
-                if r.num_computed_tokens >= r.num_tokens:
-                    emitted.append(int(rid))
-                    sampled.append([_SAMPLED_TOKEN])
-                else:
-                    sampled.append([])
-            now = timeline.step(now, prefill, decode, len(ids), emitted)
-            due.finished([i for i in emitted if timeline.emitted(i) == output[i]], now)
-            scheduler.update_from_output(
-                out,
-                v.ModelRunnerOutput(
-                    req_ids=ids,
-                    req_id_to_index={rid: k for k, rid in enumerate(ids)},
-                    sampled_token_ids=sampled,
-                ),
-            )
-            for rid in out.preempted_req_ids:
-                timeline.preempted(int(rid))

@@ -19,7 +19,15 @@ rules, as read from vLLM 0.32's ``vllm/v1/core/sched/scheduler.py``:
 * A request holds ``ceil(computed / block_size)`` blocks; block 0 is reserved.
 * A request samples one token in the step that completes its prompt (the first token) and one
   per decode step after; it finishes with exactly its output length (``ignore_eos``).
-* Async scheduling: a finished request keeps its slot and blocks through the next step.
+* Async scheduling (vLLM's ``AsyncScheduler`` under ``EngineCore.step_with_batch_queue``,
+  a batch queue of 2: each step is scheduled before the previous step's output is applied).
+  A request whose last token is being sampled has ``num_output_placeholders`` > 0 and is
+  skipped by the next ``schedule()``, but it is still in ``running``: it keeps its slot and
+  blocks until the output is applied after that ``schedule()`` call (then it frees them and,
+  closed loop, its user's next request becomes due -- seen by the step after), and it can be
+  chosen as the preemption victim if it was admitted last (a preemption that frees its blocks
+  at once; its token is delivered anyway). Every other request schedules exactly as in sync
+  mode (placeholders make up for the tokens not yet applied).
 * Clock: a step starts when the previous one ends; a request arriving at ``t`` is first seen by
   the first step starting at or after ``t``; an idle engine jumps to the next arrival.
 * Closed loop (``workload.user``): a user's first request arrives at its ``arrival``; when a
@@ -53,6 +61,7 @@ class Req:
         "length",
         "output",
         "prompt",
+        "seq",
     )
     c0: int  # fast engine only (see __init__)
     e0: int
@@ -66,6 +75,7 @@ class Req:
         self.emitted = 0  # output tokens sampled so far
         self.length = prompt  # prompt + tokens sampled so far (vLLM's num_tokens)
         self.blocks = 0  # KV blocks held
+        self.seq = 0  # when last admitted (running is in this order)
         # Fast engine only: a decoding request kept implicitly (see _fast_engine); its c0, e0
         # and g0 are set when it becomes one.
         self.lazy = False
@@ -104,7 +114,12 @@ class Engine:
         self.arrival: list[float] = workload.arrival.tolist()
         self.running: list[Req] = []
         self.waiting: deque[Req] = deque()
-        self.finishing: list[Req] = []  # async scheduling: finished, slot/blocks freed next step
+        # Async scheduling: the requests that finished in the last step and when; those still
+        # holding their slot and blocks (not preempted since) are ``finishing``.
+        self.finishing: list[Req] = []
+        self.just_finished: list[Req] = []
+        self.finished_at = 0.0
+        self.admissions = 0
         self.bs = config.block_size
         cap = config.num_kv_blocks
         self.kv_limited = cap is not None
@@ -126,7 +141,7 @@ class Engine:
         arrivals = [self.arrival[i] for i in self.order]  # in the order they arrive
         incoming = [self.reqs[i] for i in self.order]
         arrivals.append(float("inf"))  # a sentinel: nothing more arrives
-        waiting, finishing = self.waiting, self.finishing
+        waiting = self.waiting
         n = len(incoming)
         pending = done = 0
         now = arrivals[0]
@@ -135,7 +150,7 @@ class Engine:
             while arrivals[pending] <= now:
                 waiting.append(incoming[pending])
                 pending += 1
-            if not waiting and not finishing and not self.running:
+            if not waiting and not self.just_finished and not self.running:
                 now = arrivals[pending]
                 continue
             now, finished = advance(now, arrivals[pending] if pending < n else None)
@@ -144,7 +159,7 @@ class Engine:
     def _run_closed(self, due: Arrivals) -> None:
         """:meth:`run` for a closed-loop workload: arrivals come from :attr:`due`, which every
         finish feeds (:meth:`_finished`)."""
-        waiting, finishing, reqs, tl = self.waiting, self.finishing, self.reqs, self.tl
+        waiting, reqs, tl = self.waiting, self.reqs, self.tl
         n = len(reqs)
         done = 0
         now = due.first_time()
@@ -152,7 +167,7 @@ class Engine:
             for i, t in due.pop_until(now):
                 tl.arrived(i, t)
                 waiting.append(reqs[i])
-            if not waiting and not finishing and not self.running:
+            if not waiting and not self.just_finished and not self.running:
                 now = due.first_time()
                 continue
             now, finished = self._advance(now, due.next_time())
@@ -196,6 +211,8 @@ class Engine:
                 r.blocks += need
             waiting.popleft()
             running.append(r)
+            r.seq = self.admissions
+            self.admissions += 1
             admitted.append((r, n))
             budget -= n
         return admitted
@@ -250,10 +267,11 @@ class Engine:
                 need = -(-(r.computed + n) // bs) - r.blocks
                 placed = True
                 while need > self.free_blocks:
-                    victim = running.pop()
+                    victim = self._victim()
                     self._free(victim)
                     victim.computed = 0
-                    waiting.appendleft(victim)
+                    if victim.emitted < victim.output:  # else it finishes when applied
+                        waiting.appendleft(victim)
                     self.tl.preempted(victim.id)
                     preempted = True
                     if victim is r:
@@ -271,11 +289,7 @@ class Engine:
         if not preempted:
             scheduled += self._admit(budget, thr)
 
-        released = bool(finishing)
-        if released:  # async scheduling: last step's finished requests leave only now
-            for r in finishing:
-                self._free(r)
-            finishing.clear()
+        released = self._release()
 
         if not scheduled:
             if released:  # the freed slots and blocks are usable by the next schedule()
@@ -292,10 +306,43 @@ class Engine:
 
         if finished:
             self.running = [r for r in running if r.emitted < r.output]
-            for r in finished:
-                if cfg.async_scheduling:
-                    finishing.append(r)
-                else:
-                    self._free(r)
-            self._finished(finished, end)
+            self._done(finished, end)
         return end, len(finished)
+
+    # --- finishing -----------------------------------------------------------------------------
+    def _done(self, finished: list[Req], end: float) -> None:
+        """``finished`` got their last token in the step ending at ``end`` (already out of
+        ``running``): sync, they leave now; async, when the next step is scheduled."""
+        if self.cfg.async_scheduling:
+            self.finishing.extend(finished)
+            self.just_finished.extend(finished)
+            self.finished_at = end
+        else:
+            for r in finished:
+                self._free(r)
+            self._finished(finished, end)
+
+    def _release(self) -> bool:
+        """Async scheduling, once a step is scheduled: the previous step's output is applied,
+        so the requests that finished in it free their slots and blocks, and their users send
+        their next requests. Returns whether any did."""
+        done = self.just_finished
+        if not done:
+            return False
+        for r in self.finishing:
+            self._free(r)
+        self.finishing.clear()
+        self._finished(done, self.finished_at)
+        self.just_finished = []
+        return True
+
+    def _victim(self) -> Req:
+        """The request to preempt: the most recently admitted of ``running`` and, async, of
+        the requests still finishing (vLLM keeps those in its running queue)."""
+        running, finishing = self.running, self.finishing
+        if finishing:
+            last = max(finishing, key=lambda r: r.seq)
+            if not running or last.seq > running[-1].seq:
+                finishing.remove(last)
+                return last
+        return running.pop()

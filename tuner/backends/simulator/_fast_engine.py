@@ -101,12 +101,7 @@ class FastEngine(Engine):
             running = self.running
             for r in done:
                 running.remove(r)
-            if self.cfg.async_scheduling:  # slot and blocks held through the next step
-                self.finishing.extend(done)
-            else:
-                for r in done:
-                    self._free(r)
-            self._finished(done, end)
+            self._done(done, end)  # async: slot and blocks held through the next schedule
         return len(done)
 
     # --- the engine loop -----------------------------------------------------------------------
@@ -190,7 +185,7 @@ class FastEngine(Engine):
         """One step that serves every running request in full (``plan``: the explicit ones'
         tokens, ``budget``: what is left for admissions; ``grows``: the explicit ones' new KV
         blocks, ``step_grow``: the whole step's, known to fit)."""
-        waiting, finishing, explicit = self.waiting, self.finishing, self.explicit
+        waiting, explicit = self.waiting, self.explicit
         pool_n = self.pool_n
         if self.kv_limited:
             self.free_blocks -= step_grow
@@ -204,11 +199,7 @@ class FastEngine(Engine):
                 served.append(r)
                 plan.append(n)
 
-        released = bool(finishing)
-        if released:
-            for r in finishing:
-                self._free(r)
-            finishing.clear()
+        released = self._release()
         if not served and not pool_n:
             if released:
                 return now, 0

@@ -20,7 +20,10 @@ block for block (:class:`~tuner.backends.simulator._block_pool.BlockPool`), as r
   popped from the front of the free queue.
 * **Caching** happens when blocks are scheduled, not when they are computed: every block that a
   step's tokens fill (up to the request's known tokens) is cached at once, so a request admitted
-  later in the same step can already hit it.
+  later in the same step can already hit it. Under async scheduling the token sampled in the
+  previous step is not known yet (its output is applied after this ``schedule()`` call), and
+  ``AsyncScheduler`` caches up to it only then -- unless the request was preempted meanwhile:
+  a request preempted right after its token completed a block finds one block fewer.
 * **Freeing** (finish, preemption) walks the request's blocks last to first: unhashed blocks to
   the front of the free queue, hashed ones to the back, where they stay cached until popped.
   A preempted request looks itself up again when readmitted.
@@ -165,6 +168,8 @@ class PrefixEngine(Engine):
                 self.tl.cached(r.id, computed)
             waiting.popleft()
             running.append(r)
+            r.seq = self.admissions
+            self.admissions += 1
             admitted.append((r, n))
             budget -= n
             self._cache(r, min(computed + n, r.length))
@@ -175,6 +180,10 @@ class PrefixEngine(Engine):
         cfg = self.cfg
         running, waiting, finishing = self.running, self.waiting, self.finishing
         pool, bs = self.pool, self.bs
+        # Async: the requests whose token from the last step is not applied yet (vLLM caches
+        # their blocks up to it only once it is).
+        in_flight = self.last_emitted if cfg.async_scheduling else []
+        lagging = set(in_flight)
         budget = cfg.max_num_batched_tokens
         eligible = len(running) + len(finishing) + len(waiting)
         thr = cfg.long_prefill_token_threshold if eligible > 1 else 0
@@ -194,10 +203,11 @@ class PrefixEngine(Engine):
                 need = -(-(r.computed + n) // bs) - len(table)
                 placed = True
                 while need > pool.num_free:
-                    victim = running.pop()
+                    victim = self._victim()
                     self._free(victim)
                     victim.computed = 0
-                    waiting.appendleft(victim)
+                    if victim.emitted < victim.output:  # else it finishes when applied
+                        waiting.appendleft(victim)
                     self.tl.preempted(victim.id)
                     preempted = True
                     if victim is r:
@@ -207,7 +217,7 @@ class PrefixEngine(Engine):
                     break
                 if need > 0:
                     table += pool.popleft_n(need)
-            self._cache(r, min(r.computed + n, r.length))
+            self._cache(r, min(r.computed + n, r.length - (r in lagging)))
             scheduled.append((r, n))
             budget -= n
             i += 1
@@ -215,11 +225,10 @@ class PrefixEngine(Engine):
         if not preempted:
             scheduled += self._admit(budget, thr)
 
-        released = bool(finishing)
-        if released:
-            for r in finishing:
-                self._free(r)
-            finishing.clear()
+        for r in in_flight:  # the last step's output applied: its tokens' blocks cached
+            if r.computed:  # not preempted meanwhile
+                self._cache(r, r.computed)
+        released = self._release()
 
         if not scheduled:
             if released:
@@ -235,10 +244,5 @@ class PrefixEngine(Engine):
         self.last_emitted = [self.reqs[i] for i in emitted]
         if finished:
             self.running = [r for r in running if r.emitted < r.output]
-            for r in finished:
-                if cfg.async_scheduling:
-                    finishing.append(r)
-                else:
-                    self._free(r)
-            self._finished(finished, end)
+            self._done(finished, end)
         return end, len(finished)
