@@ -338,7 +338,7 @@ class SchedulerReplayBackend(Backend):
                     f"scheduler stalled at t={now:g}: it scheduled no token with {running} "
                     f"running and {waiting} waiting request(s)"
                 )
-            prefill = decode = 0
+            prefill = decode = context = pairs = 0
             emitted: list[int] = []
             sampled: list[list[int]] = []
             ids = list(out.num_scheduled_tokens)
@@ -349,14 +349,16 @@ class SchedulerReplayBackend(Backend):
                 before = r.num_computed_tokens - n  # schedule() already advanced it
                 if done >= 1 and before == r.num_prompt_tokens + done - 1:
                     decode += n
+                    context += before + n
                 else:
                     prefill += n
+                    pairs += n * before + n * (n + 1) // 2
                 if r.num_computed_tokens >= r.num_tokens:
                     emitted.append(int(rid))
                     sampled.append([_SAMPLED_TOKEN])
                 else:
                     sampled.append([])
-            now = timeline.step(now, prefill, decode, len(ids), emitted)
+            now = timeline.step(now, prefill, decode, len(ids), emitted, 0, context, pairs)
             due.finished([i for i in emitted if timeline.emitted(i) == output[i]], now)
             scheduler.update_from_output(
                 out,
