@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from collections.abc import Callable
 from itertools import accumulate, repeat
 
 from tuner.backends._timeline import Timeline
@@ -42,6 +43,7 @@ class FastEngine(Engine):
         super().__init__(config, workload, timeline)
         self.G = 0  # uniform steps so far: steps in which every pool member got one token
         self.pool_n = 0
+        self.pool_ctx = 0  # sum of c0 - g0 over the pool (a member decodes at c0 - g0 + G + 1)
         self.heap: list[tuple[int, int, Req]] = []  # (G at which it finishes, id, request)
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
@@ -52,6 +54,7 @@ class FastEngine(Engine):
         r.c0, r.e0, r.g0 = r.computed, r.emitted, self.G
         heapq.heappush(self.heap, (self.G + r.output - r.emitted, r.id, r))
         self.pool_n += 1
+        self.pool_ctx += r.c0 - r.g0
         if self.kv_limited:
             self.bucket[(r.c0 - r.g0) % self.bs] += 1
 
@@ -63,6 +66,7 @@ class FastEngine(Engine):
         r.length = r.prompt + r.emitted
         r.lazy = False
         self.pool_n -= 1
+        self.pool_ctx -= r.c0 - r.g0
         if self.kv_limited:
             r.blocks = -(-r.computed // self.bs)
             self.bucket[(r.c0 - r.g0) % self.bs] -= 1
@@ -216,9 +220,15 @@ class FastEngine(Engine):
                 f"(running={len(self.running)}, waiting={len(waiting)})"
             )
 
+        context = pairs = 0
+        if self.tl.context:  # the pool's members decode at c0 - g0 + G + 1 each
+            context, pairs = self._attention(zip(served, plan, strict=True))
+            context += self.pool_ctx + pool_n * (self.G + 1)
         prefill, decode, emitted, done = self._compute(zip(served, plan, strict=True))
         self.G += 1
-        end = self.tl.step(now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n)
+        end = self.tl.step(
+            now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n, context, pairs
+        )
         for i in emitted:  # decoders from now on: into the pool
             r = self.reqs[i]
             if r.emitted < r.output:
@@ -243,8 +253,24 @@ class FastEngine(Engine):
         prefill = sum(plan)
         decode = self.pool_n
         seqs = decode + len(explicit)
-        dur = self.tl.step_time(prefill, decode, seqs)
-        bounds = step_bounds(now, dur, k, next_arrival)
+        context = pairs = growth_pairs = 0
+        if self.tl.context:  # steps differ: each decoder's context and each chunk's offset grow
+            context = self.pool_ctx + decode * (self.G + 1)
+            for r, n in zip(explicit, plan, strict=True):
+                pairs += n * r.computed + n * (n + 1) // 2
+                growth_pairs += n * n
+            timer = self.tl.step_time
+            bounds = varying_step_bounds(
+                now,
+                lambda j: timer(
+                    prefill, decode, seqs, context + j * decode, pairs + j * growth_pairs
+                ),
+                k,
+                next_arrival,
+            )
+        else:
+            dur = self.tl.step_time(prefill, decode, seqs)
+            bounds = step_bounds(now, dur, k, next_arrival)
         k = len(bounds) - 1
         if k < 1:
             return None
@@ -258,7 +284,9 @@ class FastEngine(Engine):
                 if k < 1:
                     return None
                 del bounds[k + 1 :]
-        end = self.tl.run(bounds, prefill, decode, seqs, lazy=decode)
+        end = self.tl.run(
+            bounds, prefill, decode, seqs, decode, context, pairs, decode, growth_pairs
+        )
         self.G += k
         if kv:
             bs = self.bs
@@ -319,3 +347,18 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
             del bounds[before + 1 :]
             return bounds
         n = min(k, 2 * n)  # rounding made the estimate short (never in practice)
+
+
+def varying_step_bounds(
+    now: float, duration: Callable[[int], float], k: int, t: float | None
+) -> list[float]:
+    """:func:`step_bounds` for steps whose durations differ (``duration(j)``: the ``j``-th's,
+    from 0): the same additions, one step after another, as a step-by-step run makes."""
+    bounds = [now]
+    end = now
+    for j in range(k):
+        if t is not None and end >= t:
+            break
+        end = end + duration(j)
+        bounds.append(end)
+    return bounds
