@@ -192,10 +192,17 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "tuner.backends.simulator": [
         "Calibration",
+        "CalibrationRun",
         "Deployment",
+        "HeldOut",
+        "RequestPath",
         "SimulatorBackend",
         "Timeline",
+        "calibrate",
+        "calibrated_backend",
+        "check_held_out",
         "fit_cost_model",
+        "fit_request_path",
     ],
     "tuner.backends.replay": [
         "SchedulerReplayBackend",
