@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner import Request, ServingConfig, Workload
+from tuner import Measurement, Request, ServingConfig, Workload
 from tuner.backends import CostModel, SimulatorBackend
 from tuner.backends.simulator import (
     Calibration,
@@ -129,3 +129,52 @@ def test_kendall_tau_counts_agreeing_pairs() -> None:
     assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
     assert ranking_tau(["a", "a", "b"], [1.0, 2.0, 5.0], [1.0, 2.0, 0.0]) == 1.0
     assert ranking_tau(["a", "b"], [1.0, 2.0], [1.0, 2.0]) is None
+
+
+class MisleadingLog(SimulatorBackend):
+    """A 'live' tier whose latencies are the true model's but whose step log lies: every step
+    logged 4x too long, so a fit of the log overestimates every latency."""
+
+    def __init__(self) -> None:
+        super().__init__(COUNTS)
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        m = super().evaluate(config, workload)
+        assert m.step_start is not None and m.step_end is not None
+        return m.model_copy(update={"step_end": m.step_start + 4 * (m.step_end - m.step_start)})
+
+
+def test_two_tier_does_not_apply_a_calibration_worse_than_its_cheap_tier() -> None:
+    from tuner import Objective, SearchSpace
+    from tuner.report._calibration import calibration_blocks
+    from tuner.search import GridSearch
+    from tuner.studies import two_tier
+
+    space = SearchSpace({"max_num_batched_tokens": [128, 512], "max_num_seqs": [4, 16]})
+    r = two_tier(
+        SimulatorBackend(COUNTS),
+        MisleadingLog(),
+        GridSearch(),
+        space,
+        workload(4.0),
+        Objective.maximize("output_throughput"),
+        top_k=4,
+    )
+    assert r.calibration is not None and r.calibration.held_out is not None
+    assert r.calibration.held_out.worse and not r.calibration.usable
+    assert r.calibrated_cheap == ()  # reported, not applied
+    text = " ".join(getattr(b, "text", "") for b in calibration_blocks(r.calibration))
+    assert "worse than the uncalibrated model" in text and "not applied" in text
+
+
+def test_report_shows_held_out_errors_before_and_after() -> None:
+    from tuner.report._calibration import calibration_blocks
+    from tuner.report._document import Table
+
+    runs = [run(ATTENTION, c, workload(4.0), PATH) for c in CONFIGS]
+    blocks = calibration_blocks(calibrate(runs, baseline=COUNTS))
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert list(table.headers) == ["metric", "uncalibrated", "calibrated"]
+    assert [row[0] for row in table.rows][:2] == ["ttft.p50", "ttft.p99"]
+    assert any(row[0] == "Kendall tau, ttft.p99" for row in table.rows)
+    assert calibration_blocks(None) == []
