@@ -210,6 +210,7 @@ EXPORTS: dict[str, list[str]] = {
     "tuner.backends.live": [
         "AttachedServerBackend",
         "AttachedSettings",
+        "BenchRun",
         "LiveTrial",
         "LoadResult",
         "LoadSettings",
@@ -219,6 +220,7 @@ EXPORTS: dict[str, list[str]] = {
         "StepRecord",
         "VLLMServerBackend",
         "build_tiny_model",
+        "load_bench_run",
     ],
     "tuner.search": [
         "GridSearch",

@@ -34,11 +34,26 @@ class RequestPath(FrozenModel):
     """More seconds on the way in per prompt token (tokenization, transfer)."""
     delivery: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     """Seconds from the end of a token's step to the client receiving it."""
+    first_token_delivery: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """Seconds from the end of a request's first token's step to the client receiving it, if
+    that differs from :attr:`delivery` (an API server that falls behind merges the first
+    tokens of a stream; the client's first token can then come with its last). None: the same
+    as ``delivery``. The client's first token never comes after its last."""
 
     @property
     def is_zero(self) -> bool:
         """Whether every delay is 0 (the engine's own times)."""
-        return self.arrival_fixed == 0 and self.arrival_per_prompt_token == 0 and self.delivery == 0
+        return (
+            self.arrival_fixed == 0
+            and self.arrival_per_prompt_token == 0
+            and self.delivery == 0
+            and not self.first_token_delivery
+        )
+
+    @property
+    def first_delivery(self) -> float:
+        """The delivery delay of a request's first token."""
+        return self.delivery if self.first_token_delivery is None else self.first_token_delivery
 
     def inbound(self, workload: Workload) -> np.ndarray:
         """Each request's delay on the way in (seconds), in workload order."""
@@ -71,13 +86,12 @@ class RequestPath(FrozenModel):
         if self.is_zero:
             return m
         inbound = 0.0 if workload.is_closed_loop else self.inbound(workload)
-        shift = inbound + self.delivery
         arrival = m.arrival - inbound
-        e2e = m.e2e + shift
+        e2e = m.e2e + inbound + self.delivery
         fields = dict(m)
         fields.update(
             arrival=arrival,
-            ttft=m.ttft + shift,
+            ttft=np.minimum(m.ttft + inbound + self.first_delivery, e2e),
             e2e=e2e,
             duration=float(np.max(arrival + e2e) - np.min(arrival)),
         )

@@ -6,11 +6,12 @@ lifecycle of ``_process``); :class:`AttachedServerBackend` measures one already 
 prompts from ``_prompts``, each request streamed over aiohttp by ``_stream``), the server's
 answers and counters (``_queries``) and the engine's step log (``_steplog``). ``_errors`` is the
 one place the tier's foreign errors become tuner errors; ``_secrets`` keeps API keys and tokens
-out of everything tuner writes. :func:`build_tiny_model` makes a tiny random Llama to serve on
-any machine.
+out of everything tuner writes; ``_bench_result`` reads a run measured by ``vllm bench
+serve``. :func:`build_tiny_model` makes a tiny random Llama to serve on any machine.
 """
 
 from tuner.backends.live._attached import AttachedServerBackend
+from tuner.backends.live._bench_result import BenchRun, load_bench_run
 from tuner.backends.live._load import LoadResult, RequestRecord
 from tuner.backends.live._measure import LiveTrial
 from tuner.backends.live._server import VLLMServerBackend
@@ -21,6 +22,7 @@ from tuner.backends.live._tiny_model import build_tiny_model
 __all__ = [
     "AttachedServerBackend",
     "AttachedSettings",
+    "BenchRun",
     "LiveTrial",
     "LoadResult",
     "LoadSettings",
@@ -30,4 +32,5 @@ __all__ = [
     "StepRecord",
     "VLLMServerBackend",
     "build_tiny_model",
+    "load_bench_run",
 ]

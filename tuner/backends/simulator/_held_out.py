@@ -27,6 +27,10 @@ METRICS = (
 RANKED = tuple(m for m in METRICS if m != "output_throughput")
 
 
+#: How much larger (relative) a calibration's mean held-out error must be to count as worse.
+WORSE_MARGIN = 0.01
+
+
 class HeldOut(FrozenModel):
     """Errors on held-out runs: mean absolute relative error per metric and Kendall's tau of
     the configurations' ranking per metric (within each workload, averaged), for the
@@ -48,14 +52,15 @@ class HeldOut(FrozenModel):
 
     @property
     def worse(self) -> bool:
-        """Whether the calibration predicts the held-out runs worse than the uncalibrated model
-        (a larger mean error over the metrics)."""
+        """Whether the calibration predicts the held-out runs worse than the uncalibrated model:
+        its mean error over the metrics is larger by more than :data:`WORSE_MARGIN` (relative;
+        a tie is not worse)."""
         common = [m for m in self.after if m in self.before]
         if not common:
             return False
-        return float(np.mean([self.after[m] for m in common])) > float(
-            np.mean([self.before[m] for m in common])
-        )
+        after = float(np.mean([self.after[m] for m in common]))
+        before = float(np.mean([self.before[m] for m in common]))
+        return after > before * (1 + WORSE_MARGIN) + 1e-12
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from tuner.backends._cost import CostModel
 from tuner.backends.simulator._calibration import TERMS, Calibration, fit_cost_model
 from tuner.backends.simulator._held_out import METRICS, HeldOut, held_out
@@ -57,6 +59,32 @@ def predict(
 ) -> dict[str, float]:
     """The metric values the simulator predicts for a run."""
     return _values(backend.evaluate(run.config, run.workload), metrics)
+
+
+def refine_delivery(calibration: Calibration, runs: Sequence[CalibrationRun]) -> Calibration:
+    """The calibration with its delivery delays set from whole runs: the median, over the
+    runs' requests, of the measured minus the simulated last-token time (``delivery``) and
+    first-token time (``first_token_delivery``), the simulator timed by the calibration's cost
+    model and inbound delay. This attributes the gap the step log leaves to the way out,
+    however the server batches its stream (the step-log attribution of
+    :func:`fit_request_path` assumes every token leaves when its step ends)."""
+    path = calibration.request_path.replace(delivery=0.0, first_token_delivery=None)
+    sim = SimulatorBackend(calibration.cost_model, request_path=path)
+    first: list[np.ndarray] = []
+    last: list[np.ndarray] = []
+    for r in runs:
+        m = r.measurement
+        pred = sim.evaluate(r.config, r.workload)
+        ok = np.isfinite(m.ttft) & np.isfinite(m.e2e)
+        first.append((m.ttft - pred.ttft)[ok])
+        last.append((m.e2e - pred.e2e)[ok])
+    if not runs or not sum(len(a) for a in last):
+        return calibration
+    delivery = max(0.0, float(np.median(np.concatenate(last))))
+    first_delivery = max(0.0, float(np.median(np.concatenate(first))))
+    return calibration.replace(
+        request_path=path.replace(delivery=delivery, first_token_delivery=first_delivery)
+    )
 
 
 def calibrated_backend(calibration: Calibration) -> SimulatorBackend:
@@ -120,7 +148,7 @@ def calibrate(
         >>> cal.usable, round(cal.cost_model.fixed, 6)
         (True, 0.01)
     """
-    fit = fit_cost_model([r.measurement for r in fit_on], source=source)
+    fit = refine_delivery(fit_cost_model([r.measurement for r in fit_on], source=source), fit_on)
     name = repr(baseline) if baseline is not None else COUNTS_ONLY
     if held_out_runs:
         base = baseline or _counts_only(fit_on, source)
@@ -135,7 +163,9 @@ def calibrate(
     for config in configs:
         rest = [r for r in fit_on if r.config != config]
         try:
-            part = fit_cost_model([r.measurement for r in rest], source=source)
+            part = refine_delivery(
+                fit_cost_model([r.measurement for r in rest], source=source), rest
+            )
             uncalibrated = SimulatorBackend(baseline or _counts_only(rest, source))
         except BackendError:
             continue
