@@ -32,6 +32,10 @@ class RequestPath(FrozenModel):
     """Seconds from the client's send to the engine's first chance to schedule the request."""
     arrival_per_prompt_token: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     """More seconds on the way in per prompt token (tokenization, transfer)."""
+    server_time: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    """Seconds the API server spends on each request before the engine can see it, one
+    request at a time in the order they were sent: a burst queues in the API server (on a
+    loaded CPU, where it shares cores with the engine, this is what bounds throughput)."""
     delivery: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     """Seconds from the end of a token's step to the client receiving it."""
     first_token_delivery: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
@@ -46,6 +50,7 @@ class RequestPath(FrozenModel):
         return (
             self.arrival_fixed == 0
             and self.arrival_per_prompt_token == 0
+            and self.server_time == 0
             and self.delivery == 0
             and not self.first_token_delivery
         )
@@ -56,8 +61,19 @@ class RequestPath(FrozenModel):
         return self.delivery if self.first_token_delivery is None else self.first_token_delivery
 
     def inbound(self, workload: Workload) -> np.ndarray:
-        """Each request's delay on the way in (seconds), in workload order."""
-        return self.arrival_fixed + self.arrival_per_prompt_token * workload.prompt_tokens
+        """Each request's delay on the way in (seconds), in workload order: its fixed and
+        per-prompt-token delay, then its wait for the API server (:attr:`server_time` per
+        request, in the order sent)."""
+        own = self.arrival_fixed + self.arrival_per_prompt_token * workload.prompt_tokens
+        if self.server_time == 0:
+            return np.asarray(own, dtype=np.float64)
+        sent = workload.arrival
+        seen = np.empty(len(sent))
+        free = -np.inf
+        for i in np.argsort(sent, kind="stable").tolist():
+            free = max(sent[i] + own[i], free + self.server_time)
+            seen[i] = free
+        return seen - sent
 
     def engine_arrivals(self, workload: Workload) -> list[float]:
         """When the engine sees each request (workload order)."""
@@ -68,7 +84,7 @@ class RequestPath(FrozenModel):
         open-loop workload; a closed-loop one is returned as it is -- its sends depend on the
         finishes)."""
         if workload.is_closed_loop or (
-            self.arrival_fixed == 0 and self.arrival_per_prompt_token == 0
+            self.arrival_fixed == 0 and self.arrival_per_prompt_token == 0 and self.server_time == 0
         ):
             return workload
         return Workload.from_arrays(

@@ -14,6 +14,7 @@ from pydantic import Field
 from tuner.backends._cost import CostModel
 from tuner.backends._request_path import RequestPath
 from tuner.backends.simulator._attribution import (
+    Steps,
     decode_context_per_step,
     delivery_delay,
     fit_request_path,
@@ -129,7 +130,28 @@ def step_features(m: Measurement) -> tuple[npt.NDArray[np.float64], npt.NDArray[
             prefill_pairs_per_step(m, steps),
         ]
     )
-    return x, steps.end - steps.start + step_overhead(steps.start, steps.end)
+    return x, step_periods(m, steps)
+
+
+def step_periods(m: Measurement, steps: Steps) -> npt.NDArray[np.float64]:
+    """How long each step held the engine: from its start to the next one's while the engine
+    had work (a request still unfinished, by the client's times, when the next step began), so
+    the scheduling, output handling and any CPU contention between steps count; otherwise
+    (idle after it, or the last step) its model time plus the median of those busy gaps."""
+    start, end = steps.start, steps.end
+    elapsed = end - start
+    if len(start) < 2:
+        return elapsed + step_overhead(start, end)
+    nxt = start[1:]
+    delivery = delivery_delay(m, steps)
+    arrived = np.searchsorted(np.sort(m.arrival), end[:-1], side="right")
+    done = np.searchsorted(np.sort(m.arrival + m.e2e - delivery), nxt, side="right")
+    busy = (arrived - done >= 1) & (nxt >= end[:-1])
+    gaps = (nxt - end[:-1])[busy]
+    overhead = float(np.median(gaps)) if len(gaps) else step_overhead(start, end)
+    period = elapsed + overhead
+    period[:-1][busy] = (nxt - start[:-1])[busy]
+    return period
 
 
 def _fit(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

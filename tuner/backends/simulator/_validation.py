@@ -9,12 +9,14 @@ calibration (its cost model and request path) -- and scores both against the mea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tuner.backends._cost import CostModel
+from tuner.backends._request_path import RequestPath
 from tuner.backends.simulator._calibration import TERMS, Calibration, fit_cost_model
 from tuner.backends.simulator._held_out import METRICS, HeldOut, held_out
 from tuner.backends.simulator._simulator import SimulatorBackend
@@ -61,14 +63,46 @@ def predict(
     return _values(backend.evaluate(run.config, run.workload), metrics)
 
 
+#: The API-server times tried (seconds per request) when fitting the request path by simulation.
+SERVER_TIMES = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06)
+
+
 def refine_delivery(calibration: Calibration, runs: Sequence[CalibrationRun]) -> Calibration:
-    """The calibration with its delivery delays set from whole runs: the median, over the
-    runs' requests, of the measured minus the simulated last-token time (``delivery``) and
-    first-token time (``first_token_delivery``), the simulator timed by the calibration's cost
-    model and inbound delay. This attributes the gap the step log leaves to the way out,
-    however the server batches its stream (the step-log attribution of
+    """The calibration with its request path completed by simulating whole runs: the API
+    server's time per request (:data:`SERVER_TIMES`, the one whose simulated TTFT and E2E
+    percentiles match the runs best), then the median, over the runs' requests, of the
+    measured minus the simulated last-token time (``delivery``) and first-token time
+    (``first_token_delivery``). This attributes what the step log leaves to the request path,
+    however the server queues requests and batches its stream (the step-log attribution of
     :func:`fit_request_path` assumes every token leaves when its step ends)."""
-    path = calibration.request_path.replace(delivery=0.0, first_token_delivery=None)
+    if not runs:
+        return calibration
+    base = calibration.request_path.replace(delivery=0.0, first_token_delivery=None)
+    best = (math.inf, base)
+    for server_time in SERVER_TIMES:
+        path = _deliveries(calibration, runs, base.replace(server_time=server_time))
+        sim = SimulatorBackend(calibration.cost_model, request_path=path)
+        err = float(
+            np.mean(
+                [
+                    abs(metric_value(sim.evaluate(r.config, r.workload), k) / live - 1)
+                    for r in runs
+                    for k in _PATH_METRICS
+                    if (live := metric_value(r.measurement, k)) > 0
+                ]
+            )
+        )
+        if err < best[0] - 1e-9:
+            best = (err, path)
+    return calibration.replace(request_path=best[1])
+
+
+_PATH_METRICS = ("ttft.p50", "ttft.p99", "e2e.p50", "e2e.p99")
+
+
+def _deliveries(
+    calibration: Calibration, runs: Sequence[CalibrationRun], path: RequestPath
+) -> RequestPath:
     sim = SimulatorBackend(calibration.cost_model, request_path=path)
     first: list[np.ndarray] = []
     last: list[np.ndarray] = []
@@ -78,13 +112,9 @@ def refine_delivery(calibration: Calibration, runs: Sequence[CalibrationRun]) ->
         ok = np.isfinite(m.ttft) & np.isfinite(m.e2e)
         first.append((m.ttft - pred.ttft)[ok])
         last.append((m.e2e - pred.e2e)[ok])
-    if not runs or not sum(len(a) for a in last):
-        return calibration
     delivery = max(0.0, float(np.median(np.concatenate(last))))
     first_delivery = max(0.0, float(np.median(np.concatenate(first))))
-    return calibration.replace(
-        request_path=path.replace(delivery=delivery, first_token_delivery=first_delivery)
-    )
+    return path.replace(delivery=delivery, first_token_delivery=first_delivery)
 
 
 def calibrated_backend(calibration: Calibration) -> SimulatorBackend:
