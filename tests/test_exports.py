@@ -193,10 +193,17 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "tuner.backends.simulator": [
         "Calibration",
+        "CalibrationRun",
         "Deployment",
+        "HeldOut",
+        "RequestPath",
         "SimulatorBackend",
         "Timeline",
+        "calibrate",
+        "calibrated_backend",
+        "check_held_out",
         "fit_cost_model",
+        "fit_request_path",
     ],
     "tuner.backends.replay": [
         "SchedulerReplayBackend",
@@ -204,6 +211,7 @@ EXPORTS: dict[str, list[str]] = {
     "tuner.backends.live": [
         "AttachedServerBackend",
         "AttachedSettings",
+        "BenchRun",
         "LiveTrial",
         "LoadResult",
         "LoadSettings",
@@ -213,6 +221,7 @@ EXPORTS: dict[str, list[str]] = {
         "StepRecord",
         "VLLMServerBackend",
         "build_tiny_model",
+        "load_bench_run",
     ],
     "tuner.search": [
         "GridSearch",

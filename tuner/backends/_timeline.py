@@ -26,6 +26,11 @@ class Timeline:
         self.workload = workload
         self.cost_model = cost_model
         self.step_time = cost_model.timer()
+        #: Whether step times depend on context lengths: then every step's decode context and
+        #: prefill pairs (see CostModel) are recorded too, and the engines must pass them.
+        self.context = cost_model.uses_context
+        self._decode_context: list[int] = []
+        self._prefill_pairs: list[int] = []
         self.source = source
         n = len(workload)
         self._output: list[int] = workload.output_tokens.tolist()
@@ -63,13 +68,21 @@ class Timeline:
         num_seqs: int,
         emitted: Iterable[int],
         lazy: int = 0,
+        decode_context: int = 0,
+        prefill_pairs: int = 0,
     ) -> float:
         """Record one executed step; ``emitted`` are the ids that got a token. Returns its end.
 
         ``lazy`` more requests got a token too without being named: decoding requests whose
         previous token came at the end of the previous step (the fast engine keeps them
-        implicitly and reports them through :meth:`settle`)."""
-        end: float = start + self.step_time(prefill_tokens, decode_tokens, num_seqs)
+        implicitly and reports them through :meth:`settle`). ``decode_context`` and
+        ``prefill_pairs`` are the step's attention work (read only when :attr:`context`)."""
+        if self.context:
+            self._decode_context.append(decode_context)
+            self._prefill_pairs.append(prefill_pairs)
+        end: float = start + self.step_time(
+            prefill_tokens, decode_tokens, num_seqs, decode_context, prefill_pairs
+        )
         idx = self._num_steps
         self._num_steps = idx + 1
         self._records.extend((1, prefill_tokens, decode_tokens, num_seqs, lazy))
@@ -97,13 +110,22 @@ class Timeline:
         decode_tokens: int,
         num_seqs: int,
         lazy: int = 0,
+        decode_context: int = 0,
+        prefill_pairs: int = 0,
+        context_growth: int = 0,
+        pairs_growth: int = 0,
     ) -> float:
         """Record ``len(bounds) - 1`` identical steps, back to back: ``bounds`` holds the start
         of each, then the end of the last, added up exactly as a step-by-step run adds them
         (see ``_fast_engine.step_bounds``). The steps only extend prefill chunks and give the
         ``lazy`` implicitly kept decoders one token each (as in :meth:`step`): no request gets
-        its first or last token. Returns the end of the last step."""
+        its first or last token. With :attr:`context`, step ``j`` of them has the decode
+        context ``decode_context + j * context_growth`` and the prefill pairs ``prefill_pairs
+        + j * pairs_growth``. Returns the end of the last step."""
         k = len(bounds) - 1
+        if self.context:
+            self._decode_context.extend(_series(decode_context, context_growth, k))
+            self._prefill_pairs.extend(_series(prefill_pairs, pairs_growth, k))
         self._num_steps += k
         self._records.extend((k, prefill_tokens, decode_tokens, num_seqs, lazy))
         start = self._start
@@ -158,7 +180,16 @@ class Timeline:
         counts = records[:, 0]
         prefill, decode, seqs, lazy = (np.repeat(records[:, i], counts) for i in range(1, 5))
         # The same sum, term by term, as step() and run() made: bit-identical ends.
-        end = start + self.step_time(prefill, decode, seqs)
+        if self.context:
+            end = start + self.step_time(
+                prefill,
+                decode,
+                seqs,
+                np.array(self._decode_context, dtype=np.int64),
+                np.array(self._prefill_pairs, dtype=np.int64),
+            )
+        else:
+            end = start + self.step_time(prefill, decode, seqs)
         # Explicit gaps first, then each step's duration once per implicit decoder in it.
         itl_values = np.concatenate([self._itl_values, (end - start)[lazy > 0]])
         itl_counts = np.concatenate([np.ones(len(self._itl_values), np.int64), lazy[lazy > 0]])
@@ -191,3 +222,8 @@ class Timeline:
             duration=float(finish_time.max() - arrival.min()),
             preemptions=self._preemptions,
         )
+
+
+def _series(first: int, growth: int, k: int) -> list[int]:
+    """``first, first + growth, ..., first + (k - 1) * growth``."""
+    return [first + j * growth for j in range(k)]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import TextIO
 
-from tuner.cli import _capacity, _demo, _fidelity, _live, _plan, _run, _worker
+from tuner.cli import _calibrate, _capacity, _demo, _fidelity, _live, _plan, _run, _worker
 from tuner.core import TunerError
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _capacity.add_parser(sub)
     _plan.add_parser(sub)
     _live.add_parser(sub)
+    _calibrate.add_parser(sub)
     _worker.add_parser(sub)
     return parser
 

@@ -10,7 +10,14 @@ from typing import Any
 from tuner.core import KNOBS, ConfigError, unknown_key_message
 
 #: CostModel's terms, the keys of ``--step-cost`` (the study file's ``step_cost`` keys too).
-COST_TERMS = ("fixed", "per_prefill_token", "per_decode_token", "per_sequence")
+COST_TERMS = (
+    "fixed",
+    "per_prefill_token",
+    "per_decode_token",
+    "per_sequence",
+    "per_decode_context_token",
+    "per_prefill_context_pair",
+)
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:

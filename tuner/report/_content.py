@@ -11,6 +11,7 @@ import yaml
 from tuner.core import ServingConfig, Trial
 from tuner.objectives import SLO, binding_slo, rank, relative_margin
 from tuner.report import _figures
+from tuner.report._calibration import calibration_blocks
 from tuner.report._capacity import capacity_blocks, capacity_cell, flat_warning
 from tuner.report._document import Block, Code, Heading, Image, Para, Table
 from tuner.report._noise import noise_blocks, noisy, tie_blocks, value_cell
@@ -283,6 +284,7 @@ def _two_tier(o: StudyOutcome) -> list[Block]:
                 ],
             ),
         ]
+        out += calibration_blocks(c)
         widest = max((t.config.max_num_seqs for t in tt.cheap), default=0)
         if c.extrapolates(widest):
             out.append(

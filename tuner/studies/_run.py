@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +164,21 @@ def build_workload_at(spec: WorkloadSpec, root: Path, mode: str = "rate") -> Wor
 
 def _cost(step_cost: CostModel | None, calibration: str | None, root: Path) -> CostModel:
     if calibration is not None:
-        return Calibration.load(root / calibration).cost_model
+        return _calibration(root / calibration).cost_model
     return step_cost or CostModel()
+
+
+def _calibration(path: Path) -> Calibration:
+    """A calibration file, with a warning if it predicted held-out runs worse than no
+    calibration (it is applied as asked, but not silently)."""
+    cal = Calibration.load(path)
+    if not cal.usable and cal.held_out is not None:
+        warnings.warn(
+            f"calibration {path}: it predicted its held-out runs worse than the uncalibrated "
+            f"model ({cal.held_out.baseline}); the study uses it as asked",
+            stacklevel=3,
+        )
+    return cal
 
 
 def build_backend(
@@ -176,7 +190,12 @@ def build_backend(
         sim = spec.simulator
         if deployment is not None and not simulated_cost_given(spec):
             return SimulatorBackend(None, deployment=deployment)
-        return SimulatorBackend(_cost(sim.step_cost, sim.calibration, root), deployment=deployment)
+        if sim.calibration is not None:
+            cal = _calibration(root / sim.calibration)
+            return SimulatorBackend(
+                cal.cost_model, deployment=deployment, request_path=cal.request_path
+            )
+        return SimulatorBackend(_cost(sim.step_cost, None, root), deployment=deployment)
     if spec.replay is not None:
         from tuner.backends.replay import SchedulerReplayBackend
 

@@ -15,8 +15,14 @@ from typing import Any
 
 from pydantic import Field
 
-from tuner.backends import Backend
-from tuner.backends.simulator import Calibration, SimulatorBackend, fit_cost_model
+from tuner.backends import Backend, CostModel
+from tuner.backends.simulator import (
+    Calibration,
+    CalibrationRun,
+    SimulatorBackend,
+    calibrate,
+    calibrated_backend,
+)
 from tuner.core import (
     InfeasibleError,
     SearchSpace,
@@ -51,7 +57,9 @@ class TwoTierSettings(Settings):
     side)."""
     calibrate: bool = True
     """Fit a cost model to the expensive tier's step log and re-run the shortlist with it, to
-    report the cheap tier's error before and after calibration."""
+    report the cheap tier's error before and after calibration. The calibration is checked on
+    held-out runs (each shortlisted configuration predicted by a fit of the others); one that
+    predicts them worse than the cheap tier's own cost model is reported, not re-run."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,9 @@ class TwoTierResult:
     comparisons: tuple[Comparison, ...]
     calibration: Calibration | None = None
     calibrated_cheap: tuple[Trial, ...] = field(default=())
-    """The shortlist re-run on the cheap tier with the calibrated cost model."""
+    """The shortlist re-run on the cheap tier with the calibrated cost model (empty when the
+    calibration predicted held-out runs worse than the cheap tier: see
+    :attr:`Calibration.usable`)."""
     infeasible: InfeasibleError | None = None
     """Why there is no answer, when ``best`` is None (what :func:`two_tier` raises)."""
     interrupted: bool = False
@@ -219,13 +229,19 @@ def explore_two_tier(
     calibration: Calibration | None = None
     calibrated: tuple[Trial, ...] = ()
     if opts.calibrate and not confirmed.interrupted:
-        measured = [t.measurement for t in confirmed.trials if t.measurement is not None]
+        runs = [
+            CalibrationRun(t.config, workload, t.measurement)
+            for t in confirmed.trials
+            if t.measurement is not None and t.fidelity == 1.0
+        ]
         try:
-            calibration = fit_cost_model(measured, source=expensive.describe())
+            calibration = calibrate(
+                runs, baseline=_seconds_model(cheap), source=expensive.describe()
+            )
         except TunerError:
             calibration = None  # no step times (e.g. attach mode), or nothing measured
-        if calibration is not None:
-            sim = SimulatorBackend(calibration.cost_model)
+        if calibration is not None and calibration.usable:
+            sim = calibrated_backend(calibration)
             recheck = Loop(sim, ListSearch(picks), objective, parsed)
             calibrated = recheck.explore(space, workload).trials
     metrics = list(dict.fromkeys([*objective.metrics, *(s.metric for s in parsed), *compare]))
@@ -240,6 +256,15 @@ def explore_two_tier(
         infeasible=infeasible,
         interrupted=confirmed.interrupted,
     )
+
+
+def _seconds_model(cheap: Backend) -> CostModel | None:
+    """The cheap tier's own cost model in seconds (what a calibration must beat), if it has
+    one (not the unit step clock, not a roofline prior)."""
+    sim = isinstance(cheap, SimulatorBackend) and not cheap.roofline
+    if sim and isinstance(cheap, SimulatorBackend) and cheap.cost_model.time_unit == "s":
+        return cheap.cost_model
+    return None
 
 
 def _compare(

@@ -8,11 +8,12 @@ stalls and early abort in ``_watch``, its lag summary in ``_health``, its CPU pi
 ``_affinity``), the server's answers and counters (``_queries``) and the engine's step log
 (``_steplog``). ``_errors`` is the
 one place the tier's foreign errors become tuner errors; ``_secrets`` keeps API keys and tokens
-out of everything tuner writes. :func:`build_tiny_model` makes a tiny random Llama to serve on
-any machine.
+out of everything tuner writes; ``_bench_result`` reads a run measured by ``vllm bench
+serve``. :func:`build_tiny_model` makes a tiny random Llama to serve on any machine.
 """
 
 from tuner.backends.live._attached import AttachedServerBackend
+from tuner.backends.live._bench_result import BenchRun, load_bench_run
 from tuner.backends.live._load import LoadResult, RequestRecord
 from tuner.backends.live._measure import LiveTrial
 from tuner.backends.live._server import VLLMServerBackend
@@ -23,6 +24,7 @@ from tuner.backends.live._tiny_model import build_tiny_model
 __all__ = [
     "AttachedServerBackend",
     "AttachedSettings",
+    "BenchRun",
     "LiveTrial",
     "LoadResult",
     "LoadSettings",
@@ -32,4 +34,5 @@ __all__ = [
     "StepRecord",
     "VLLMServerBackend",
     "build_tiny_model",
+    "load_bench_run",
 ]

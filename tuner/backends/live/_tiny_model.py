@@ -59,13 +59,22 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
     return lines
 
 
-def _spec(vocab_size: int, max_position_embeddings: int, seed: int) -> dict[str, Any]:
-    return {
+def _spec(
+    vocab_size: int, max_position_embeddings: int, seed: int, shape: dict[str, int]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
         "vocab_size": vocab_size,
         "max_position_embeddings": max_position_embeddings,
         "seed": seed,
     }
+    # Only a shape other than the default is recorded, so default builds keep their marker.
+    spec.update({k: v for k, v in shape.items() if v != _DEFAULT_SHAPE[k]})
+    return spec
+
+
+#: The default architecture: hidden size, layers, attention heads (head_dim is always 32).
+_DEFAULT_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 4}
 
 
 def is_tiny_model(path: str | os.PathLike[str]) -> bool:
@@ -83,6 +92,9 @@ def build_tiny_model(
     vocab_size: int = 2048,
     max_position_embeddings: int = 4096,
     seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
 ) -> Path:
     """Build a tiny random Llama and its byte-level BPE tokenizer into ``path`` (idempotent).
 
@@ -101,6 +113,10 @@ def build_tiny_model(
         max_position_embeddings: The longest sequence the model accepts; vLLM refuses a
             ``--max-model-len`` above it.
         seed: Seeds the training text and the weights.
+        hidden_size: The model width (the MLP is twice as wide).
+        num_layers: The model depth.
+        num_heads: Query heads of 32 dimensions each (half as many KV heads): attention's
+            share of a step grows with it and with ``num_layers``.
 
     Returns:
         The model folder, ready for ``vllm serve <path>``.
@@ -122,8 +138,16 @@ def build_tiny_model(
             f"build_tiny_model(max_position_embeddings={max_position_embeddings!r}): "
             "must be an int >= 16"
         )
+    shape = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
+    for name, value in shape.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"build_tiny_model({name}={value!r}): must be an int >= 1")
+    if num_heads % 2:
+        raise ValueError(
+            f"build_tiny_model(num_heads={num_heads!r}): must be even (KV heads: half)"
+        )
     target = Path(path).expanduser().resolve()
-    spec = _spec(vocab_size, max_position_embeddings, seed)
+    spec = _spec(vocab_size, max_position_embeddings, seed, shape)
     marker = target / _MARKER
     if marker.is_file():
         try:
@@ -166,11 +190,11 @@ def build_tiny_model(
 
         config = transformers.LlamaConfig(
             vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads // 2,
             head_dim=32,
             max_position_embeddings=max_position_embeddings,
             bos_token_id=fast.bos_token_id,

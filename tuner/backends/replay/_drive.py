@@ -110,7 +110,7 @@ class Driver:
             self._note_admitted(out)
             if out.total_num_scheduled_tokens == 0:
                 raise self._stalled(now)
-            prefill = decode = 0
+            prefill = decode = context = pairs = 0
             emitted: list[int] = []
             sampled: list[list[int]] = []
             ids = list(out.num_scheduled_tokens)
@@ -121,14 +121,16 @@ class Driver:
                 before = r.num_computed_tokens - n  # schedule() already advanced it
                 if done >= 1 and before == r.num_prompt_tokens + done - 1:
                     decode += n
+                    context += before + n
                 else:
                     prefill += n
+                    pairs += n * before + n * (n + 1) // 2
                 if r.num_computed_tokens >= r.num_tokens:
                     emitted.append(int(rid))
                     sampled.append([SAMPLED_TOKEN])
                 else:
                     sampled.append([])
-            now = timeline.step(now, prefill, decode, len(ids), emitted)
+            now = timeline.step(now, prefill, decode, len(ids), emitted, 0, context, pairs)
             due.finished([i for i in emitted if timeline.emitted(i) == self.output[i]], now)
             self._apply(_Batch(out, ids, sampled, [], now))
             for rid in out.preempted_req_ids:
@@ -172,7 +174,7 @@ class Driver:
         preempted meanwhile (vLLM delivers such stale output). Its placeholders already
         count the token it samples now."""
         scheduler, timeline = self.scheduler, self.timeline
-        prefill = decode = 0
+        prefill = decode = context = pairs = 0
         emitted: list[int] = []
         sampled: list[list[int]] = []
         ids = list(out.num_scheduled_tokens)
@@ -184,13 +186,15 @@ class Driver:
             before = r.num_computed_tokens - n
             if done >= 1 and before == r.num_prompt_tokens + done - 1:
                 decode += n
+                context += before + n
             else:
                 prefill += n
+                pairs += n * before + n * (n + 1) // 2
             if samples:
                 emitted.append(int(rid))
                 sampled.append([SAMPLED_TOKEN])
             else:
                 sampled.append([])
-        end = timeline.step(now, prefill, decode, len(ids), emitted)
+        end = timeline.step(now, prefill, decode, len(ids), emitted, 0, context, pairs)
         finished = [i for i in emitted if timeline.emitted(i) == self.output[i]]
         return _Batch(out, ids, sampled, finished, end)

@@ -239,6 +239,20 @@ class Engine:
                     finished.append(r)
         return prefill, decode, emitted, finished
 
+    @staticmethod
+    def _attention(scheduled: Iterable[tuple[Req, int]]) -> tuple[int, int]:
+        """The attention work of a step, before :meth:`_compute` runs it: the decode context
+        (each decoder's computed tokens plus its new one) and the prefill (query, key) pairs
+        (see :class:`~tuner.backends.CostModel`). Read only by context-aware cost models."""
+        context = pairs = 0
+        for r, n in scheduled:
+            c = r.computed
+            if r.emitted and c == r.length - 1:
+                context += c + 1
+            else:
+                pairs += n * c + n * (n + 1) // 2
+        return context, pairs
+
     def _step(self, now: float) -> tuple[float, int]:
         """One ``schedule()`` + model step + ``update_from_output()``.
 
@@ -300,8 +314,9 @@ class Engine:
                 f"(running={len(running)}, waiting={len(waiting)})"
             )
 
+        context, pairs = self._attention(scheduled) if self.tl.context else (0, 0)
         prefill, decode, emitted, finished = self._compute(scheduled)
-        end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
+        end = self.tl.step(now, prefill, decode, len(scheduled), emitted, 0, context, pairs)
         self.last_emitted = [self.reqs[i] for i in emitted]
 
         if finished:

@@ -27,6 +27,7 @@ the fidelity suite checks this engine against vLLM's own scheduler.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from heapq import heappop, heappush
 from itertools import accumulate, repeat
 
@@ -42,6 +43,7 @@ class FastEngine(Engine):
         super().__init__(config, workload, timeline)
         self.G = 0  # uniform steps so far: steps in which every pool member got one token
         self.pool_n = 0
+        self.pool_ctx = 0  # sum of c0 - g0 over the pool (a member decodes at c0 - g0 + G + 1)
         self.heap: list[tuple[int, int, Req]] = []  # (G at which it finishes, id, request)
         self.bucket = [0] * self.bs  # pool members per (c0 - g0) mod block_size (KV only)
         self.explicit: list[Req] = []  # running requests outside the pool, admission order
@@ -53,6 +55,7 @@ class FastEngine(Engine):
         r.c0, r.e0, r.g0 = c0, e0, g
         heappush(self.heap, (g + r.output - e0, r.id, r))
         self.pool_n += 1
+        self.pool_ctx += r.c0 - r.g0
         if self.kv_limited:
             self.bucket[(c0 - g) % self.bs] += 1
 
@@ -67,6 +70,7 @@ class FastEngine(Engine):
         r.length = r.prompt + emitted
         r.lazy = False
         self.pool_n -= 1
+        self.pool_ctx -= r.c0 - r.g0
         if self.kv_limited:
             bs = self.bs
             r.blocks = (computed + bs - 1) // bs
@@ -208,10 +212,16 @@ class FastEngine(Engine):
                 f"(running={len(self.running)}, waiting={len(waiting)})"
             )
 
+        context = pairs = 0
+        if self.tl.context:  # the pool's members decode at c0 - g0 + G + 1 each
+            context, pairs = self._attention(zip(served, plan, strict=True))
+            context += self.pool_ctx + pool_n * (self.G + 1)
         prefill, decode, emitted, done = self._compute(zip(served, plan, strict=True))
         g = self.G + 1
         self.G = g
-        end = self.tl.step(now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n)
+        end = self.tl.step(
+            now, prefill, decode + pool_n, pool_n + len(served), emitted, pool_n, context, pairs
+        )
         if emitted:
             reqs = self.reqs
             for i in emitted:  # decoders from now on: into the pool
@@ -238,7 +248,23 @@ class FastEngine(Engine):
         decode = self.pool_n
         seqs = decode + len(explicit)
         tl = self.tl
-        bounds = step_bounds(now, tl.step_time(prefill, decode, seqs), k, next_arrival)
+        context = pairs = growth_pairs = 0
+        if tl.context:  # steps differ: each decoder's context and each chunk's offset grow
+            context = self.pool_ctx + decode * (self.G + 1)
+            for r, n in zip(explicit, plan, strict=True):
+                pairs += n * r.computed + n * (n + 1) // 2
+                growth_pairs += n * n
+            timer = tl.step_time
+            bounds = varying_step_bounds(
+                now,
+                lambda j: timer(
+                    prefill, decode, seqs, context + j * decode, pairs + j * growth_pairs
+                ),
+                k,
+                next_arrival,
+            )
+        else:
+            bounds = step_bounds(now, tl.step_time(prefill, decode, seqs), k, next_arrival)
         k = len(bounds) - 1
         if k < 1:
             return None
@@ -262,7 +288,7 @@ class FastEngine(Engine):
         else:
             for r, n in zip(explicit, plan, strict=True):
                 r.computed += n * k
-        end = tl.run(bounds, prefill, decode, seqs, lazy=decode)
+        end = tl.run(bounds, prefill, decode, seqs, decode, context, pairs, decode, growth_pairs)
         g = self.G + k
         self.G = g
         heap = self.heap
@@ -328,3 +354,18 @@ def step_bounds(now: float, dur: float, k: int, t: float | None) -> list[float]:
 
 _SHORT = 16  # up to this many steps, a loop here is faster than accumulate()
 _INF = float("inf")
+
+
+def varying_step_bounds(
+    now: float, duration: Callable[[int], float], k: int, t: float | None
+) -> list[float]:
+    """:func:`step_bounds` for steps whose durations differ (``duration(j)``: the ``j``-th's,
+    from 0): the same additions, one step after another, as a step-by-step run makes."""
+    bounds = [now]
+    end = now
+    for j in range(k):
+        if t is not None and end >= t:
+            break
+        end = end + duration(j)
+        bounds.append(end)
+    return bounds

@@ -239,8 +239,9 @@ class PrefixEngine(Engine):
                 f"(running={len(running)}, waiting={len(waiting)})"
             )
 
+        context, pairs = self._attention(scheduled) if self.tl.context else (0, 0)
         prefill, decode, emitted, finished = self._compute(scheduled)
-        end = self.tl.step(now, prefill, decode, len(scheduled), emitted)
+        end = self.tl.step(now, prefill, decode, len(scheduled), emitted, 0, context, pairs)
         self.last_emitted = [self.reqs[i] for i in emitted]
         if finished:
             self.running = [r for r in running if r.emitted < r.output]

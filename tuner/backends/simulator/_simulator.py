@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from tuner.backends._base import Backend, check_fits
 from tuner.backends._cost import CostModel
+from tuner.backends._request_path import RequestPath
 from tuner.backends._timeline import Timeline
 from tuner.backends.simulator._deployment import Deployment
 from tuner.backends.simulator._engine import Engine
@@ -42,6 +43,8 @@ class SimulatorBackend(Backend):
         deployment: The model and GPU to size each configuration's KV cache for (and, without
             ``cost_model``, to time its steps with the roofline prior). None: the config's
             ``num_kv_blocks`` as given, and the deployment knobs change nothing.
+        request_path: Delays outside the engine (a request's way in, each token's way out),
+            usually a calibration's. None: latencies are the engine's own.
 
     Example:
         >>> from tuner import Request, ServingConfig, Workload
@@ -62,6 +65,7 @@ class SimulatorBackend(Backend):
         *,
         fast_forward: bool = True,
         deployment: Deployment | None = None,
+        request_path: RequestPath | None = None,
     ) -> None:
         if vllm_version not in SUPPORTED_VLLM_VERSIONS:
             raise ConfigError(
@@ -76,6 +80,7 @@ class SimulatorBackend(Backend):
         self.vllm_version = vllm_version
         self.fast_forward = fast_forward
         self.deployment = deployment
+        self.request_path = request_path or RequestPath()
         #: Whether the roofline prior times the steps (a deployment and no cost model given).
         self.roofline = deployment is not None and cost_model is None
 
@@ -85,13 +90,22 @@ class SimulatorBackend(Backend):
         return "s" if self.roofline else self.cost_model.time_unit
 
     def describe(self) -> str:
+        path = "" if self.request_path.is_zero else f", {self.request_path!r}"
         if self.deployment is None:
-            return f"simulator(vllm {self.vllm_version}, {self.cost_model!r})"
+            return f"simulator(vllm {self.vllm_version}, {self.cost_model!r}{path})"
         cost = "roofline prior" if self.roofline else repr(self.cost_model)
-        return f"simulator(vllm {self.vllm_version}, {self.deployment.describe()}, {cost})"
+        return f"simulator(vllm {self.vllm_version}, {self.deployment.describe()}, {cost}{path})"
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         check_fits(config, workload)
+        if self.request_path.is_zero:
+            return self._engine(config, workload)
+        engine_side = self._engine(config, self.request_path.engine_workload(workload))
+        return self.request_path.client_view(engine_side, workload)
+
+    def _engine(self, config: ServingConfig, workload: Workload) -> Measurement:
+        """The measurement on the engine's side: requests seen on arrival, tokens at the end
+        of their step."""
         cost = self.cost_model
         if self.deployment is not None:
             config = self.deployment.sized(config)
