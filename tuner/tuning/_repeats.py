@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
-from tuner.core import Measurement, Settings, SLOResult, Trial
+from tuner.core import Measurement, ServingConfig, Settings, SLOResult, Trial
 from tuner.objectives import (
     SLO,
     AbortRule,
@@ -36,7 +36,10 @@ from tuner.objectives import (
     pooled_log_sd,
     run_replicates,
     score_interval,
+    t_quantile,
+    within_run_spread,
 )
+from tuner.tuning._futility import Reach, reversible, separable, tie_against
 
 Interval = tuple[float, float]
 
@@ -46,7 +49,8 @@ class Repeats(Settings):
 
     A configuration is measured ``min`` times, then again (up to ``max``) only while its
     decision is open: an SLO limit inside the metric's confidence interval, or an objective
-    interval that overlaps the incumbent's. Clear winners and clear losers are not repeated.
+    interval that overlaps the incumbent's -- and only while ``max`` runs could still settle
+    it (futility: :func:`open_question`). Clear winners and clear losers are not repeated.
     A deterministic backend (``Backend.deterministic``: the simulator, replay) is measured once
     whatever this says; its intervals have zero width.
 
@@ -239,6 +243,39 @@ class Repeater:
             vals, runs.replicates[metric], s, df, self.repeats.confidence, _seed(metric)
         )
 
+    def outlook(self, runs: Runs, metric: str) -> tuple[Interval, Reach] | None:
+        """What ``max`` runs could show of ``metric``, with the noise known now: where the
+        median after ``max`` runs may lie (the prediction interval, at the policy's confidence,
+        of the median of the runs so far and the ones still to come: ``median * exp(+-t * s *
+        sqrt((max - n) / (max * n)))``, Student's t with the pooled noise's degrees of freedom)
+        and the interval's reach then (:data:`Reach`: the run-to-run part at ``max`` runs with
+        the degrees of freedom those runs add, and this configuration's within-run part, which
+        more runs of the same requests do not shrink). None when nothing can be projected (no
+        noise known yet, or a value <= 0: no relative scale)."""
+        pairs = [
+            (v, r)
+            for v, r in zip(runs.repeat_values[metric], runs.replicates[metric], strict=True)
+            if math.isfinite(v)
+        ]
+        if not pairs or any(v <= 0 for v, _ in pairs):
+            return None
+        m = runs.medians[metric]
+        if self.deterministic:
+            return (m, m), (0.0, 0.0)
+        s, df = self.noise.estimate(metric, runs.repeat_values[metric])
+        if df < 1:
+            return None
+        n, n_max = len(pairs), max(self.repeats.max, runs.n)
+        moves = t_quantile(self.repeats.confidence, df) * s * math.sqrt((n_max - n) / (n_max * n))
+        noise = t_quantile(self.repeats.confidence, df + n_max - runs.n) * s / math.sqrt(n_max)
+        low, high = within_run_spread(
+            [v for v, _ in pairs], [r for _, r in pairs], self.repeats.confidence
+        )
+        return (m * math.exp(-moves), m * math.exp(moves)), (
+            math.hypot(noise, low),
+            math.hypot(noise, high),
+        )
+
     def noise_known(self, runs: Runs, metric: str) -> bool:
         """Whether anything is known of ``metric``'s run-to-run noise (own or pooled)."""
         return (
@@ -276,6 +313,7 @@ def open_question(
     slos: Sequence[SLO],
     objective: Objective | None,
     incumbent: Trial | None,
+    config: ServingConfig | None = None,
 ) -> str | None:
     """Why the decision on these runs is still open (None: decided, stop repeating).
 
@@ -286,6 +324,19 @@ def open_question(
     interval wholly worse and outside the tie tolerance. Open: an SLO limit inside its
     interval; an objective interval that overlaps the incumbent's, unless the medians are
     within the tie tolerance already (a tie, which the tie-break decides).
+
+    Futility (:mod:`tuner.tuning._futility`, on :meth:`Repeater.outlook`): a question that
+    ``max`` runs could not settle, for any median inside the prediction interval of the
+    median after ``max`` runs, is settled now. An SLO whose limit lies inside its interval is
+    open only while ``max`` runs could reverse its verdict (:func:`reversible`: under
+    ``confident`` a pass is reachable; under ``median`` the median can cross the limit).
+    Against the incumbent, a configuration (``config``; None: counted as changing the fewest
+    knobs) that can neither come to lie wholly above the incumbent's objective interval nor
+    win a tie against it (:func:`tie_against`: its tie-break interval wholly worse than the
+    incumbent's, or without a tie-break no fewer knobs changed from vLLM's defaults; the
+    incumbent is the earlier trial) cannot be chosen over the incumbent: decided. An overlap
+    keeps the question open only while a separation is reachable that could change the pick
+    (above the incumbent, or below it for a configuration that would win the tie).
     """
     metrics = [s.metric for s in slos]
     if objective is not None and objective.metric in runs.medians:
@@ -311,13 +362,23 @@ def open_question(
         tie = objective.is_tie(objective.score(runs.medians), objective.score(incumbent.values))
         if mine[0] > theirs[1] and not tie:
             return None  # a clear loser: it cannot win whatever its SLOs
-        # Medians within the tie tolerance are a tie whatever more runs show of the noise:
-        # the tie-break decides, so only the SLOs can keep the question open.
-        overlap = not tie and mine[0] <= theirs[1] and theirs[0] <= mine[1]
+        if tie or (mine[0] <= theirs[1] and theirs[0] <= mine[1]):
+            ahead = repeater.outlook(runs, objective.metric)
+            better, worse = separable(ahead, objective, incumbent)
+            against = tie_against(probe, objective, incumbent, config)
+            if not better and against == "lose":
+                return None  # a tie at best, and it loses the tie to the incumbent
+            # Medians within the tie tolerance are a tie whatever more runs show of the noise:
+            # the tie-break decides, so only the SLOs and the tie-break keep the question open.
+            overlap = not tie and (better or (worse and against == "win"))
     for slo in slos:
         iv = runs.intervals.get(slo.metric)
-        if iv is not None and _inside(slo, iv):
-            return f"{slo.text}: the limit is inside the interval {iv[0]:.4g}..{iv[1]:.4g}"
+        if iv is None or not _inside(slo, iv):
+            continue
+        ahead = repeater.outlook(runs, slo.metric)
+        if ahead is not None and not reversible(slo, *ahead, repeater.repeats.rule):
+            continue  # the verdict after max runs would be this one: settled
+        return f"{slo.text}: the limit is inside the interval {iv[0]:.4g}..{iv[1]:.4g}"
     if overlap:
         return f"{objective.metric if objective else ''}: overlaps the incumbent's interval"
     return None
