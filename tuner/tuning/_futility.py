@@ -4,7 +4,9 @@ verdict -- the stopping rule's arithmetic, pure and on plain intervals.
 After ``n`` runs a metric's median moves with every further run, and its interval shrinks.
 :meth:`Repeater.outlook <tuner.tuning._repeats.Repeater.outlook>` gives both for ``max``
 runs, with the run-to-run noise pooled so far: the *prediction interval* of the median after
-``max`` runs (where the runs still to come may move it, at the policy's confidence) and the
+``max`` runs (where the runs still to come may move it: each end a one-sided bound at the
+policy's confidence, so a verdict is settled when ``max`` runs would reverse it with a
+probability below ``1 - confidence``) and the
 *reach* (the log half-widths, below and above the median, its interval will have then). A
 verdict that no median inside the prediction interval would reverse after ``max`` runs is
 settled now; repeating would only spend runs:
@@ -18,7 +20,10 @@ settled now; repeating would only spend runs:
   incumbent's): if neither, the two are ties whatever more runs show, and the tie band decides;
 - :func:`tie_against` -- how a configuration fares in such a tie against the incumbent, by the
   order :func:`tuner.objectives.decide` breaks ties in: one that can neither separate above
-  the incumbent nor win the tie cannot be chosen over it, whatever its SLOs.
+  the incumbent nor win the tie cannot be chosen over it, whatever its SLOs;
+- :func:`tie_reversible` -- a configuration that would win such a tie on the tie-break
+  median now is confirmed while ``max`` runs could still reverse that (a single lucky run
+  must not crown a winner).
 
 Example:
     >>> from tuner.objectives import SLO
@@ -32,14 +37,63 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
+import numpy.typing as npt
+
 from tuner.core import ServingConfig, Trial
-from tuner.objectives import SLO, Objective, Rule, knobs_changed, score_interval
+from tuner.objectives import (
+    SLO,
+    Objective,
+    Rule,
+    knobs_changed,
+    median_of,
+    score_interval,
+    t_quantile,
+    within_run_spread,
+)
 
 Interval = tuple[float, float]
 Reach = tuple[float, float]
 """Log half-widths (below, above the median) of an interval after ``max`` runs."""
+
+
+def outlook(
+    values: Sequence[float],
+    replicates: Sequence[npt.ArrayLike],
+    log_sd: float,
+    df: int,
+    confidence: float,
+    max_runs: int,
+) -> tuple[Interval, Reach]:
+    """What ``max_runs`` runs could show of a metric whose finite positive run values are
+    ``values`` (with their request-level ``replicates``), the run-to-run noise being
+    ``log_sd`` with ``df`` degrees of freedom: the prediction interval of the median after
+    ``max_runs`` runs, ``median * exp(+-t * log_sd * sqrt((max - n) / (max * n)))`` (each end
+    a one-sided bound at ``confidence``), and the reach then (the run-to-run part
+    ``t * log_sd / sqrt(max)``, with the degrees of freedom the runs still to come add, and the
+    within-run part, which more runs of the same requests do not shrink, in quadrature).
+
+    Example:
+        >>> (lo, hi), reach = outlook([100.0], [[100.0]], 0.1, 10_000, 0.95, 5)
+        >>> round(lo, 1), round(hi, 1), [round(r, 3) for r in reach]
+        (86.3, 115.8, [0.088, 0.088])
+    """
+    m = median_of(values)
+    n, n_max = len(values), max(max_runs, len(values))
+    one_sided = 2.0 * confidence - 1.0  # each question asks whether the median moves one way
+    moves = (
+        t_quantile(one_sided, df) * log_sd * math.sqrt((n_max - n) / (n_max * n))
+        if one_sided > 0
+        else 0.0
+    )
+    noise = t_quantile(confidence, df + n_max - n) * log_sd / math.sqrt(n_max)
+    low, high = within_run_spread(values, replicates, confidence)
+    return (m * math.exp(-moves), m * math.exp(moves)), (
+        math.hypot(noise, low),
+        math.hypot(noise, high),
+    )
 
 
 def pass_reachable(slo: SLO, median_range: Interval, reach: Reach) -> bool:
@@ -139,11 +193,41 @@ def tie_against(
     return "win" if knobs_changed(config) < knobs_changed(incumbent.config) else "lose"
 
 
+def tie_reversible(
+    ahead: tuple[Interval, Reach] | None, probe: Trial, objective: Objective, incumbent: Trial
+) -> bool:
+    """Whether these runs would win a tie against the incumbent on the tie-break median now,
+    and ``max`` runs could reverse that (the incumbent's tie-break median inside the
+    prediction interval ``ahead`` of this configuration's one): a would-be winner is
+    confirmed while its win is within noise. False without a tie-break or a projection.
+
+    Example:
+        >>> from tuner.core import ServingConfig, TrialStatus
+        >>> obj = Objective.maximize("output_throughput", tie_break="ttft.p99")
+        >>> inc = Trial(number=0, config=ServingConfig(), status=TrialStatus.COMPLETE,
+        ...             values={"output_throughput": 1.0, "ttft.p99": 10.0})
+        >>> me = inc.model_copy(update={"values": {"output_throughput": 1.0, "ttft.p99": 9.0}})
+        >>> tie_reversible(((8.0, 11.0), (0.1, 0.1)), me, obj, inc)  # 9 wins; 11 would lose
+        True
+        >>> tie_reversible(((8.0, 9.5), (0.1, 0.1)), me, obj, inc)  # wins whatever comes
+        False
+    """
+    k = objective.tie_break
+    if ahead is None or k is None or k not in probe.values or k not in incumbent.values:
+        return False
+    if not objective.tie_score(probe.values) < objective.tie_score(incumbent.values):
+        return False
+    lo, hi = ahead[0]
+    return lo <= incumbent.values[k] <= hi
+
+
 __all__ = [
     "Reach",
+    "outlook",
     "pass_reachable",
     "reversible",
     "separable",
     "separation_reachable",
     "tie_against",
+    "tie_reversible",
 ]

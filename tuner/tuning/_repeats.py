@@ -36,10 +36,15 @@ from tuner.objectives import (
     pooled_log_sd,
     run_replicates,
     score_interval,
-    t_quantile,
-    within_run_spread,
 )
-from tuner.tuning._futility import Reach, reversible, separable, tie_against
+from tuner.tuning._futility import (
+    Reach,
+    outlook,
+    reversible,
+    separable,
+    tie_against,
+    tie_reversible,
+)
 
 Interval = tuple[float, float]
 
@@ -247,7 +252,9 @@ class Repeater:
         """What ``max`` runs could show of ``metric``, with the noise known now: where the
         median after ``max`` runs may lie (the prediction interval, at the policy's confidence,
         of the median of the runs so far and the ones still to come: ``median * exp(+-t * s *
-        sqrt((max - n) / (max * n)))``, Student's t with the pooled noise's degrees of freedom)
+        sqrt((max - n) / (max * n)))``, Student's t with the pooled noise's degrees of freedom;
+        each end a one-sided bound at the policy's confidence, as each question asks whether
+        the median can move one way)
         and the interval's reach then (:data:`Reach`: the run-to-run part at ``max`` runs with
         the degrees of freedom those runs add, and this configuration's within-run part, which
         more runs of the same requests do not shrink). None when nothing can be projected (no
@@ -259,21 +266,19 @@ class Repeater:
         ]
         if not pairs or any(v <= 0 for v, _ in pairs):
             return None
-        m = runs.medians[metric]
         if self.deterministic:
+            m = runs.medians[metric]
             return (m, m), (0.0, 0.0)
         s, df = self.noise.estimate(metric, runs.repeat_values[metric])
         if df < 1:
             return None
-        n, n_max = len(pairs), max(self.repeats.max, runs.n)
-        moves = t_quantile(self.repeats.confidence, df) * s * math.sqrt((n_max - n) / (n_max * n))
-        noise = t_quantile(self.repeats.confidence, df + n_max - runs.n) * s / math.sqrt(n_max)
-        low, high = within_run_spread(
-            [v for v, _ in pairs], [r for _, r in pairs], self.repeats.confidence
-        )
-        return (m * math.exp(-moves), m * math.exp(moves)), (
-            math.hypot(noise, low),
-            math.hypot(noise, high),
+        return outlook(
+            [v for v, _ in pairs],
+            [r for _, r in pairs],
+            s,
+            df,
+            self.repeats.confidence,
+            max(self.repeats.max, runs.n),
         )
 
     def noise_known(self, runs: Runs, metric: str) -> bool:
@@ -336,7 +341,9 @@ def open_question(
     incumbent's, or without a tie-break no fewer knobs changed from vLLM's defaults; the
     incumbent is the earlier trial) cannot be chosen over the incumbent: decided. An overlap
     keeps the question open only while a separation is reachable that could change the pick
-    (above the incumbent, or below it for a configuration that would win the tie).
+    (above the incumbent, or below it for a configuration that would win the tie); and a
+    configuration that would win the tie on the tie-break median now, within noise of the
+    incumbent's, is confirmed while ``max`` runs could reverse that (:func:`tie_reversible`).
     """
     metrics = [s.metric for s in slos]
     if objective is not None and objective.metric in runs.medians:
@@ -349,6 +356,7 @@ def open_question(
         if iv is not None and not math.isnan(iv[0]) and _beyond(slo, iv):
             return None
     overlap = False
+    winner = ""
     if objective is not None and incumbent is not None and objective.metric in runs.medians:
         probe = Trial(
             number=0,
@@ -371,6 +379,11 @@ def open_question(
             # Medians within the tie tolerance are a tie whatever more runs show of the noise:
             # the tie-break decides, so only the SLOs and the tie-break keep the question open.
             overlap = not tie and (better or (worse and against == "win"))
+            k = objective.tie_break
+            if against == "open" and k is not None:
+                ahead_k = repeater.outlook(runs, k)
+                if tie_reversible(ahead_k, probe, objective, incumbent):
+                    winner = f"{k}: would win the tie with the incumbent, within noise"
     for slo in slos:
         iv = runs.intervals.get(slo.metric)
         if iv is None or not _inside(slo, iv):
@@ -381,7 +394,7 @@ def open_question(
         return f"{slo.text}: the limit is inside the interval {iv[0]:.4g}..{iv[1]:.4g}"
     if overlap:
         return f"{objective.metric if objective else ''}: overlaps the incumbent's interval"
-    return None
+    return winner or None
 
 
 def verdict(
