@@ -2,7 +2,10 @@
 noisy backend, and how many runs it spends.
 
 Run: ``.venv/bin/python benchmarks/bench_noise.py`` (100 seeds; a few minutes on 2 busy cores;
-progress on stderr). Options: ``--seeds N``, ``--sigma 0.15`` (the run-level noise),
+progress on stderr). Options: ``--seeds N``, ``--seed-offset K`` (seeds K..K+N-1: the
+README's tables use seeds never looked at while the stopping rule was developed on 0..99),
+``--policy NAME`` (only these policies, repeatable; single-shot always runs, as the
+baseline), ``--sigma 0.15`` (the run-level noise),
 ``--jitter 0.05`` (per-request noise), ``--quick`` (a small space, 4 seeds, seconds: a smoke
 test, not the numbers to quote), ``--live`` (the live CPU-vLLM part: not wired yet, see
 :func:`live_part`).
@@ -25,7 +28,8 @@ wrong when it violates an SLO in truth, or is feasible but outside the band; ref
 nothing was confidently feasible.
 
 Policies: single (``Repeats(max=1)``), fixed 3 (``Repeats(min=3, max=3)``), adaptive
-(``Repeats(min=1, max=5)``: repeat while the decision is open), and for comparison the
+(``Repeats(min=1, max=5)``: repeat while the decision is open and ``max`` runs could still
+settle it), and for comparison the
 adaptive policy with the median rule (``rule="median"``) and at 90 % confidence. Runs: every
 run the backend made, summed over the grid (the single-shot policy makes one per
 configuration).

@@ -198,9 +198,8 @@ def test_an_overlap_that_max_runs_could_separate_stays_open() -> None:
 
 # --- the Loop ------------------------------------------------------------------------------------
 def test_true_ties_stop_before_max_once_more_runs_cannot_separate_them() -> None:
-    from tests.test_repeats import COST, Recording  # the noisy simulator the other tests use
+    from tests.test_repeats import Recording  # the noisy simulator the other tests use
 
-    del COST
     # max_num_seqs beyond the requests in flight: the same configuration in effect
     space = SearchSpace({"max_num_seqs": [512, 1024, 768]}, base=ServingConfig(max_model_len=2048))
     work = Workload.poisson(rate=40, n=80, prompt_len=300, output_len=32, seed=0)
