@@ -4,12 +4,11 @@ verdict -- the stopping rule's arithmetic, pure and on plain intervals.
 After ``n`` runs a metric's median moves with every further run, and its interval shrinks.
 :meth:`Repeater.outlook <tuner.tuning._repeats.Repeater.outlook>` gives both for ``max``
 runs, with the run-to-run noise pooled so far: the *prediction interval* of the median after
-``max`` runs (where the runs still to come may move it: each end a one-sided bound at the
-policy's confidence, so a verdict is settled when ``max`` runs would reverse it with a
-probability below ``1 - confidence``) and the
-*reach* (the log half-widths, below and above the median, its interval will have then). A
-verdict that no median inside the prediction interval would reverse after ``max`` runs is
-settled now; repeating would only spend runs:
+``max`` runs (where the runs still to come may move it; each end a one-sided bound at the
+policy's confidence) and the *reach* (the log half-widths, below and above the median, its
+interval will have then). A verdict that no median inside the prediction interval would
+reverse after ``max`` runs is settled now -- more runs would reverse it with a probability
+below ``1 - confidence`` -- and repeating would only spend runs:
 
 - :func:`reversible` -- an SLO whose limit lies inside the interval now: under the
   ``confident`` rule it fails now and more runs can only turn that into a pass
