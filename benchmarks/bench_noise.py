@@ -2,7 +2,10 @@
 noisy backend, and how many runs it spends.
 
 Run: ``.venv/bin/python benchmarks/bench_noise.py`` (100 seeds; a few minutes on 2 busy cores;
-progress on stderr). Options: ``--seeds N``, ``--sigma 0.15`` (the run-level noise),
+progress on stderr). Options: ``--seeds N``, ``--seed-offset K`` (seeds K..K+N-1: the
+README's tables use seeds never looked at while the stopping rule was developed on 0..99),
+``--policy NAME`` (only these policies, repeatable; single-shot always runs, as the
+baseline), ``--sigma 0.15`` (the run-level noise),
 ``--jitter 0.05`` (per-request noise), ``--quick`` (a small space, 4 seeds, seconds: a smoke
 test, not the numbers to quote), ``--live PART`` (the live CPU-vLLM part, in
 ``bench_noise_live.py``: see :func:`live_part`).
@@ -25,7 +28,8 @@ wrong when it violates an SLO in truth, or is feasible but outside the band; ref
 nothing was confidently feasible.
 
 Policies: single (``Repeats(max=1)``), fixed 3 (``Repeats(min=3, max=3)``), adaptive
-(``Repeats(min=1, max=5)``: repeat while the decision is open), and for comparison the
+(``Repeats(min=1, max=5)``: repeat while the decision is open and ``max`` runs could still
+settle it), and for comparison the
 adaptive policy with the median rule (``rule="median"``) and at 90 % confidence. Runs: every
 run the backend made, summed over the grid (the single-shot policy makes one per
 configuration).
@@ -207,13 +211,17 @@ def run_seeds(
     jitter: float,
     band: set[ServingConfig],
     feasible: set[ServingConfig],
+    offset: int = 0,
+    policies: dict[str, Repeats] | None = None,
 ) -> dict[str, Outcome]:
-    """Each policy at each seed: what it picked and how many runs it spent."""
+    """Each policy at each seed (``offset`` .. ``offset + seeds - 1``): what it picked and how
+    many runs it spent."""
+    policies = POLICIES if policies is None else policies
     cache: dict[tuple[ServingConfig, int], Measurement] = {}
-    out = {name: Outcome(runs=[]) for name in POLICIES}
+    out = {name: Outcome(runs=[]) for name in policies}
     t0 = time.monotonic()
-    for seed in range(seeds):
-        for name, repeats in POLICIES.items():
+    for i, seed in enumerate(range(offset, offset + seeds)):
+        for name, repeats in policies.items():
             backend = NoisyBackend(
                 SimulatorBackend(problem.cost_model), sigma, jitter, seed, cache=cache
             )
@@ -230,8 +238,8 @@ def run_seeds(
                 o.violating += 1
             else:
                 o.outside += 1
-        if seed % 10 == 9 or seed == seeds - 1:
-            print(f"  {seed + 1}/{seeds} seeds, {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        if i % 10 == 9 or i == seeds - 1:
+            print(f"  {i + 1}/{seeds} seeds, {time.monotonic() - t0:.0f}s", file=sys.stderr)
     return out
 
 
@@ -255,6 +263,15 @@ def live_part(part: str, seeds: int | None, extra: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     ap.add_argument("--seeds", type=int, default=None, help="seeds (default 100, 4 with --quick)")
+    ap.add_argument(
+        "--seed-offset", type=int, default=0, help="first seed (0): seeds offset..offset+N-1"
+    )
+    ap.add_argument(
+        "--policy",
+        action="append",
+        choices=list(POLICIES),
+        help="run only this policy (repeatable; default all; 'single' is always run)",
+    )
     ap.add_argument("--sigma", type=float, default=0.15, help="run-level log-sd (0.15)")
     ap.add_argument("--jitter", type=float, default=0.05, help="per-request log-sd (0.05)")
     ap.add_argument("--space", choices=SPACES, default="coarse", help="the space (coarse)")
@@ -298,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print()
-    out = run_seeds(problem, seeds, args.sigma, args.jitter, band, feasible)
+    names = ["single", *(p for p in args.policy or POLICIES if p != "single")]
+    policies = {name: POLICIES[name] for name in names}
+    out = run_seeds(
+        problem, seeds, args.sigma, args.jitter, band, feasible, args.seed_offset, policies
+    )
     single = statistics.mean(out["single"].runs or [1])
     table = []
     for name, o in out.items():
@@ -320,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             table,
         )
     )
-    print(f"({seeds} seeds)")
+    print(f"({seeds} seeds: {args.seed_offset}..{args.seed_offset + seeds - 1})")
     return 0
 
 

@@ -167,7 +167,9 @@ def test_the_confident_rule_refuses_what_the_median_rule_accepts() -> None:
         loop = Loop(Recording(seed=3), GridSearch(), slos=slo, repeats=Repeats(max=5, rule=rule))
         verdicts[rule] = loop.explore(space, workload).trials[0]
     confident, median = verdicts["confident"], verdicts["median"]
-    assert confident.repeats == median.repeats == 5  # the limit stays inside the interval
+    assert median.repeats == 5  # the limit stays inside the interval
+    # the confident rule stops once max runs could no longer show the limit met (futility)
+    assert 2 <= confident.repeats <= 5
     assert median.feasible == (median.values["ttft.p99"] <= limit)
     assert not confident.feasible
     assert confident.slo_results[0].value == confident.intervals["ttft.p99"][1]

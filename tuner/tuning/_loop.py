@@ -283,7 +283,9 @@ class Loop:
                 runs = repeater.run(
                     measure,
                     work,
-                    lambda r: open_question(r, repeater, self.slos, self.objective, incumbent),
+                    lambda r: open_question(
+                        r, repeater, self.slos, self.objective, incumbent, proposal.config
+                    ),
                 )
         except self.catch as e:
             return self._failed(number, proposal, f"{type(e).__name__}: {e}", t0)

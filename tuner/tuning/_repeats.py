@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
-from tuner.core import Measurement, Settings, SLOResult, Trial
+from tuner.core import Measurement, ServingConfig, Settings, SLOResult, Trial
 from tuner.objectives import (
     SLO,
     AbortRule,
@@ -37,6 +37,14 @@ from tuner.objectives import (
     run_replicates,
     score_interval,
 )
+from tuner.tuning._futility import (
+    Reach,
+    outlook,
+    reversible,
+    separable,
+    tie_against,
+    tie_reversible,
+)
 
 Interval = tuple[float, float]
 
@@ -46,7 +54,8 @@ class Repeats(Settings):
 
     A configuration is measured ``min`` times, then again (up to ``max``) only while its
     decision is open: an SLO limit inside the metric's confidence interval, or an objective
-    interval that overlaps the incumbent's. Clear winners and clear losers are not repeated.
+    interval that overlaps the incumbent's -- and only while ``max`` runs could still settle
+    it (futility: :func:`open_question`). Clear winners and clear losers are not repeated.
     A deterministic backend (``Backend.deterministic``: the simulator, replay) is measured once
     whatever this says; its intervals have zero width.
 
@@ -244,6 +253,39 @@ class Repeater:
             vals, runs.replicates[metric], s, df, self.repeats.confidence, _seed(metric)
         )
 
+    def outlook(self, runs: Runs, metric: str) -> tuple[Interval, Reach] | None:
+        """What ``max`` runs could show of ``metric``, with the noise known now: where the
+        median after ``max`` runs may lie (the prediction interval, at the policy's confidence,
+        of the median of the runs so far and the ones still to come: ``median * exp(+-t * s *
+        sqrt((max - n) / (max * n)))``, Student's t with the pooled noise's degrees of freedom;
+        each end a one-sided bound at the policy's confidence, as each question asks whether
+        the median can move one way)
+        and the interval's reach then (:data:`Reach`: the run-to-run part at ``max`` runs with
+        the degrees of freedom those runs add, and this configuration's within-run part, which
+        more runs of the same requests do not shrink). None when nothing can be projected (no
+        noise known yet, or a value <= 0: no relative scale)."""
+        pairs = [
+            (v, r)
+            for v, r in zip(runs.repeat_values[metric], runs.replicates[metric], strict=True)
+            if math.isfinite(v)
+        ]
+        if not pairs or any(v <= 0 for v, _ in pairs):
+            return None
+        if self.deterministic:
+            m = runs.medians[metric]
+            return (m, m), (0.0, 0.0)
+        s, df = self.noise.estimate(metric, runs.repeat_values[metric])
+        if df < 1:
+            return None
+        return outlook(
+            [v for v, _ in pairs],
+            [r for _, r in pairs],
+            s,
+            df,
+            self.repeats.confidence,
+            max(self.repeats.max, runs.n),
+        )
+
     def noise_known(self, runs: Runs, metric: str) -> bool:
         """Whether anything is known of ``metric``'s run-to-run noise (own or pooled)."""
         return (
@@ -288,6 +330,7 @@ def open_question(
     slos: Sequence[SLO],
     objective: Objective | None,
     incumbent: Trial | None,
+    config: ServingConfig | None = None,
 ) -> str | None:
     """Why the decision on these runs is still open (None: decided, stop repeating).
 
@@ -298,6 +341,21 @@ def open_question(
     interval wholly worse and outside the tie tolerance. Open: an SLO limit inside its
     interval; an objective interval that overlaps the incumbent's, unless the medians are
     within the tie tolerance already (a tie, which the tie-break decides).
+
+    Futility (:mod:`tuner.tuning._futility`, on :meth:`Repeater.outlook`): a question that
+    ``max`` runs could not settle, for any median inside the prediction interval of the
+    median after ``max`` runs, is settled now. An SLO whose limit lies inside its interval is
+    open only while ``max`` runs could reverse its verdict (:func:`reversible`: under
+    ``confident`` a pass is reachable; under ``median`` the median can cross the limit).
+    Against the incumbent, a configuration (``config``; None: counted as changing the fewest
+    knobs) that can neither come to lie wholly above the incumbent's objective interval nor
+    win a tie against it (:func:`tie_against`: its tie-break interval wholly worse than the
+    incumbent's, or without a tie-break no fewer knobs changed from vLLM's defaults; the
+    incumbent is the earlier trial) cannot be chosen over the incumbent: decided. An overlap
+    keeps the question open only while a separation is reachable that could change the pick
+    (above the incumbent, or below it for a configuration that would win the tie); and a
+    configuration that would win the tie on the tie-break median now, within noise of the
+    incumbent's, is confirmed while ``max`` runs could reverse that (:func:`tie_reversible`).
     """
     metrics = [s.metric for s in slos]
     if objective is not None and objective.metric in runs.medians:
@@ -310,6 +368,7 @@ def open_question(
         if iv is not None and not math.isnan(iv[0]) and _beyond(slo, iv):
             return None
     overlap = False
+    winner = ""
     if objective is not None and incumbent is not None and objective.metric in runs.medians:
         probe = Trial(
             number=0,
@@ -323,16 +382,31 @@ def open_question(
         tie = objective.is_tie(objective.score(runs.medians), objective.score(incumbent.values))
         if mine[0] > theirs[1] and not tie:
             return None  # a clear loser: it cannot win whatever its SLOs
-        # Medians within the tie tolerance are a tie whatever more runs show of the noise:
-        # the tie-break decides, so only the SLOs can keep the question open.
-        overlap = not tie and mine[0] <= theirs[1] and theirs[0] <= mine[1]
+        if tie or (mine[0] <= theirs[1] and theirs[0] <= mine[1]):
+            ahead = repeater.outlook(runs, objective.metric)
+            better, worse = separable(ahead, objective, incumbent)
+            against = tie_against(probe, objective, incumbent, config)
+            if not better and against == "lose":
+                return None  # a tie at best, and it loses the tie to the incumbent
+            # Medians within the tie tolerance are a tie whatever more runs show of the noise:
+            # the tie-break decides, so only the SLOs and the tie-break keep the question open.
+            overlap = not tie and (better or (worse and against == "win"))
+            k = objective.tie_break
+            if against == "open" and k is not None:
+                ahead_k = repeater.outlook(runs, k)
+                if tie_reversible(ahead_k, probe, objective, incumbent):
+                    winner = f"{k}: would win the tie with the incumbent, within noise"
     for slo in slos:
         iv = runs.intervals.get(slo.metric)
-        if iv is not None and _inside(slo, iv):
-            return f"{slo.text}: the limit is inside the interval {iv[0]:.4g}..{iv[1]:.4g}"
+        if iv is None or not _inside(slo, iv):
+            continue
+        ahead = repeater.outlook(runs, slo.metric)
+        if ahead is not None and not reversible(slo, *ahead, repeater.repeats.rule):
+            continue  # the verdict after max runs would be this one: settled
+        return f"{slo.text}: the limit is inside the interval {iv[0]:.4g}..{iv[1]:.4g}"
     if overlap:
         return f"{objective.metric if objective else ''}: overlaps the incumbent's interval"
-    return None
+    return winner or None
 
 
 def verdict(
