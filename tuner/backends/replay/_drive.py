@@ -37,6 +37,37 @@ class _Batch(NamedTuple):
     end: float  # when its step ends
 
 
+class _StepWork:
+    """What one scheduled step does, request by request: its prefill and decode tokens, the
+    decoders' context and the prefill chunks' attention pairs (the cost model's inputs), and
+    which requests sample a token."""
+
+    def __init__(self) -> None:
+        self.prefill = self.decode = self.context = self.pairs = self.seqs = 0
+        self.emitted: list[int] = []
+        self.sampled: list[list[int]] = []
+
+    def add(self, rid: str, n: int, before: int, done: int, r: Any, samples: bool) -> None:
+        """Request ``rid`` runs ``n`` tokens after ``before`` computed ones, with ``done``
+        output tokens sampled before this step; ``samples``: whether it samples one now."""
+        self.seqs += 1
+        if done >= 1 and before == r.num_prompt_tokens + done - 1:
+            self.decode += n
+            self.context += before + n
+        else:
+            self.prefill += n
+            self.pairs += n * before + n * (n + 1) // 2
+        if samples:
+            self.emitted.append(int(rid))
+        self.sampled.append([SAMPLED_TOKEN] if samples else [])
+
+    def record(self, timeline: Timeline, now: float) -> float:
+        """Record the step on ``timeline`` from ``now``; returns its end."""
+        return timeline.step(
+            now, self.prefill, self.decode, self.seqs, self.emitted, 0, self.context, self.pairs
+        )
+
+
 class Driver:
     """One replay: feeds ``workload``'s requests to ``scheduler`` and records every step."""
 
@@ -110,27 +141,22 @@ class Driver:
             self._note_admitted(out)
             if out.total_num_scheduled_tokens == 0:
                 raise self._stalled(now)
-            prefill = decode = context = pairs = 0
-            emitted: list[int] = []
-            sampled: list[list[int]] = []
+            work = _StepWork()
             ids = list(out.num_scheduled_tokens)
             for rid in ids:
                 n = out.num_scheduled_tokens[rid]
                 r = scheduler.requests[rid]
-                done = r.num_output_tokens
-                before = r.num_computed_tokens - n  # schedule() already advanced it
-                if done >= 1 and before == r.num_prompt_tokens + done - 1:
-                    decode += n
-                    context += before + n
-                else:
-                    prefill += n
-                    pairs += n * before + n * (n + 1) // 2
-                if r.num_computed_tokens >= r.num_tokens:
-                    emitted.append(int(rid))
-                    sampled.append([SAMPLED_TOKEN])
-                else:
-                    sampled.append([])
-            now = timeline.step(now, prefill, decode, len(ids), emitted, 0, context, pairs)
+                # schedule() already advanced num_computed_tokens by n
+                work.add(
+                    rid,
+                    n,
+                    r.num_computed_tokens - n,
+                    r.num_output_tokens,
+                    r,
+                    r.num_computed_tokens >= r.num_tokens,
+                )
+            now = work.record(timeline, now)
+            emitted, sampled = work.emitted, work.sampled
             due.finished([i for i in emitted if timeline.emitted(i) == self.output[i]], now)
             self._apply(_Batch(out, ids, sampled, [], now))
             for rid in out.preempted_req_ids:
@@ -174,27 +200,15 @@ class Driver:
         preempted meanwhile (vLLM delivers such stale output). Its placeholders already
         count the token it samples now."""
         scheduler, timeline = self.scheduler, self.timeline
-        prefill = decode = context = pairs = 0
-        emitted: list[int] = []
-        sampled: list[list[int]] = []
+        work = _StepWork()
         ids = list(out.num_scheduled_tokens)
         for rid in ids:
             n = out.num_scheduled_tokens[rid]
             r = scheduler.requests[rid]
             samples = not r.is_prefill_chunk
             done = r.num_output_tokens + r.num_output_placeholders - samples  # sampled before
-            before = r.num_computed_tokens - n
-            if done >= 1 and before == r.num_prompt_tokens + done - 1:
-                decode += n
-                context += before + n
-            else:
-                prefill += n
-                pairs += n * before + n * (n + 1) // 2
-            if samples:
-                emitted.append(int(rid))
-                sampled.append([SAMPLED_TOKEN])
-            else:
-                sampled.append([])
-        end = timeline.step(now, prefill, decode, len(ids), emitted, 0, context, pairs)
+            work.add(rid, n, r.num_computed_tokens - n, done, r, samples)
+        end = work.record(timeline, now)
+        emitted, sampled = work.emitted, work.sampled
         finished = [i for i in emitted if timeline.emitted(i) == self.output[i]]
         return _Batch(out, ids, sampled, finished, end)
