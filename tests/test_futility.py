@@ -21,7 +21,8 @@ from tuner.tuning._futility import (
     tie_against,
     tie_reversible,
 )
-from tuner.tuning._repeats import NoisePool, Repeater, Runs, open_question
+from tuner.tuning._open import open_question
+from tuner.tuning._repeats import NoisePool, Repeater, Runs
 
 LIMIT = SLO.parse("tpot.p90 <= 10ms")
 THROUGHPUT = Objective.maximize("output_throughput", tie_break="ttft.p99")

@@ -42,13 +42,13 @@ from tuner.objectives import (
     load_lattice,
     throughput_per_gpu,
 )
+from tuner.tuning._open import open_question
 from tuner.tuning._repeats import (
     InvalidMeasurement,
     NoisePool,
     Repeater,
     Repeats,
     Runs,
-    open_question,
     verdict,
 )
 

@@ -46,13 +46,13 @@ from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
 from tuner.tuning._capacity import WorkloadAt, capacity_trial, offered_load
 from tuner.tuning._log import TrialLog, fingerprint
+from tuner.tuning._open import open_question
 from tuner.tuning._record import TrialRecord
 from tuner.tuning._repeats import (
     InvalidMeasurement,
     NoisePool,
     Repeater,
     Repeats,
-    open_question,
     saved,
     verdict,
 )
