@@ -11,6 +11,7 @@ from tuner.core import Trial
 from tuner.objectives import Objective, binding_slo, is_flat, objective_spread, rank
 from tuner.report import _figures
 from tuner.report._document import Block, Heading, Image, Para, Table
+from tuner.report._plots import legend_label
 from tuner.report._units import knobs_text
 from tuner.studies import StudyOutcome
 
@@ -199,8 +200,4 @@ def _label(t: Trial, base: Trial | None, o: StudyOutcome) -> str:
     why = f" [{bind.split()[0]}]" if bind else ""
     if base is not None and t.config == base.config:
         return "vLLM's defaults" + why
-    knobs = knobs_text(t.config, o.space.base)
-    if len(knobs) > 64:  # a legend entry: whole knobs, never a name cut in two
-        cut = knobs.rfind(", ", 0, 60)
-        knobs = knobs[: cut if cut > 0 else 60] + ", ..."
-    return f"#{t.number} {knobs}" + why
+    return f"#{t.number} {legend_label(knobs_text(t.config, o.space.base))}" + why

@@ -21,6 +21,15 @@ def pyplot() -> Any:
     return plt
 
 
+def legend_label(knobs: str) -> str:
+    """A legend entry of at most about 64 characters: whole knobs, never a name cut in two (a
+    longer one leaves no room for the axes)."""
+    if len(knobs) <= 64:
+        return knobs
+    cut = knobs.rfind(", ", 0, 60)
+    return knobs[: cut if cut > 0 else 60] + ", ..."
+
+
 def plot_load_curves(
     curves: Mapping[ServingConfig, Sequence[tuple[float, float]]],
     path: str | Path,
@@ -38,7 +47,7 @@ def plot_load_curves(
     for cfg, pts in curves.items():
         xs, ys = zip(*pts, strict=True) if pts else ((), ())
         label = cfg.describe(base).removeprefix("ServingConfig(").removesuffix(")") or "base"
-        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+        ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(label))
     if limit is not None:
         ax.axhline(
             limit, color="crimson", linestyle="--", linewidth=1, label=f"SLO {limit:g}{unit}"
