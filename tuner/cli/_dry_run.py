@@ -82,10 +82,10 @@ def _backends(spec: StudySpec, root: Path) -> list[Backend]:
     tt = spec.two_tier
     specs = [spec.backend] if spec.backend is not None else [tt.cheap, tt.expensive] if tt else []
     out: list[Backend] = []
+    deployment = build_deployment(spec.target, root)
     for b in specs:
         live = b.live
         if live is None or live.attach_url is not None:
-            deployment = build_deployment(spec.target, root)
             out.append(build_backend(b, root, Path("/nonexistent-dry-run"), deployment))
             continue
         model = live.model or ""

@@ -4,10 +4,15 @@ the trials (its capacity, its latencies and step timeline next to the winner's).
 from __future__ import annotations
 
 from tuner.backends.simulator import SimulatorBackend
-from tuner.core import ConfigError, ConfigRefused, Measurement, Trial
+from tuner.core import ConfigError, ConfigRefused, Measurement, ServingConfig, Trial
 from tuner.search import ListSearch
 from tuner.studies._outcome import DefaultsComparison, StudyOutcome, baseline_config
 from tuner.tuning import Loop, WorkloadAt
+
+
+def _defaults_trials(outcome: StudyOutcome, defaults: ServingConfig) -> list[Trial]:
+    """The study's successful full-fidelity trials of vLLM's defaults (oldest first)."""
+    return [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
 
 
 def measure_baseline(
@@ -18,7 +23,7 @@ def measure_baseline(
         defaults = baseline_config(outcome)
     except ConfigError:
         return None  # the defaults do not fit this space's base (e.g. max_model_len)
-    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
+    ran = _defaults_trials(outcome, defaults)
     shortcut = bool(ran) and (ran[-1].capacity_note or "").startswith("below the incumbent")
     if ran and not (shortcut and sim is not None):
         return ran[-1]
@@ -58,12 +63,15 @@ def compare_with_defaults(
         if w.users is not None
         else f"{len(w)} requests at {w.rate:.4g} req/{outcome.time_unit}"
     )
+    ran = _defaults_trials(outcome, defaults)
+    kept = [t.measurement for t in ran if t.measurement is not None]
     if sim is not None:
+        # the study's own simulated trials are these measurements already: reuse them
         own = outcome.two_tier is None and not outcome.objective.is_capacity
         try:
-            mine = best.measurement if own and best.measurement is not None else None
+            mine = best.measurement if own else None
             mine = mine or sim.evaluate(best.config, w)
-            theirs = sim.evaluate(defaults, w)
+            theirs = kept[-1] if own and kept else sim.evaluate(defaults, w)
         except (ConfigError, ConfigRefused) as e:
             return DefaultsComparison(missing=f"the simulator could not run vLLM's defaults: {e}")
         tier = "the cheap tier's simulator (an estimate)" if outcome.two_tier else "the simulator"
@@ -72,8 +80,6 @@ def compare_with_defaults(
         )
         how = f"both measured by {tier} on the study's workload ({load}{at})"
         return DefaultsComparison(mine, theirs, how)
-    ran = [t for t in outcome.trials if t.config == defaults and t.fidelity == 1.0 and t.ok]
-    kept = [t for t in ran if t.measurement is not None]
     if outcome.objective.is_capacity:
         why = (
             "a capacity study measures each configuration at its own capacity, and only a "
@@ -88,7 +94,7 @@ def compare_with_defaults(
         why = "the trials were read back from the trial log, which keeps no per-request data"
     else:
         how = f"both trials of this study, measured by {outcome.backend} on its workload ({load})"
-        return DefaultsComparison(best.measurement, kept[-1].measurement, how)
+        return DefaultsComparison(best.measurement, kept[-1], how)
     return DefaultsComparison(missing=f"this study did not measure vLLM's defaults: {why}")
 
 

@@ -47,11 +47,12 @@ class _StepWork:
         self.emitted: list[int] = []
         self.sampled: list[list[int]] = []
 
-    def add(self, rid: str, n: int, before: int, done: int, r: Any, samples: bool) -> None:
-        """Request ``rid`` runs ``n`` tokens after ``before`` computed ones, with ``done``
-        output tokens sampled before this step; ``samples``: whether it samples one now."""
+    def add(self, rid: str, n: int, before: int, done: int, prompt: int, samples: bool) -> None:
+        """Request ``rid`` (a ``prompt``-token prompt) runs ``n`` tokens after ``before``
+        computed ones, with ``done`` output tokens sampled before this step; ``samples``:
+        whether it samples one now."""
         self.seqs += 1
-        if done >= 1 and before == r.num_prompt_tokens + done - 1:
+        if done >= 1 and before == prompt + done - 1:
             self.decode += n
             self.context += before + n
         else:
@@ -152,7 +153,7 @@ class Driver:
                     n,
                     r.num_computed_tokens - n,
                     r.num_output_tokens,
-                    r,
+                    r.num_prompt_tokens,
                     r.num_computed_tokens >= r.num_tokens,
                 )
             now = work.record(timeline, now)
@@ -207,7 +208,7 @@ class Driver:
             r = scheduler.requests[rid]
             samples = not r.is_prefill_chunk
             done = r.num_output_tokens + r.num_output_placeholders - samples  # sampled before
-            work.add(rid, n, r.num_computed_tokens - n, done, r, samples)
+            work.add(rid, n, r.num_computed_tokens - n, done, r.num_prompt_tokens, samples)
         end = work.record(timeline, now)
         emitted, sampled = work.emitted, work.sampled
         finished = [i for i in emitted if timeline.emitted(i) == self.output[i]]
