@@ -1,5 +1,6 @@
 """``tuner calibrate``: a calibration from a server log plus a ``vllm bench serve`` detailed
-result; bad files are refused with the file, line or field named (exit status 2)."""
+result, or from a live study's saved measurements; bad files are refused with the file, line
+or field named (exit status 2)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner import Measurement, ServingConfig, Workload
+from tuner import Measurement, ServingConfig, Trial, TrialStatus, Workload
 from tuner.backends import CostModel, SimulatorBackend
-from tuner.backends.simulator import Calibration
+from tuner.backends.simulator import Calibration, RequestPath
 from tuner.cli import main
+from tuner.core import ClientHealth
+from tuner.studies import save_measurement
 
 TRUE = CostModel(fixed=0.004, per_prefill_token=2e-5, per_sequence=3e-4, time_unit="s")
 T0 = 1_796_000_000.0  # the server's Unix clock at the benchmark's first step
@@ -177,3 +180,80 @@ def test_calibrate_from_a_real_vllm_bench_run(tiny_model: Path, tmp_path: Path) 
     sim = SimulatorBackend(cal.cost_model, request_path=cal.request_path)
     m = sim.evaluate(config, Workload.from_arrays([0.0, 0.1], [128, 128], [16, 16]))
     assert 0 < float(m.e2e.max()) < 5
+
+
+# --- a live study's own trials (measurements/ in its output folder) ----------------------------
+
+PATH_IN = 0.004  # seconds from a request's send to the engine
+
+
+def live_trial(number: int, config: ServingConfig, seed: int, **changes: object) -> Trial:
+    """A trial as a live server would record it: the client's times (sends, first and last
+    tokens) and the engine's steps on one clock, the engine seeing each request 4 ms late."""
+    w, _ = simulated(config, seed)
+    sim = SimulatorBackend(TRUE, request_path=RequestPath(arrival_fixed=PATH_IN))
+    m = sim.evaluate(config, w).replace(client=ClientHealth(), **changes)
+    return Trial(number=number, config=config, status=TrialStatus.COMPLETE, measurement=m)
+
+
+def test_calibrate_fits_a_live_studys_saved_trials(tmp_path: Path, capsys) -> None:
+    wide = CONFIG.replace(max_num_seqs=32, max_num_batched_tokens=1024)
+    assert save_measurement(tmp_path, live_trial(0, CONFIG, 0)) is not None
+    save_measurement(tmp_path, live_trial(1, wide, 1))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--study", str(tmp_path), "-o", str(out)]) == 0
+    cal = Calibration.load(out)
+    assert cal.cost_model.fixed == pytest.approx(TRUE.fixed, rel=0.02)
+    # tuner's own client and step log share a clock: the way in is told apart from the way out
+    assert cal.request_path.arrival_fixed == pytest.approx(PATH_IN, abs=5e-4)
+    assert cal.held_out is not None and cal.held_out.runs == 2 and cal.usable
+    assert "(trials 0, 1)" in cal.source
+
+
+def test_a_study_keeps_only_live_measurements_and_calibrate_skips_partial_ones(
+    tmp_path: Path, capsys
+) -> None:
+    simulated_trial = live_trial(0, CONFIG, 0).model_copy(
+        update={"measurement": simulated(CONFIG, 0)[1]}
+    )
+    assert save_measurement(tmp_path, simulated_trial) is None  # no load client: simulated
+    assert not (tmp_path / "measurements").exists()
+    save_measurement(tmp_path, live_trial(1, CONFIG, 0))
+    save_measurement(tmp_path, live_trial(2, CONFIG, 1, aborted="ttft.p99 <= 1s lost"))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--study", str(tmp_path), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped" in printed and "trial-002.json: aborted (ttft.p99 <= 1s lost)" in printed
+    assert "(trials 1)" in Calibration.load(out).source
+
+
+def _saved(folder: Path, text: str) -> None:
+    (folder / "measurements").mkdir()
+    (folder / "measurements" / "trial-000.json").write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: None, r"no measurements/trial-\*\.json; only studies with a live backend"),
+        (lambda d: _saved(d, '{\n "format": 1,\n'), r"trial-000\.json:3: not valid JSON"),
+        (lambda d: _saved(d, '{"format": "x"}'), r"trial-000\.json: not a measurement tuner"),
+    ],
+)
+def test_a_study_folder_without_usable_measurements_is_refused(
+    tmp_path: Path, capsys, damage, message: str
+) -> None:
+    damage(tmp_path)
+    assert main(["calibrate", "--study", str(tmp_path), "-o", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert err.startswith("error: ") and re.search(message, err), err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_calibrate_needs_something_to_fit_on(tmp_path: Path, capsys) -> None:
+    assert main(["calibrate", "-o", str(tmp_path / "c.json")]) == 2
+    assert "give --run LOG RESULT" in capsys.readouterr().err
+    assert main(["calibrate", "--study", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -95,3 +95,14 @@ def test_a_live_capacity_study_probes_every_load_of_a_configuration_on_one_serve
     assert all(len(t["load_points"]) >= 2 for t in trials), "several loads per server"
     md = (out / "report.md").read_text()
     assert "## Capacity" in md
+    # tuner's own live run is enough to calibrate the simulator for this model and machine
+    assert sorted(p.name for p in (out / "measurements").iterdir()) == [
+        "trial-000.json",
+        "trial-001.json",
+    ]
+    assert main(["calibrate", "--study", str(out), "-o", str(tmp_path / "cal.json")]) == 0
+    from tuner.backends.simulator import Calibration
+
+    cal = Calibration.load(tmp_path / "cal.json")
+    assert cal.steps >= 10 and cal.held_out is not None and cal.held_out.runs == 2
+    assert cal.request_path.arrival_fixed + cal.request_path.delivery > 0

@@ -1,5 +1,6 @@
-"""``tuner calibrate``: a calibration for the simulator from a server tuner did not start -- its
-iteration log plus a ``vllm bench serve`` detailed result -- with its held-out errors."""
+"""``tuner calibrate``: a calibration for the simulator from measured runs -- a server tuner did
+not start (its iteration log plus a ``vllm bench serve`` detailed result), or a live study's
+saved measurements -- with its held-out errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from tuner.backends.live import load_bench_run
 from tuner.backends.simulator import Calibration, CalibrationRun, calibrate
 from tuner.cli._args import as_argument_type, knob_values
 from tuner.cli._table import format_table
+from tuner.core import ConfigError
+from tuner.studies import load_measurements
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,21 +21,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="fit the simulator's cost model and request path to a benchmarked server",
         description=(
             "Fit a calibration (step cost model with terms chosen by held-out error, and the "
-            "request path) from one or more benchmark runs of a server tuner did not start: "
-            "the server's log (vllm serve --enable-logging-iteration-details, lines starting "
-            "with a Unix time) and the result of `vllm bench serve --save-result "
-            "--save-detailed` against it. With runs of two or more configurations, each one is "
-            "predicted by a fit of the others (the held-out check). Writes the JSON a study "
-            "uses as `simulator: {calibration: PATH}`."
+            "request path) from measured runs: benchmark runs of a server tuner did not start "
+            "(the server's log, written with --enable-logging-iteration-details and lines "
+            "starting with a Unix time, and the result of `vllm bench serve --save-result "
+            "--save-detailed` against it), or the trials of a study tuner ran on a live server "
+            "(its output folder's measurements/). With runs of two or more configurations, "
+            "each one is predicted by a fit of the others (the held-out check). Writes the "
+            "JSON a study uses as `simulator: {calibration: PATH}`."
         ),
     )
     p.add_argument(
         "--run",
         nargs=2,
         action="append",
+        default=[],
         metavar=("LOG", "RESULT"),
-        required=True,
         help="a server log and the vllm bench result measured on it (repeat for more runs)",
+    )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FOLDER",
+        help="a live study's output folder: every trial it measured (repeat for more studies)",
     )
     p.add_argument(
         "--config",
@@ -49,11 +61,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    runs = []
+    if not args.run and not args.study:
+        raise ConfigError(
+            "tuner calibrate: nothing to fit on; give --run LOG RESULT (a vllm bench run) or "
+            "--study FOLDER (a live study's output)"
+        )
+    runs, sources = [], []
     for log, result in args.run:
         r = load_bench_run(log, result, args.config)
         runs.append(CalibrationRun(r.config, r.workload, r.measurement))
-    cal = calibrate(runs, source=", ".join(f"{log} + {result}" for log, result in args.run))
+        sources.append(f"{log} + {result}")
+    for folder in args.study:
+        used = []
+        for saved in load_measurements(folder):
+            if saved.unusable is not None:
+                print(f"skipped {saved.path}: {saved.unusable}")
+                continue
+            config = saved.config.replace(**args.config) if args.config else saved.config
+            runs.append(CalibrationRun(config, saved.workload, saved.measurement))
+            used.append(saved.trial)
+            if (
+                saved.measurement.cached_tokens is not None
+                and saved.measurement.cached_tokens.any()
+            ):
+                print(
+                    f"warning: {saved.path}: its requests hit the prefix cache; the saved runs "
+                    "keep the requests' lengths, not their prefixes, so the held-out check "
+                    "predicts no hits for them"
+                )
+        if not used:
+            raise ConfigError(f"study folder {folder}: no complete live trial to fit on")
+        sources.append(f"{folder} (trials {', '.join(map(str, used))})")
+    cal = calibrate(runs, source=", ".join(sources))
     out = cal.save(args.output)
     print(summary(cal))
     print(f"wrote {out}")

@@ -3,6 +3,7 @@ command runs through), capacity and two-tier tuning."""
 
 from tuner.studies._capacity import CapacityResult, find_capacity, load_sweep
 from tuner.studies._deployment import build_deployment
+from tuner.studies._measurements import SavedRun, load_measurements, save_measurement
 from tuner.studies._outcome import StudyOutcome
 from tuner.studies._run import (
     build_backend,
@@ -20,6 +21,7 @@ __all__ = [
     "CapacityResult",
     "ClosedLoop",
     "Comparison",
+    "SavedRun",
     "StudyOutcome",
     "StudySpec",
     "TwoTierResult",
@@ -29,10 +31,12 @@ __all__ = [
     "build_spec",
     "build_workload",
     "find_capacity",
+    "load_measurements",
     "load_study",
     "load_sweep",
     "planned_trials",
     "run_study",
+    "save_measurement",
     "shortlist",
     "two_tier",
 ]

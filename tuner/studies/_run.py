@@ -16,6 +16,7 @@ from tuner.core import (
     ConfigError,
     SearchSpace,
     ServingConfig,
+    Trial,
     Workload,
     parse_length,
 )
@@ -35,6 +36,7 @@ from tuner.studies._deployment import (
     compares_replicas_of_different_size,
     simulated_cost_given,
 )
+from tuner.studies._measurements import save_measurement
 from tuner.studies._outcome import StudyOutcome
 from tuner.studies._progress import Progress
 from tuner.studies._spec import BackendSpec, SearchSpec, StudySpec
@@ -328,7 +330,7 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             slos,
             workload_at=workload_at,
             trial_log=folder / "trials.jsonl" if storage is None else None,
-            on_trial=progress,
+            on_trial=functools.partial(_record, progress, folder),
             budget=spec.budget,
             repeats=spec.repeats,
             workers=spec.workers,
@@ -368,6 +370,8 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
             TwoTierSettings(**tt.model_dump(include=set(TwoTierSettings.model_fields))),
         )
         outcome.two_tier = tt_result
+        for t in tt_result.expensive:
+            save_measurement(folder, t)
         outcome.trials = tt_result.expensive or tt_result.cheap
         outcome.infeasible = tt_result.infeasible
         if tt_result.calibration is not None:
@@ -379,6 +383,12 @@ def run_study(spec: StudySpec, root: Path, output: Path | None = None) -> StudyO
     outcome.baseline = measure_baseline(outcome, timeline_backend, workload_at)
     outcome.wall_time = time.monotonic() - t0
     return outcome
+
+
+def _record(progress: Progress, folder: Path, trial: Trial) -> None:
+    """Each recorded trial: shown, and its measurement kept if a live server measured it."""
+    progress(trial)
+    save_measurement(folder, trial)
 
 
 #: The knobs vLLM picks by device (``Target.vllm_defaults``).
