@@ -3,9 +3,8 @@
 On this machine kind: the CPU build of vLLM 0.32 serving tiny random Llamas (built locally) of
 two shapes (``small``: width 64, 2 layers; ``wide``: width 256, 12 layers, 8 heads). For each
 model, 8 configurations are served at two Poisson rates (a light one and one near saturation):
-2 configurations calibrate (both rates), the other 6 are held out (both rates). One held-out
-point is measured 3 times (the live noise floor). The simulator then predicts every held-out
-run with
+2 configurations calibrate (both rates), the other 6 are held out (both rates). The simulator
+then predicts every held-out run with
 
 * ``prior``: the first-guess cost model of ``examples/two_tier_cpu.yaml`` (uncalibrated);
 * ``4-term``: the four count terms fitted to the calibration runs' step log (tuner's previous
@@ -15,17 +14,23 @@ run with
 
 and the table gives the mean absolute % error per metric over the held-out runs, the Kendall
 tau of the configurations' order by each latency metric (per rate, averaged), and the noise
-floor: the mean absolute % deviation of three runs of one point from their mean (corrected
-for the mean being taken from three: the error a perfect predictor would have against one
-run), on one server at the heavy rate, and on three fresh servers at both rates. The second is
-what the held-out error is judged against: like the held-out runs, each comes from a server of
-its own, at both loads.
+floors: the mean absolute % deviation of repeated runs from their mean, corrected for the few
+runs the mean is taken from (the error a perfect predictor of the mean would have against one
+run) -- one point 3 times on one server at the heavy rate; one point at both rates on 3 fresh
+servers; and, given a second whole measurement of the same model, every held-out point twice
+(each on a server of its own), with the tau of one measurement's order against the other's.
+The verdict judges the error against the last floor measured of those (the widest mixture of
+the held-out runs). ``splits`` gives the held-out error for every choice of 2 calibration
+configurations among the 8.
 
-Measuring and scoring are separate so that each locked measurement stays short:
+Measuring and scoring are separate so that each locked measurement stays short (the commands
+and the numbers are in the README, "How well the simulator predicts latency"):
     flock /tmp/tuner-bench.lock <vllm venv>/bin/python benchmarks/bench_latency_fidelity.py \\
         measure --model small --out runs/fidelity-small.pkl
-    ... measure --model wide --out runs/fidelity-wide.pkl
-    <venv>/bin/python benchmarks/bench_latency_fidelity.py score runs/fidelity-*.pkl
+    ... measure --model small --out runs/fidelity-small-2.pkl        (a second measurement)
+    ... measure --model small --only noise --out runs/fidelity-small-noise.pkl
+    <venv>/bin/python benchmarks/bench_latency_fidelity.py score runs/fidelity-small*.pkl
+    <venv>/bin/python benchmarks/bench_latency_fidelity.py splits runs/fidelity-small.pkl
 """
 
 from __future__ import annotations

@@ -1,0 +1,96 @@
+"""The offline part of the latency benchmark (``benchmarks/bench_latency_fidelity.py score`` and
+``splits``) on runs made by the simulator standing in for a live server: it reads what
+``measure`` writes, and its noise floors are the arithmetic they claim (no vLLM; seconds)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pickle
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tuner.backends import CostModel, SimulatorBackend
+from tuner.core import ClientHealth
+
+ROOT = Path(__file__).resolve().parents[1]
+TRUE = CostModel(fixed=0.004, per_prefill_token=2e-5, per_sequence=3e-4, time_unit="s")
+
+
+def _bench() -> ModuleType:
+    path = ROOT / "benchmarks" / "bench_latency_fidelity.py"
+    spec = importlib.util.spec_from_file_location("bench_latency_fidelity", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _measured(bench: ModuleType, speed: float, only: str = "all") -> dict[str, Any]:
+    """What ``measure`` pickles, from a simulated server ``speed`` times as slow as TRUE."""
+    sim = SimulatorBackend(
+        TRUE.replace(fixed=TRUE.fixed * speed, per_sequence=TRUE.per_sequence * speed)
+    )
+    configs = [bench.NOISE] * 3 if only == "noise" else bench.CALIBRATION + bench.HELD_OUT
+    runs = []
+    for budget, seqs in configs:
+        i = (bench.CALIBRATION + bench.HELD_OUT).index((budget, seqs))
+        config = bench.BASE.replace(max_num_batched_tokens=budget, max_num_seqs=seqs)
+        role = "noise" if only == "noise" else (
+            "calibration" if (budget, seqs) in bench.CALIBRATION else "held-out"
+        )  # fmt: skip
+        for load, rate in {"light": 2.0, "heavy": 8.0}.items():
+            w = bench.workload(rate, 40, seed=100 + i)
+            m = sim.evaluate(config, w).replace(client=ClientHealth(cpus="not pinned"))
+            runs.append(
+                {"config": config, "workload": w, "measurement": m, "role": role,
+                 "load": load, "repeat": 0}
+            )  # fmt: skip
+    return {"model": "small", "rates": {"light": 2.0, "heavy": 8.0}, "runs": runs}
+
+
+def test_score_and_splits_read_measured_runs_and_print_the_verdicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _bench()
+    paths = []
+    for name, data in {
+        "a": _measured(bench, 1.0),
+        "b": _measured(bench, 1.1),
+        "noise": _measured(bench, 1.0, only="noise"),
+    }.items():
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(pickle.dumps(data))
+        paths.append(str(path))
+    bench.score(paths)
+    out = capsys.readouterr().out
+    assert "## small, not pinned: 12 held-out runs" in out
+    assert "noise (every point x2)" in out and "calibrated (again)" in out
+    assert "bar e2e.p50 <= 12%: " in out and "bar tau(ttft.p99) >= 0.8: " in out
+    # the simulator predicts itself: the calibrated error on the exact runs is small
+    line = next(x for x in out.splitlines() if x.startswith("bar e2e.p50"))
+    assert "(meets;" in line, line
+    bench.splits(paths[:1])
+    out = capsys.readouterr().out
+    assert out.count(" + ") == 28 and "median: e2e.p50" in out
+
+
+def test_the_noise_floors_are_a_perfect_predictors_error_against_one_run() -> None:
+    bench = _bench()
+    a = _measured(bench, 1.0)["runs"]
+    b = _measured(bench, 1.0)["runs"]
+    same = bench.pair_noise(a, b)
+    assert same and all(v == 0 for v in same.values())  # identical runs: no noise
+    assert all(t == pytest.approx(1.0) for t in bench.pair_tau(a, b).values() if not np.isnan(t))
+    b = _measured(bench, 1.5)["runs"]
+    slower = bench.pair_noise(a, b)
+    # per point: sqrt(2) |x - y| / (x + y), the deviation from the pair's mean corrected for
+    # the mean of two (the error of a perfect predictor of the mean against one run)
+    x = [bench.metric_value(r["measurement"], "e2e.p50") for r in a if r["role"] == "held-out"]
+    y = [bench.metric_value(r["measurement"], "e2e.p50") for r in b if r["role"] == "held-out"]
+    want = np.mean([math.sqrt(2) * abs(p - q) / (p + q) for p, q in zip(x, y, strict=True)])
+    assert slower["e2e.p50"] == pytest.approx(want) and want > 0.05
