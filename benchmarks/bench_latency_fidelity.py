@@ -294,8 +294,13 @@ def score(paths: list[str]) -> None:
             for m in RANKED
         ]
         print(format_table(["metric (mean abs error)", *columns], rows))
+        # With the whole measurement taken twice, each calibrated on its own calibration runs,
+        # the verdict is on the mean of the two held-out errors (one measurement's error is
+        # itself as noisy as the floor), each shown.
+        checked = [new.held_out] + ([again.held_out] if again and again.held_out else [])
         for m, limit in BAR.items():
-            got = new.held_out.after.get(m, math.nan)
+            each = [h.after.get(m, math.nan) for h in checked]
+            got = float(np.mean(each))
             # the floor the held-out error is judged against: every held-out point measured
             # twice if it was, else one point on fresh servers at both loads (the mixture the
             # held-out runs are), else one server at the heavy load
@@ -305,16 +310,19 @@ def score(paths: list[str]) -> None:
                 if got <= limit
                 else ("within the noise floor" if got <= floor else "misses")
             )
-            print(
-                f"bar {m} <= {100 * limit:.0f}%: {100 * got:.1f}% "
-                f"({verdict}; noise {100 * floor:.1f}%)"
-            )
-        tau = new.held_out.tau_after.get("ttft.p99", math.nan)
+            shown = " and ".join(f"{100 * e:.1f}%" for e in each)
+            mean = f", mean {100 * got:.1f}%" if len(each) > 1 else ""
+            floor_text = f"noise {100 * floor:.1f}%"
+            print(f"bar {m} <= {100 * limit:.0f}%: {shown}{mean} ({verdict}; {floor_text})")
+        each = [h.tau_after.get("ttft.p99", math.nan) for h in checked]
+        tau = float(np.mean(each))
         live = again_tau.get("ttft.p99")
         verdict = "meets" if tau >= 0.8 else "misses"
         if tau < 0.8 and live is not None and live < 0.8:
             verdict += f"; the live order itself reproduced on new servers with tau {live:.2f}"
-        print(f"bar tau(ttft.p99) >= 0.8: {tau:.2f} ({verdict})")
+        shown = " and ".join(f"{t:.2f}" for t in each)
+        mean = f", mean {tau:.2f}" if len(each) > 1 else ""
+        print(f"bar tau(ttft.p99) >= 0.8: {shown}{mean} ({verdict})")
 
 
 def _score_set(
