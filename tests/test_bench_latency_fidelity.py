@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pickle
 from pathlib import Path
@@ -14,20 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.bench_scripts import load_bench
 from tuner.backends import CostModel, SimulatorBackend
 from tuner.core import ClientHealth
 
-ROOT = Path(__file__).resolve().parents[1]
 TRUE = CostModel(fixed=0.004, per_prefill_token=2e-5, per_sequence=3e-4, time_unit="s")
 
 
 def _bench() -> ModuleType:
-    path = ROOT / "benchmarks" / "bench_latency_fidelity.py"
-    spec = importlib.util.spec_from_file_location("bench_latency_fidelity", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_latency_fidelity")
 
 
 def _measured(bench: ModuleType, speed: float, only: str = "all") -> dict[str, Any]:

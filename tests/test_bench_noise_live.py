@@ -4,25 +4,18 @@ tables (no vLLM; seconds)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.bench_scripts import load_bench
 from tuner.backends import CostModel, SimulatorBackend
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    path = ROOT / "benchmarks" / "bench_noise_live.py"
-    spec = importlib.util.spec_from_file_location("bench_noise_live", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_noise_live")
 
 
 def test_the_policies_part_reads_saved_runs_and_prints_its_tables(
