@@ -167,14 +167,37 @@ def noise_floor(runs: list[dict[str, Any]], role: str, load: str) -> dict[str, f
             if len(ms) < 2:
                 continue
             for metric in METRICS:
-                v = np.array([metric_value(m, metric) for m in ms])
-                if v.mean() > 0:
-                    # Deviations from a mean of n runs understate a run's deviation from the
-                    # true mean by sqrt((n - 1) / n): corrected, this is the error a perfect
-                    # predictor of the mean would have against one run.
-                    dev = float(np.mean(np.abs(v - v.mean()) / v.mean()))
-                    out.setdefault(metric, []).append(dev * math.sqrt(len(v) / (len(v) - 1)))
+                dev = _deviation([metric_value(m, metric) for m in ms])
+                if dev is not None:
+                    out.setdefault(metric, []).append(dev)
     return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def _deviation(values: list[float]) -> float | None:
+    """The mean absolute deviation of repeated runs from their mean, relative to it and
+    corrected for the few runs: deviations from a mean of n runs understate a run's deviation
+    from the true mean by sqrt((n - 1) / n). Corrected, this is the error a perfect predictor of
+    the mean would have against one run (None when the mean is 0)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not v.mean() > 0:
+        return None
+    dev = float(np.mean(np.abs(v - v.mean())) / v.mean())
+    return dev * math.sqrt(len(v) / (len(v) - 1))
+
+
+def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """(load, measurement in ``a``, measurement in ``b``) for every held-out point both
+    measured (first runs only)."""
+    first = {
+        (r["config"], r["load"]): r["measurement"]
+        for r in a
+        if r["role"] == "held-out" and r["repeat"] == 0
+    }
+    return [
+        (r["load"], first[(r["config"], r["load"])], r["measurement"])
+        for r in b
+        if r["repeat"] == 0 and (r["config"], r["load"]) in first
+    ]
 
 
 def setup_of(runs: list[dict[str, Any]]) -> str:
@@ -185,38 +208,21 @@ def setup_of(runs: list[dict[str, Any]]) -> str:
 
 def pair_noise(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:
     """The noise floor over every held-out point measured twice (each time on a server of its
-    own): per metric, the mean over the pairs of each run's deviation from the pair's mean,
-    corrected like :func:`noise_floor` (x sqrt 2 for a mean of two)."""
-    first = {
-        (r["config"], r["load"]): r["measurement"]
-        for r in a
-        if r["role"] == "held-out" and r["repeat"] == 0
-    }
+    own): per metric, the mean over the pairs of :func:`_deviation` (for two runs x and y,
+    sqrt 2 |x - y| / (x + y))."""
     out: dict[str, list[float]] = {}
-    for r in b:
-        m0 = first.get((r["config"], r["load"]))
-        if m0 is None or r["repeat"] != 0:
-            continue
+    for _, m0, m1 in _paired(a, b):
         for metric in METRICS:
-            x, y = metric_value(m0, metric), metric_value(r["measurement"], metric)
-            if x + y > 0:
-                out.setdefault(metric, []).append(math.sqrt(2) * abs(x - y) / (x + y))
+            dev = _deviation([metric_value(m0, metric), metric_value(m1, metric)])
+            if dev is not None:
+                out.setdefault(metric, []).append(dev)
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 def pair_tau(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:
     """Kendall's tau between the two measurements' own orders of the held-out configurations
     (per rate, averaged): how far the live ranking itself reproduces on new servers."""
-    first = {
-        (r["config"], r["load"]): r["measurement"]
-        for r in a
-        if r["role"] == "held-out" and r["repeat"] == 0
-    }
-    pairs = [
-        (r["load"], first[(r["config"], r["load"])], r["measurement"])
-        for r in b
-        if r["repeat"] == 0 and (r["config"], r["load"]) in first
-    ]
+    pairs = _paired(a, b)
     out = {}
     for metric in RANKED:
         x = [metric_value(m0, metric) for _, m0, _ in pairs]
@@ -248,19 +254,19 @@ def score(paths: list[str]) -> None:
         servers = noise_floor(runs, "noise", "all")
         pairs = pair_noise(group["sets"][0], group["sets"][1]) if again is not None else {}
         assert new.held_out is not None
-        columns = {
-            "noise (1 server, heavy)": noise,
-            "noise (3 servers)": servers,
-            "noise (every point x2)": pairs,
-            "prior": checks["prior"].before,
-            "4-term": checks["4-term"].before,
-            "4-term + path": checks["4-term + path"].after,
-            "calibrated": new.held_out.after,
-        }
+        # each prediction column: its name, its held-out check, and which side of it
+        models = [
+            ("prior", checks["prior"], "before"),
+            ("4-term", checks["4-term"], "before"),
+            ("4-term + path", checks["4-term + path"], "after"),
+            ("calibrated", new.held_out, "after"),
+        ]
         if again is not None and again.held_out is not None:
-            columns["calibrated (again)"] = again.held_out.after
-        if not pairs:
-            del columns["noise (every point x2)"]
+            models.append(("calibrated (again)", again.held_out, "after"))
+        floors = {"noise (1 server, heavy)": noise, "noise (3 servers)": servers}
+        if pairs:
+            floors["noise (every point x2)"] = pairs
+        columns = floors | {name: getattr(h, side) for name, h, side in models}
         print(
             f"\n## {model}, {setup}: {len(held)} held-out runs (rates {group['rates']})"
             + (" -- and the whole measurement again, on new servers" if again else "")
@@ -274,14 +280,7 @@ def score(paths: list[str]) -> None:
             + f"); in-sample R^2 {new.r2:.2f}"
         )
         rows = [[m, *(_pct(col.get(m)) for col in columns.values())] for m in METRICS]
-        taus = {
-            "prior": checks["prior"].tau_before,
-            "4-term": checks["4-term"].tau_before,
-            "4-term + path": checks["4-term + path"].tau_after,
-            "calibrated": new.held_out.tau_after,
-        }
-        if again is not None and again.held_out is not None:
-            taus["calibrated (again)"] = again.held_out.tau_after
+        taus = {name: getattr(h, f"tau_{side}") for name, h, side in models}
         again_tau = pair_tau(group["sets"][0], group["sets"][1]) if pairs else {}
         rows += [
             [

@@ -90,7 +90,9 @@ def pin(mode: Pinning, server_pids: Sequence[int]) -> tuple[str, Callable[[], No
         return "not pinned (no CPU affinity here, or no server process of ours)", lambda: None
     threads = [tid for pid in server_pids for tid in _threads(pid)]
     own = {tid: _affinity(tid) for tid in threads}
-    bound = sorted({c for a in own.values() if a and set(a) < set(cpus) for c in a})
+    # threads the server bound to fewer cores than the machine has (vLLM's CPU worker)
+    kept = {tid for tid, a in own.items() if a and set(a) < set(cpus)}
+    bound = sorted({c for tid in kept for c in own[tid]})
     plan = split(mode, cpus, bound)
     if plan is None:
         return f"not pinned (auto: {len(cpus)} cores, fewer than {AUTO_MIN_CORES})", lambda: None
@@ -99,8 +101,8 @@ def pin(mode: Pinning, server_pids: Sequence[int]) -> tuple[str, Callable[[], No
     missed = 0
     moved: list[int] = []
     for tid in threads:
-        if bound and own[tid] and set(own[tid]) < set(cpus):
-            continue  # bound by the server itself (vLLM's CPU worker): left where it is
+        if tid in kept:
+            continue  # bound by the server itself: left where it is
         try:
             os.sched_setaffinity(tid, server)
             moved.append(tid)
