@@ -13,12 +13,22 @@ from tuner.backends import SimulatorBackend
 
 class CountingBackend(SimulatorBackend):
     """The simulator, appending ``<pid> <config json>`` to ``path`` for every evaluation
-    (one short write per line, so concurrent workers never interleave within a line)."""
+    (one short write per line, so concurrent workers never interleave within a line).
 
-    def __init__(self, path: str | Path, delay: float = 0.0) -> None:
+    With ``peers`` above one, a process's first evaluation waits until that many processes
+    have each begun one: a worker that starts first (imports are slow on a busy machine)
+    cannot finish the whole space before the others join, so a test of sharing is not left
+    to the start-up race. The wait gives up after ``patience`` seconds."""
+
+    def __init__(
+        self, path: str | Path, delay: float = 0.0, peers: int = 1, patience: float = 120.0
+    ) -> None:
         super().__init__()
         self.path = str(path)
         self.delay = delay
+        self.peers = peers
+        self.patience = patience
+        self._waited = False
 
     def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
         line = f"{os.getpid()} {config.model_dump_json()}\n".encode()
@@ -27,9 +37,19 @@ class CountingBackend(SimulatorBackend):
             os.write(fd, line)
         finally:
             os.close(fd)
+        if not self._waited:
+            self._waited = True
+            self._wait_for_peers()
         if self.delay:
             time.sleep(self.delay)
         return super().evaluate(config, workload)
+
+    def _wait_for_peers(self) -> None:
+        deadline = time.monotonic() + self.patience
+        while time.monotonic() < deadline:
+            if len({pid for pid, _ in self.evaluations()}) >= self.peers:
+                return
+            time.sleep(0.02)
 
     def evaluations(self) -> list[tuple[int, str]]:
         """Every evaluation so far, as (pid, config json)."""

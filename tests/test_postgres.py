@@ -27,7 +27,7 @@ from tests.test_postgres import OBJECTIVE, SLOS, SPACE, WORKLOAD
 from tuner import Loop
 from tuner.search import GridSearch
 
-run = Loop(CountingBackend(sys.argv[2], delay=0.05), GridSearch(), OBJECTIVE, SLOS,
+run = Loop(CountingBackend(sys.argv[2], delay=0.05, peers=3), GridSearch(), OBJECTIVE, SLOS,
            storage=sys.argv[1], study_name="pg").explore(SPACE, WORKLOAD)
 print(run.best.config.model_dump_json())
 """

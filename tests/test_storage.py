@@ -157,7 +157,7 @@ def done(journal: str) -> list[str]:
 
 
 def run_workers(tmp_path: Path, search: Search, workers: int, tag: str) -> tuple:  # type: ignore[type-arg]
-    count = CountingBackend(tmp_path / f"count-{tag}.txt", delay=0.02)
+    count = CountingBackend(tmp_path / f"count-{tag}.txt", delay=0.02, peers=workers)
     seen: list[int] = []
     loop = Loop(
         count,
