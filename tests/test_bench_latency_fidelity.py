@@ -82,9 +82,44 @@ def test_the_noise_floors_are_a_perfect_predictors_error_against_one_run() -> No
     assert all(t == pytest.approx(1.0) for t in bench.pair_tau(a, b).values() if not np.isnan(t))
     b = _measured(bench, 1.5)["runs"]
     slower = bench.pair_noise(a, b)
-    # per point: sqrt(2) |x - y| / (x + y), the deviation from the pair's mean corrected for
-    # the mean of two (the error of a perfect predictor of the mean against one run)
+    # per point: the mean over the two runs of |their mean - run| / run, times sqrt(2) (the
+    # correction for a mean of two): a perfect predictor of the mean's error against one run,
+    # relative to that run as the simulator's error is
     x = [bench.metric_value(r["measurement"], "e2e.p50") for r in a if r["role"] == "held-out"]
     y = [bench.metric_value(r["measurement"], "e2e.p50") for r in b if r["role"] == "held-out"]
-    want = np.mean([math.sqrt(2) * abs(p - q) / (p + q) for p, q in zip(x, y, strict=True)])
+    want = np.mean(
+        [math.sqrt(2) * abs(p - q) / 2 * (1 / p + 1 / q) / 2 for p, q in zip(x, y, strict=True)]
+    )
     assert slower["e2e.p50"] == pytest.approx(want) and want > 0.05
+    # measured again: one run as the other's prediction, both ways
+    again = bench.pair_remeasured(a, b)
+    want = np.mean([(abs(p - q) / p + abs(p - q) / q) / 2 for p, q in zip(x, y, strict=True)])
+    assert again["e2e.p50"] == pytest.approx(want) and again["e2e.p50"] > slower["e2e.p50"]
+
+
+def test_a_skewed_metric_floor_is_relative_to_each_run_not_to_their_mean() -> None:
+    bench = _bench()
+    # a tail that built in one run (3 s) and not in the other (0.2 s): predicting their mean
+    # (1.6 s) is 700 % off the first and 47 % off the second
+    assert bench._deviation([0.2, 3.0]) == pytest.approx(math.sqrt(2) * (7.0 + 1.4 / 3) / 2)
+    assert bench._deviation([1.0, 0.0]) is None  # a 0 has no relative error
+    assert bench._remeasured(0.2, 3.0) == pytest.approx((14.0 + 2.8 / 3) / 2)
+
+
+def test_the_verdict_says_at_the_floor_when_the_floor_cannot_tell() -> None:
+    judge = _bench().judge
+    assert judge(0.10, 0.12, 0.30) == "meets"
+    assert judge(0.20, 0.12, 0.30) == "within the noise floor"
+    assert judge(0.29, 0.12, 0.30) == "at the noise floor"
+    assert judge(0.31, 0.12, 0.30) == "at the noise floor"
+    assert judge(0.33, 0.12, 0.30) == "misses"
+
+
+def test_a_ranking_is_judged_against_how_well_the_live_ranking_reproduces() -> None:
+    judge_tau = _bench().judge_tau
+    assert judge_tau(0.85, 0.5) == "meets"
+    assert judge_tau(0.75, 0.73) == "within the noise floor"
+    assert judge_tau(0.70, 0.73) == "at the noise floor"
+    assert judge_tau(0.5, 0.73) == "misses"
+    assert judge_tau(0.75, None) == "misses"  # no second measurement: nothing to compare with
+    assert judge_tau(0.75, 0.9) == "misses"  # the live order reproduces: the bar stands
