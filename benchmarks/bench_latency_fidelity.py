@@ -219,29 +219,29 @@ def setup_of(runs: list[dict[str, Any]]) -> str:
     return "worker pinned alone" if any("alone" in c for c in cpus) else "not pinned"
 
 
+def _per_pair(a: list[dict[str, Any]], b: list[dict[str, Any]], of_pair: Any) -> dict[str, float]:
+    """Per metric, the mean over the held-out points measured in both ``a`` and ``b`` of
+    ``of_pair(value in a, value in b)`` (pairs where it is None left out)."""
+    out: dict[str, list[float]] = {}
+    for _, m0, m1 in _paired(a, b):
+        for metric in METRICS:
+            v = of_pair(metric_value(m0, metric), metric_value(m1, metric))
+            if v is not None:
+                out.setdefault(metric, []).append(v)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
 def pair_noise(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:
     """The noise floor over every held-out point measured twice (each time on a server of its
     own): per metric, the mean over the pairs of :func:`_deviation` (for two runs x and y,
     sqrt 2 |x - y| (1/x + 1/y) / 4)."""
-    out: dict[str, list[float]] = {}
-    for _, m0, m1 in _paired(a, b):
-        for metric in METRICS:
-            dev = _deviation([metric_value(m0, metric), metric_value(m1, metric)])
-            if dev is not None:
-                out.setdefault(metric, []).append(dev)
-    return {k: float(np.mean(v)) for k, v in out.items()}
+    return _per_pair(a, b, lambda x, y: _deviation([x, y]))
 
 
 def pair_remeasured(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:
     """Per metric, the mean over the held-out points measured twice of :func:`_remeasured`:
     the error of predicting a live run by measuring it again on a new server."""
-    out: dict[str, list[float]] = {}
-    for _, m0, m1 in _paired(a, b):
-        for metric in METRICS:
-            err = _remeasured(metric_value(m0, metric), metric_value(m1, metric))
-            if err is not None:
-                out.setdefault(metric, []).append(err)
-    return {k: float(np.mean(v)) for k, v in out.items()}
+    return _per_pair(a, b, _remeasured)
 
 
 def pair_tau(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:

@@ -63,7 +63,8 @@ def split(
     cpus = sorted(cpus)
     if mode == "off" or len(cpus) < 2 or (mode == "auto" and len(cpus) < AUTO_MIN_CORES):
         return None
-    rest = [c for c in cpus if c not in set(bound)]
+    taken = set(bound)
+    rest = [c for c in cpus if c not in taken]
     if bound and rest:
         return rest[-1:], (rest[:-1] or rest)
     return cpus[-1:], cpus[:-1]
@@ -91,7 +92,8 @@ def pin(mode: Pinning, server_pids: Sequence[int]) -> tuple[str, Callable[[], No
     threads = [tid for pid in server_pids for tid in _threads(pid)]
     own = {tid: _affinity(tid) for tid in threads}
     # threads the server bound to fewer cores than the machine has (vLLM's CPU worker)
-    kept = {tid for tid, a in own.items() if a and set(a) < set(cpus)}
+    every = set(cpus)
+    kept = {tid for tid, a in own.items() if a and set(a) < every}
     bound = sorted({c for tid in kept for c in own[tid]})
     plan = split(mode, cpus, bound)
     if plan is None:
