@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "Run a study file as one of many workers sharing its Optuna storage (an RDB URL "
             "such as postgresql://user@host/db, or a journal file on a shared disk): start the "
             "same command on every host; no configuration is measured twice, and each worker "
-            "prints and reports the whole study as it stands when its share is done. "
+            "prints and reports the whole study once its share is done and what the others "
+            "still measure has landed (Ctrl-C: the study as it stands). "
             "Rerunning continues. Exit status as for 'tuner run'."
         ),
     )

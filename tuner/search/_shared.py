@@ -18,7 +18,10 @@ class SharedSearch(Search):
     - **planned** (grid, random, list: :meth:`Search.plan` is not None): the plan is enqueued
       once in the study and :meth:`ask` pops the next WAITING trial, so workers split the plan
       and none evaluates a configuration another one claimed; evaluations the study already
-      holds (an earlier run) are not proposed again: resuming is rerunning;
+      holds (an earlier run) are not proposed again: resuming is rerunning. When nothing is
+      WAITING but other live workers still hold evaluations, :meth:`ask` waits (polling every
+      ``poll`` seconds) instead of ending: a claim given back or abandoned is enqueued again
+      and taken here, and the run ends with the whole plan measured;
     - **in the study itself** (TPE: :meth:`Search.use_study` takes the study): its own claims
       and records, asks and tells passed through;
     - **anything else** (successive halving): each proposal is claimed before it is returned;
@@ -74,7 +77,9 @@ class SharedSearch(Search):
         if self.mode == "own":
             return self.inner.ask()
         if self.mode == "planned":
-            claim = self.store.pop()
+            # nothing WAITING: wait while other workers hold evaluations, for one they may yet
+            # give back; None once the plan is measured (nothing waiting, nothing in flight)
+            claim = self.store.pop() or self.store.wait_for_others(self.poll, then=self.store.pop)
             if claim is None:
                 return None
             self._claims[(claim.config, claim.fidelity)] = claim

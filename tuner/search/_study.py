@@ -18,19 +18,27 @@ back, so resuming is rerunning).
 not depend on results (grid, random, list: :meth:`Search.plan`) has its whole plan enqueued
 once (``Study.enqueue_trial``, WAITING trials in plan order) and workers pop WAITING trials the
 way ``Study.ask`` does (``set_trial_state_values(RUNNING)`` succeeds for exactly one caller).
-Any other configuration is claimed by enqueueing it and popping that trial. When two copies of
-one evaluation exist (two hosts enqueued the plan at the same moment), only the lowest-numbered
+Any other configuration is claimed by enqueueing it and popping that trial. The plan's mark
+(``tuner_plan``) is set before its trials are enqueued, so a worker that finds the mark waits
+until every position of the plan is in the study (and enqueues the rest itself when the plan
+stops growing for ``plan_patience`` seconds: its planner died part-way). When two copies of one
+evaluation exist (two hosts enqueued the plan at the same moment), only the lowest-numbered
 live one may run: the holder of a later copy yields it (FAIL, ``tuner_duplicate``). A RUNNING
 trial whose worker died -- same host and its process gone, or older than ``stale_after`` -- is
-abandoned: it is failed (``tuner_abandoned``) and its configuration enqueued again.
+abandoned: it is failed (``tuner_abandoned``) and its configuration enqueued again. A worker
+whose own share is done waits for what other live workers hold (:meth:`StudyStore.wait_for_others`)
+before it reports, so every host reports the whole study.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +69,9 @@ from tuner.search._optuna import (
 _FAIL = optuna.trial.TrialState.FAIL
 _RUNNING = optuna.trial.TrialState.RUNNING
 _WAITING = optuna.trial.TrialState.WAITING
+#: Seconds a plan being enqueued by another worker may stop growing before it counts as
+#: abandoned part-way (one enqueue takes milliseconds, even on a busy database).
+PLAN_PATIENCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class StudyStore:
         fingerprint: What makes two runs the same study (kept in the study's user attribute
             ``tuner_study``); a study holding another fingerprint is refused.
         stale_after: Seconds after which another host's claim counts as abandoned.
+        plan_patience: Seconds a plan another worker is enqueueing may stop growing before
+            this worker enqueues the rest itself (its planner died part-way).
 
     Example:
         >>> from tuner import Objective
@@ -99,11 +112,13 @@ class StudyStore:
         objective: Objective,
         fingerprint: dict[str, Any] | None = None,
         stale_after: float = STALE_AFTER,
+        plan_patience: float = PLAN_PATIENCE,
     ) -> None:
         self.storage = open_storage(storage)
         self.study_name = study_name
         self.objective = objective
         self.stale_after = stale_after
+        self.plan_patience = plan_patience
         self._claims: dict[int, Claim] = {}
         self._distributions: dict[str, optuna.distributions.CategoricalDistribution] = {}
         with quiet_optuna():
@@ -157,14 +172,51 @@ class StudyStore:
                     f"({held.get('size')} trials), not this {search} ({len(keys)} trials); use "
                     "another study name, or the same search settings"
                 )
+            self._await_plan(configs, keys)
             return
         self.study.set_user_attr(PLAN_ATTR, wanted)
+        self._enqueue_plan(configs, keys, range(len(keys)))
+
+    def _enqueue_plan(
+        self,
+        configs: Sequence[tuple[ServingConfig, float]],
+        keys: Sequence[str],
+        orders: Iterable[int],
+    ) -> None:
         with quiet_optuna():
-            for order, ((config, fidelity), key) in enumerate(zip(configs, keys, strict=True)):
+            for order in orders:
+                config, fidelity = configs[order]
                 self.study.enqueue_trial(
                     self._params(config),
-                    user_attrs={KEY_ATTR: key, ORDER_ATTR: order, "tuner_fidelity": fidelity},
+                    user_attrs={
+                        KEY_ATTR: keys[order],
+                        ORDER_ATTR: order,
+                        "tuner_fidelity": fidelity,
+                    },
                 )
+
+    def _await_plan(
+        self, configs: Sequence[tuple[ServingConfig, float]], keys: Sequence[str]
+    ) -> None:
+        """Return once every evaluation of a plan another worker is enqueueing is in the study
+        (the plan's mark is set before its trials, one by one), so that finding no WAITING
+        trial means the plan is taken, not that it is not there yet. A plan that stops growing
+        for ``plan_patience`` seconds (its planner died part-way) is completed here."""
+        missing = self._unplanned(len(keys))
+        last, since = len(missing), time.monotonic()
+        while missing:
+            if time.monotonic() - since > self.plan_patience:
+                self._enqueue_plan(configs, keys, sorted(missing))
+                return
+            time.sleep(0.1)
+            missing = self._unplanned(len(keys))
+            if len(missing) < last:
+                last, since = len(missing), time.monotonic()
+
+    def _unplanned(self, size: int) -> set[int]:
+        """The plan positions (0..size-1) no trial of the study holds yet."""
+        held = {t.user_attrs.get(ORDER_ATTR) for t in self._all()}
+        return {order for order in range(size) if order not in held}
 
     # --- claims ------------------------------------------------------------------------------
     def pop(self) -> Claim | None:
@@ -242,6 +294,51 @@ class StudyStore:
                 self._requeue(t)
                 n += 1
         return n
+
+    def held_elsewhere(self) -> list[str]:
+        """The evaluations other live workers hold (RUNNING, not finished, not abandoned),
+        each as ``trial 3 (host gpu-2, pid 411, 2 min)``: what a worker whose own share is
+        done waits for before it reports the study, so that its answer is the whole study's."""
+        me = worker_identity()
+        held = []
+        for t in self._all(states=(_RUNNING,)):
+            who = t.user_attrs.get(WORKER_ATTR)
+            if TRIAL_ATTR in t.user_attrs or who == me or abandoned(t, self.stale_after):
+                continue
+            where = f"host {who.get('host')}, pid {who.get('pid')}" if isinstance(who, dict) else ""
+            if t.datetime_start is not None:
+                now = datetime.datetime.now(t.datetime_start.tzinfo)
+                age = (now - t.datetime_start).total_seconds() / 60
+                where += f"{', ' if where else ''}{age:.0f} min"
+            held.append(f"trial {t.number}" + (f" ({where})" if where else ""))
+        return held
+
+    def wait_for_others(
+        self, poll: float = 1.0, then: Callable[[], Claim | None] | None = None
+    ) -> Claim | None:
+        """Wait while other live workers hold evaluations (:meth:`held_elsewhere`), saying
+        once why (a warning on the ``tuner`` logger: stderr by default). With ``then``, call
+        it after each poll and return what it finds as soon as it finds something (a claim
+        given back, or abandoned and enqueued again); None once nothing is held elsewhere.
+        A claim older than ``stale_after`` counts as abandoned, so the wait ends by then."""
+        said = False
+        while held := self.held_elsewhere():
+            if not said:
+                said = True
+                logging.getLogger("tuner").warning(
+                    "study %r: this worker's share is done; waiting for what other workers "
+                    "hold, to report the whole study: %s (a claim counts as abandoned after "
+                    "%s and is measured again; Ctrl-C reports the study as it stands)",
+                    self.study_name,
+                    "; ".join(held[:5]) + (f"; {len(held) - 5} more" if len(held) > 5 else ""),
+                    f"{self.stale_after / 3600:g} h"
+                    if self.stale_after >= 3600
+                    else f"{self.stale_after:g} s",
+                )
+            time.sleep(poll)
+            if then is not None and (got := then()) is not None:
+                return got
+        return None
 
     def release(self) -> None:
         """Give back this worker's unfinished claims (a stopped run): FAIL, enqueued again."""

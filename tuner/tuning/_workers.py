@@ -202,8 +202,25 @@ def _show(loop: Loop, store: StudyStore, shown: set[tuple[str, float]]) -> None:
             loop.on_trial(t)
 
 
+def _settled(store: StudyStore, stop_reason: str, poll: float = 1.0) -> str:
+    """Wait for the evaluations other live workers (other hosts) still hold, so that this
+    run reports the whole study rather than the part finished when its own share was done
+    (and never calls a study infeasible while its feasible trials are still running). Not
+    after an interrupt or a timeout: those report the study as it stands. Returns the stop
+    reason (``"interrupted"`` when Ctrl-C ends the wait)."""
+    if stop_reason == "interrupted" or stop_reason.startswith("timeout"):
+        return stop_reason
+    try:
+        store.wait_for_others(poll)
+    except KeyboardInterrupt:
+        return "interrupted"
+    return stop_reason
+
+
 def _gathered(loop: Loop, store: StudyStore, stop_reason: str) -> Exploration:
-    """Every trial of the study as one run's record, judged like :meth:`Loop.explore`."""
+    """Every trial of the study as one run's record, judged like :meth:`Loop.explore`, once
+    the evaluations other workers hold have landed (:func:`_settled`)."""
+    stop_reason = _settled(store, stop_reason)
     trials: tuple[Trial, ...] = store.trials()
     best = best_trial(trials, loop.objective)
     return Exploration(
