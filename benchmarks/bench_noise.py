@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a small problem (smoke test)")
     ap.add_argument(
         "--live",
-        choices=("truth", "policies", "abort", "abort-long", "pinning"),
+        choices=("truth", "policies", "abort", "abort-long", "abort-replay", "pinning"),
         help="a part of the live CPU-vLLM benchmark (bench_noise_live.py; needs vLLM)",
     )
     ap.add_argument("--out", default=None, help="--live: where its JSON goes")

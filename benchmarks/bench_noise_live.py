@@ -61,8 +61,9 @@ from tuner.backends import Backend
 from tuner.backends.live import build_tiny_model
 from tuner.backends.live._server import VLLMServerBackend
 from tuner.cli._table import format_table
-from tuner.objectives import AbortRule, MetricRef, PartialRun, tied_with_best
+from tuner.objectives import SLO, AbortRule, MetricRef, PartialRun, pooled_log_sd, tied_with_best
 from tuner.search import ListSearch
+from tuner.tuning._futility import abort_margin
 
 BASE = ServingConfig(max_model_len=1024, block_size=128, max_num_seqs=8)
 SPACE = SearchSpace({"max_num_batched_tokens": [128, 256], "max_num_seqs": [4, 8, 16]}, base=BASE)
@@ -442,6 +443,111 @@ def part_abort(out: Path, quick: bool) -> None:
     )
 
 
+# --- offline: early abort replayed on the live runs, with and without the noise margin ----------
+REPLAY_STEP = 0.05  # seconds between two looks at a replayed run (the live client looks as often)
+
+
+def abort_time(m: Measurement, rule: AbortRule) -> float | None:
+    """When ``rule`` would have stopped this saved live run (None: it would have run in full):
+    the first look, every ``REPLAY_STEP`` s, at which what had been observed -- the first
+    tokens that had come, the time each other sent request had waited -- proves the SLO lost.
+    The run up to that moment is the run that was measured, so the replay is exact but for the
+    client's own timing of its looks."""
+    arrival = np.asarray(m.arrival, dtype=np.float64)
+    first = arrival + np.asarray(m.ttft, dtype=np.float64)
+    t0 = float(arrival.min())
+    for now in np.arange(t0 + REPLAY_STEP, t0 + m.duration, REPLAY_STEP):
+        seen = first <= now
+        run = PartialRun(
+            now=float(now),
+            arrival=arrival,
+            output_tokens=np.asarray(m.output_tokens, dtype=np.float64),
+            first_token=np.where(seen, first, np.nan),
+        )
+        if rule.lost(run) is not None:
+            return float(now - t0)
+    return None
+
+
+def feasible_in_truth(
+    runs: dict[ServingConfig, list[Measurement]], slos: list[str], work: Workload, rule: Any
+) -> set[ServingConfig]:
+    """The configurations a Loop given every saved run of each finds feasible by ``rule``."""
+    n = min(len(v) for v in runs.values())
+    loop = Loop(
+        ResampledBackend(runs, every_run=True),
+        ListSearch(list(runs)),
+        OBJECTIVE,
+        slos,
+        repeats=Repeats(min=n, max=n, rule=rule),
+    )
+    return {t.config for t in loop.explore(SPACE, work).trials if t.feasible}
+
+
+def part_abort_replay(out: Path, max_runs: int) -> None:
+    """Every saved live run replayed under three abort rules on ``ttft.p99 <= L``: the plain
+    rule (what the Loop did before: an abort is final), and the Loop's noise margins for
+    ``Repeats(max=max_runs)`` under the ``confident`` and the ``median`` rule. Each
+    configuration's margin comes from the noise of the *other* configurations' runs (pooled
+    with the Loop's prior), as a study that had measured them would have it. A stopped run
+    of a configuration that its rule finds feasible on all its runs is a winner thrown away."""
+    runs, saved = load_truth(out)
+    limit = slo_limit(runs)
+    slo = SLO.parse(f"{SLO_METRIC} <= {limit:g}s")
+    work = workload(bool(saved.get("quick")))
+    truth = {r: feasible_in_truth(runs, [slo.text], work, r) for r in ("median", "confident")}
+    rules: dict[str, tuple[Any, Any]] = {"plain (final)": (lambda c: AbortRule([slo]), None)}
+    for r in ("confident", "median"):
+
+        def margin_rule(c: ServingConfig, r: Any = r) -> AbortRule:
+            others = [[value(m, SLO_METRIC) for m in v] for k, v in runs.items() if k != c]
+            s, df = pooled_log_sd(others)
+            m = abort_margin(slo, s, df, 0.95, max_runs, r)
+            return AbortRule([slo], margins={slo.text: m})
+
+        rules[f"margin, {r}"] = (margin_rule, r)
+    rows: list[list[str]] = []
+    cut: dict[str, dict[ServingConfig, int]] = {name: {} for name in rules}
+    load_s = dict.fromkeys(rules, 0.0)
+    full_total = 0.0
+    for c, ms in runs.items():
+        p99s = [value(m, SLO_METRIC) for m in ms]
+        full_total += sum(m.duration for m in ms)
+        row = [key(c), f"{statistics.median(p99s):.2f}", f"{sum(p > limit for p in p99s)}"]
+        row += ["yes" if c in truth[r] else "no" for r in ("median", "confident")]
+        for name, (make, _) in rules.items():
+            rule = make(c)
+            times = [abort_time(m, rule) for m in ms]
+            cut[name][c] = sum(t is not None for t in times)
+            load_s[name] += sum(
+                t if t is not None else m.duration for t, m in zip(times, ms, strict=True)
+            )
+            row.append(f"{cut[name][c]} (x{rule.margins.get(slo.text, 1.0):.2f})")
+        rows.append(row)
+    n = len(next(iter(runs.values())))
+    print(
+        f"early abort replayed on {len(runs)} configurations x {n} saved live runs, "
+        f"{slo.text}, margins for Repeats(max={max_runs}); each abort column: the runs it "
+        "would have stopped (the margin)"
+    )
+    heads = ["config", "p99 s", "runs over L", "feasible: median", "confident", *rules]
+    print(format_table(heads, rows))
+    for name, (_, own) in rules.items():
+        judged = [own] if own is not None else ["median", "confident"]
+        thrown = "; ".join(
+            f"{sum(cut[name][c] for c in truth[r])} of {n * len(truth[r])} runs of the "
+            f"configurations feasible by {r}"
+            for r in judged
+        )
+        losers = [c for c in runs if c not in truth["median"]]
+        kept = load_s[name] / full_total
+        print(
+            f"{name}: stops {thrown}; {sum(cut[name][c] for c in losers)} of "
+            f"{n * len(losers)} of those the median finds infeasible; load "
+            f"{load_s[name]:.0f} s of {full_total:.0f} s ({1 - kept:.0%} saved)"
+        )
+
+
 # --- live: CPU pinning ---------------------------------------------------------------------------
 def part_pinning(out: Path, runs: int, quick: bool) -> None:
     work = workload(quick)
@@ -489,7 +595,7 @@ def _cv(values: list[float]) -> float:
     return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
 
 
-PARTS = ("truth", "policies", "abort", "abort-long", "pinning")
+PARTS = ("truth", "policies", "abort", "abort-long", "abort-replay", "pinning")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="live runs per configuration (5)")
     ap.add_argument("--sessions", type=int, default=100, help="simulated sessions (100)")
     ap.add_argument("--quick", action="store_true", help="2 configurations, short runs")
+    ap.add_argument("--repeats-max", type=int, default=5, help="abort-replay: Repeats.max (5)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "truth":
@@ -509,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         part_abort(args.out, args.quick)
     elif args.part == "abort-long":
         part_abort_long(args.out)
+    elif args.part == "abort-replay":
+        part_abort_replay(args.out, args.repeats_max)
     else:
         part_pinning(args.out, args.runs, args.quick)
     return 0

@@ -14,6 +14,7 @@ from tuner import Loop, Objective, Repeats, SearchSpace, ServingConfig, Trial, T
 from tuner.objectives import SLO, constant_replicates
 from tuner.search import GridSearch
 from tuner.tuning._futility import (
+    abort_margin,
     outlook,
     pass_reachable,
     reversible,
@@ -195,6 +196,51 @@ def test_an_overlap_that_max_runs_could_separate_stays_open() -> None:
     lo, hi = better.intervals["output_throughput"]
     assert lo < 105.0 < hi  # overlaps the incumbent now, and could clear it after 5 runs
     assert open_question(better, rep, [], obj, inc) is not None
+
+
+@pytest.mark.parametrize("rule", ["median", "confident"])
+@pytest.mark.parametrize("slo", ["ttft.p99 <= 2s", "output_throughput >= 500"])
+def test_a_run_past_the_abort_margin_cannot_be_brought_back_and_one_inside_it_can(
+    rule: Any, slo: str
+) -> None:
+    """The margin is the futility rule's own boundary: one run just past ``limit * m`` is a
+    verdict ``max`` runs cannot reverse (by the arithmetic ``open_question`` uses); one just
+    inside it is not, so stopping it early could throw a configuration away."""
+    s = SLO.parse(slo)
+    m = abort_margin(s, 0.15, 20, 0.95, 5, rule, prior=(0.0, 0))
+    assert m > 1.0
+    upper = s.op == "<="
+    for factor, settled in ((1.001, True), (0.999, False)):
+        value = s.limit * (m if upper else 1 / m) * (factor if upper else 1 / factor)
+        ahead, reach = outlook([value], [[value]], 0.15, 20, 0.95, 5)
+        if rule == "confident":
+            assert pass_reachable(s, ahead, reach) is not settled
+        else:
+            assert s.satisfied_by(ahead[0] if upper else ahead[1]) is not settled
+
+
+def test_the_abort_margin_grows_with_the_noise_and_its_uncertainty_and_shrinks_without_runs() -> (
+    None
+):
+    s = SLO.parse("ttft.p99 <= 2s")
+    none = (0.0, 0)
+    assert abort_margin(s, 0.1, 20, 0.95, 5, "median", none) < abort_margin(
+        s, 0.3, 20, 0.95, 5, "median", none
+    )
+    assert abort_margin(s, 0.15, 2, 0.95, 5, "median", none) > abort_margin(
+        s, 0.15, 200, 0.95, 5, "median", none
+    )  # a noise known from few repeats is known loosely: a wider margin
+    assert abort_margin(s, 0.15, 20, 0.95, 5, "confident", none) < abort_margin(
+        s, 0.15, 20, 0.95, 5, "median", none
+    )  # the confident rule needs the interval under the limit, not only the median
+    assert abort_margin(s, 0.15, 20, 0.95, 1, "median") == 1.0  # no repeat to wait for
+    assert abort_margin(s, 0.15, 20, 0.95, 5, "single") == 1.0
+    assert abort_margin(s, 0.0, 20, 0.95, 5, "median", none) == 1.0  # exact runs
+    assert abort_margin(s, 0.0, 0, 0.95, 5, "median", none) == math.inf  # nothing known
+    # the prior weighs as its degrees of freedom: soon outweighed by the study's own repeats
+    few, many = (abort_margin(s, 0.05, df, 0.95, 5, "median") for df in (2, 200))
+    alone = abort_margin(s, 0.05, 200, 0.95, 5, "median", none)
+    assert few > many > alone and many == pytest.approx(alone, rel=0.02)
 
 
 # --- the Loop ------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner import Measurement
+from tuner import Measurement, SLOError
 from tuner.objectives import (
     SLO,
     AbortRule,
@@ -153,6 +154,47 @@ def test_the_abort_rule_never_calls_lost_an_slo_the_completed_run_meets(
     reason = AbortRule([slo]).lost(partial)
     if reason is not None:
         assert not slo.satisfied_by(slo.value(m)), reason
+
+
+@given(runs_and_slos(), st.floats(1.0, 4.0))
+@settings(max_examples=300, deadline=None)
+def test_with_a_noise_margin_the_rule_calls_lost_only_a_run_past_the_widened_limit(
+    case: tuple[Measurement, PartialRun, SLO], margin: float
+) -> None:
+    m, partial, slo = case
+    reason = AbortRule([slo], margins={slo.text: margin}).lost(partial)
+    if reason is None:
+        return
+    value = slo.value(m)
+    if slo.ref.name in ("max_step_tokens", "total_steps", "failed_requests"):
+        assert not slo.satisfied_by(value), reason  # counts are exact: no margin
+    else:
+        widened = slo.limit * margin if slo.op in ("<=", "<") else slo.limit / margin
+        assert not slo.model_copy(update={"limit": widened}).satisfied_by(value), reason
+        assert reason.startswith(f"{slo.text} lost (") and (margin == 1 or "noise margin" in reason)
+
+
+def test_a_noise_margin_names_an_slo_of_the_rule_and_is_at_least_one() -> None:
+    with pytest.raises(SLOError, match=r"margins\['ttft.p50 <= 1s'\]: not one of the rule's SLOs"):
+        AbortRule(["ttft.p99 <= 2s"], margins={"ttft.p50 <= 1s": 1.5})
+    with pytest.raises(SLOError, match=r"= 0.5: must be a number >= 1"):
+        AbortRule(["ttft.p99 <= 2s"], margins={"ttft.p99 <= 2s": 0.5})
+    run = PartialRun(
+        now=3.0,
+        arrival=np.zeros(3),
+        output_tokens=np.full(3, 2),
+        first_token=np.array([0.1, 0.2, np.nan]),
+        step_tokens=[100, 700],
+    )
+    never = AbortRule(["ttft.max <= 2s"], margins={"ttft.max <= 2s": math.inf})
+    assert never.lost(run) is None  # 3 s waited, but no margin is known to be enough
+    exact = AbortRule(["max_step_tokens <= 512"]).widened({"max_step_tokens <= 512": 2.0})
+    assert "a step scheduled 700 tokens" in (exact.lost(run) or "")  # a count takes none
+    wide = AbortRule(["ttft.max <= 2s"]).widened({"ttft.max <= 2s": 1.4})
+    assert wide.lost(run) == (
+        "ttft.max <= 2s lost (1 of 3 requests already over 2.8s, 1 still without a first "
+        "token; max allows at most 0; noise margin x1.4)"
+    )
 
 
 def test_a_percentile_is_lost_once_more_than_its_share_is_certain_to_exceed() -> None:

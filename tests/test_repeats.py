@@ -296,6 +296,53 @@ def test_an_aborted_run_is_recorded_infeasible_with_its_reason_and_the_time_save
     assert kept.abort_reason is None
 
 
+class NoisyAborting(Aborting):
+    """:class:`Aborting` on a noisy backend: each run's TTFTs scaled by the next of ``factors``
+    (as a live server's runs move), the abort rule watching the scaled run."""
+
+    deterministic = False
+
+    def __init__(self, factors: list[float]) -> None:
+        super().__init__(COST)
+        self.factors, self.runs = factors, 0
+
+    def evaluate(self, config: ServingConfig, workload: Workload) -> Measurement:
+        m = super().evaluate(config, workload)
+        f = self.factors[min(self.runs, len(self.factors) - 1)]
+        self.runs += 1
+        return m.model_copy(update={"ttft": m.ttft * f})
+
+
+def test_a_run_over_its_limit_by_less_than_the_noise_is_measured_in_full_and_repeated() -> None:
+    """Early abort must not throw away a configuration the repeat policy would keep: a run
+    over the limit by less than the run-to-run noise could explain runs in full, and the other
+    runs decide; a run far past it is still stopped, and stays stopped."""
+    requests = [Request(arrival=i * 0.05, prompt_tokens=400, output_tokens=4) for i in range(60)]
+    work = Workload(requests)
+    space = SearchSpace({"max_num_batched_tokens": [2048]}, base=ServingConfig(max_num_seqs=8))
+    (config,) = list(space)
+    limit = float(SimulatorBackend(COST).evaluate(config, work).ttft.max())
+    slos = [f"ttft.max <= {limit * 1000:.6g}ms"]
+
+    def run(factors: list[float], repeats: Repeats) -> Trial:
+        (trial,) = (
+            Loop(NoisyAborting(factors), GridSearch(), slos=slos, repeats=repeats)
+            .explore(space, work)
+            .trials
+        )
+        return trial
+
+    once = run([1.3], Repeats(max=1))  # without repeats an abort is final, as it always was
+    assert once.abort_reason is not None and "noise margin" not in once.abort_reason
+    median = Repeats(min=1, max=3, rule="median")
+    kept = run([1.3, 0.8, 0.8], median)  # 30 % over: inside the 1.6x the prior noise allows
+    assert kept.abort_reason is None and kept.repeats == 3 and kept.feasible
+    assert kept.repeat_values["ttft.max"][0] == pytest.approx(1.3 * limit)
+    far = run([3.0, 0.8, 0.8], median)  # 3x over: no two runs could bring the median back
+    assert far.abort_reason is not None and far.repeats == 1 and not far.feasible
+    assert "noise margin x1.6" in far.abort_reason
+
+
 def test_the_abort_rule_is_offered_only_to_a_backend_that_takes_it() -> None:
     backend = Recording()
     loop = Loop(backend, GridSearch(), slos=["ttft.p99 <= 1s"], repeats=Repeats(max=1))

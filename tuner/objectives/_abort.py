@@ -34,12 +34,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from tuner.core import SLOError
 from tuner.objectives._slo import SLO, parse_slos
 from tuner.objectives._stats import parse_percentile
 
@@ -111,10 +112,47 @@ class AbortRule:
     Args:
         slos: The SLOs (objects or text like ``"ttft.p99 <= 2s"``); limits in the run's time
             unit (seconds for a live server).
+        margins: Per SLO (by its text), a factor ``m >= 1`` by which a run must provably be
+            past the limit before it is called lost -- over ``limit * m`` for an upper limit,
+            under ``limit / m`` for a lower one; ``inf``: never called lost. The Loop sets it
+            from the run-to-run noise (:func:`tuner.tuning._futility.abort_margin`), so that
+            a run is stopped only when no repeat could bring its SLO back: a run that is over
+            by less than the noise explains is measured in full and the repeat policy decides.
+            Latency, duration and throughput SLOs take it; counts (``max_step_tokens``,
+            ``total_steps``, ``failed_requests``) are exact and take none. Default: 1 for all.
+
+    Example:
+        >>> rule = AbortRule(["ttft.max <= 2s"], margins={"ttft.max <= 2s": 1.5})
+        >>> run = PartialRun(now=2.5, arrival=[0.0], output_tokens=[8], first_token=[np.nan])
+        >>> rule.lost(run) is None  # 2.5 s over 2 s, but not over 2 s * 1.5 = 3 s
+        True
+        >>> rule.lost(PartialRun(now=3.5, arrival=[0.0], output_tokens=[8],
+        ...                      first_token=[np.nan]))  # doctest: +ELLIPSIS
+        'ttft.max <= 2s lost (1 of 1 requests already over 3s, ...; noise margin x1.5)'
     """
 
-    def __init__(self, slos: Sequence[SLO | str] | SLO | str) -> None:
+    def __init__(
+        self,
+        slos: Sequence[SLO | str] | SLO | str,
+        margins: Mapping[str, float] | None = None,
+    ) -> None:
         self.slos = parse_slos(slos)
+        self.margins: dict[str, float] = {}
+        texts = [s.text for s in self.slos]
+        for text, m in (margins or {}).items():
+            if text not in texts:
+                raise SLOError(
+                    f"AbortRule.margins[{text!r}]: not one of the rule's SLOs ({', '.join(texts)})"
+                )
+            if not (isinstance(m, (int, float)) and m >= 1.0):
+                raise SLOError(
+                    f"AbortRule.margins[{text!r}] = {m!r}: must be a number >= 1 (or inf)"
+                )
+            self.margins[text] = float(m)
+
+    def widened(self, margins: Mapping[str, float]) -> AbortRule:
+        """This rule with noise ``margins`` (see the class); the SLOs and their texts stay."""
+        return AbortRule(self.slos, margins)
 
     @property
     def can_abort(self) -> bool:
@@ -126,9 +164,15 @@ class AbortRule:
         every SLO may still hold."""
         for slo in self.slos:
             check = _checker(slo)
-            why = check(slo, run) if check is not None else None
+            if check is None:
+                continue
+            m = self.margins.get(slo.text, 1.0) if slo.ref.name not in _EXACT else 1.0
+            if math.isinf(m):
+                continue
+            judged = slo if m == 1.0 else _wider(slo, m)
+            why = check(judged, run)
             if why is not None:
-                return f"{slo.text} lost ({why})"
+                return f"{slo.text} lost ({why}{f'; noise margin x{m:.3g}' if m > 1 else ''})"
         return None
 
     def lost_slo(self, reason: str) -> SLO | None:
@@ -137,6 +181,16 @@ class AbortRule:
         if reason.startswith("aborted at "):
             reason = reason.partition(": ")[2]
         return next((s for s in self.slos if reason.startswith(f"{s.text} lost")), None)
+
+
+#: Figures that are counts, exact in every run: an abort on them takes no noise margin.
+_EXACT = ("max_step_tokens", "total_steps", "failed_requests")
+
+
+def _wider(slo: SLO, m: float) -> SLO:
+    """``slo`` with its limit moved ``m`` times further out (a run must pass that to lose)."""
+    limit = slo.limit * m if slo.op in ("<=", "<") else slo.limit / m
+    return slo.model_copy(update={"limit": limit})
 
 
 def _limit_text(slo: SLO) -> str:

@@ -95,6 +95,63 @@ def outlook(
     )
 
 
+#: The run-to-run noise :func:`abort_margin` assumes before a study has measured its own: a
+#: log-sd of 0.2 (live runs on a busy host move 15-20 %), worth 2 degrees of freedom, so that
+#: the study's first repeated configurations soon outweigh it.
+PRIOR_NOISE: tuple[float, int] = (0.2, 2)
+
+
+def abort_margin(
+    slo: SLO,
+    log_sd: float,
+    df: int,
+    confidence: float,
+    max_runs: int,
+    rule: Rule,
+    prior: tuple[float, int] = PRIOR_NOISE,
+) -> float:
+    """How far past its limit one run must provably be before no ``max_runs`` runs could
+    bring ``slo`` back (so that stopping that run early throws nothing away): the factor
+    ``m >= 1`` such that a run bound past ``limit * m`` (an upper limit; ``limit / m`` for a
+    lower one) fails ``slo`` whatever the other runs show, by :func:`outlook` of that one run.
+
+    The run-to-run noise is the study's (``log_sd`` with ``df`` degrees of freedom) pooled
+    with ``prior`` (a log-sd and its degrees of freedom, as if measured: the variances
+    weighted by degrees of freedom), so that a first run, before any repeat, is judged too.
+    Under ``median`` the median after ``max_runs`` runs must be unable to cross the limit;
+    under ``confident`` the interval's unfavourable end too (its run-to-run part only: the
+    within-run part would make a pass only harder). 1 when nothing more is run (``max_runs``
+    1, or ``single``) or the noise is nil; ``inf`` when no noise is known and there is no
+    prior (any run might yet be brought back). An SLO without a direction gets 1.
+
+    Example:
+        >>> slo = SLO.parse("ttft.p99 <= 2s")
+        >>> no_prior = (0.0, 0)
+        >>> round(abort_margin(slo, 0.15, 20, 0.95, 5, "median", no_prior), 2)  # 2.5 s
+        1.26
+        >>> round(abort_margin(slo, 0.15, 20, 0.95, 5, "confident", no_prior), 2)
+        1.1
+        >>> round(abort_margin(slo, 0.0, 0, 0.95, 5, "median"), 2)  # the prior alone
+        1.69
+        >>> abort_margin(slo, 0.15, 20, 0.95, 1, "median")  # one run: nothing to bring it back
+        1.0
+    """
+    if max_runs <= 1 or rule == "single" or slo.op not in ("<=", "<", ">=", ">"):
+        return 1.0
+    prior_sd, prior_df = prior
+    known = df >= 1 and math.isfinite(log_sd)
+    total = (df if known else 0) + prior_df
+    if total < 1:
+        return math.inf
+    var = ((df * log_sd**2 if known else 0.0) + prior_df * prior_sd**2) / total
+    (lo, hi), (below, above) = outlook([1.0], [[1.0]], math.sqrt(var), total, confidence, max_runs)
+    if slo.op in ("<=", "<"):
+        best = lo * math.exp(above) if rule == "confident" else lo
+        return max(1.0, 1.0 / best)
+    best = hi * math.exp(-below) if rule == "confident" else hi
+    return max(1.0, best)
+
+
 def pass_reachable(slo: SLO, median_range: Interval, reach: Reach) -> bool:
     """Whether ``max`` runs could show ``slo`` met by the ``confident`` rule (the interval's
     unfavourable end within the limit), for some median after ``max`` runs inside
@@ -221,7 +278,9 @@ def tie_reversible(
 
 
 __all__ = [
+    "PRIOR_NOISE",
     "Reach",
+    "abort_margin",
     "outlook",
     "pass_reachable",
     "reversible",

@@ -45,6 +45,7 @@ from tuner.objectives import (
 from tuner.search import Proposal, Search
 from tuner.tuning._budget import Budget
 from tuner.tuning._capacity import WorkloadAt, capacity_trial, offered_load
+from tuner.tuning._futility import abort_margin
 from tuner.tuning._log import TrialLog, fingerprint
 from tuner.tuning._open import open_question
 from tuner.tuning._record import TrialRecord
@@ -318,8 +319,26 @@ class Loop:
     def _session(self, config: ServingConfig) -> Any:
         """``backend.session(config)``, with the abort rule for a backend that takes it."""
         if self.abort_rule is not None and self.backend.supports_abort:
-            return self.backend.session(config, abort=self.abort_rule)
+            return self.backend.session(config, abort=self._abort_now())
         return self.backend.session(config)
+
+    def _abort_now(self) -> AbortRule:
+        """The abort rule with the noise margins the study's repeats give now
+        (:func:`~tuner.tuning._futility.abort_margin`): a run is stopped only once no repeat
+        could bring its SLO back, so that early abort never throws away a configuration the
+        repeat policy would have kept. Without repeats (``max`` 1, a deterministic backend)
+        an abort is final as it stands."""
+        assert self.abort_rule is not None
+        r = self.repeats
+        if self.backend.deterministic or r.max <= 1:
+            return self.abort_rule
+        margins = {
+            slo.text: abort_margin(
+                slo, *self._noise.estimate(slo.metric), r.confidence, r.max, r.rule
+            )
+            for slo in self.slos
+        }
+        return self.abort_rule.widened(margins)
 
     def _trial(self, record: TrialRecord, proposal: Proposal, workload: Workload) -> Trial:
         if self.objective.is_capacity:
