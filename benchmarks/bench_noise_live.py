@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tuner import (
+    Exploration,
     Loop,
     Measurement,
     Objective,
@@ -233,20 +234,29 @@ def slo_limit(runs: dict[ServingConfig, list[Measurement]]) -> float:
     return float(f"{limit:.2g}")
 
 
+def explore_truth(
+    runs: dict[ServingConfig, list[Measurement]], slos: list[str], work: Workload, rule: Any
+) -> Exploration:
+    """The ground truth: a Loop that gives each configuration all of its saved runs (every
+    one, lagged or not), judged by ``rule``."""
+    n = min(len(v) for v in runs.values())
+    loop = Loop(
+        ResampledBackend(runs, every_run=True),
+        ListSearch(list(runs)),
+        OBJECTIVE,
+        slos,
+        repeats=Repeats(min=n, max=n, rule=rule),
+    )
+    return loop.explore(SPACE, work)
+
+
 def part_policies(out: Path, sessions: int) -> None:
     runs, saved = load_truth(out)
     limit = slo_limit(runs)
     slos = [f"{SLO_METRIC} <= {limit:g}s"]
     work = workload(bool(saved.get("quick")))
     n = min(len(v) for v in runs.values())
-    truth_loop = Loop(
-        ResampledBackend(runs, every_run=True),
-        ListSearch(list(runs)),
-        OBJECTIVE,
-        slos,
-        repeats=Repeats(min=n, max=n, rule="median"),
-    )
-    truth = truth_loop.explore(SPACE, work)
+    truth = explore_truth(runs, slos, work, "median")
     band = {t.config for t in tied_with_best(truth.trials, OBJECTIVE)}
     feasible = {t.config for t in truth.trials if t.feasible}
     best = truth.best
@@ -473,15 +483,7 @@ def feasible_in_truth(
     runs: dict[ServingConfig, list[Measurement]], slos: list[str], work: Workload, rule: Any
 ) -> set[ServingConfig]:
     """The configurations a Loop given every saved run of each finds feasible by ``rule``."""
-    n = min(len(v) for v in runs.values())
-    loop = Loop(
-        ResampledBackend(runs, every_run=True),
-        ListSearch(list(runs)),
-        OBJECTIVE,
-        slos,
-        repeats=Repeats(min=n, max=n, rule=rule),
-    )
-    return {t.config for t in loop.explore(SPACE, work).trials if t.feasible}
+    return {t.config for t in explore_truth(runs, slos, work, rule).trials if t.feasible}
 
 
 def part_abort_replay(out: Path, max_runs: int) -> None:

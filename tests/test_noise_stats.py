@@ -156,6 +156,17 @@ def test_the_abort_rule_never_calls_lost_an_slo_the_completed_run_meets(
         assert not slo.satisfied_by(slo.value(m)), reason
 
 
+def three_requests() -> PartialRun:
+    """At 3 s: two first tokens came (0.1 s, 0.2 s), one has waited 3 s; a 700-token step ran."""
+    return PartialRun(
+        now=3.0,
+        arrival=np.zeros(3),
+        output_tokens=np.full(3, 2),
+        first_token=np.array([0.1, 0.2, np.nan]),
+        step_tokens=[100, 700],
+    )
+
+
 @given(runs_and_slos(), st.floats(1.0, 4.0))
 @settings(max_examples=300, deadline=None)
 def test_with_a_noise_margin_the_rule_calls_lost_only_a_run_past_the_widened_limit(
@@ -179,13 +190,7 @@ def test_a_noise_margin_names_an_slo_of_the_rule_and_is_at_least_one() -> None:
         AbortRule(["ttft.p99 <= 2s"], margins={"ttft.p50 <= 1s": 1.5})
     with pytest.raises(SLOError, match=r"= 0.5: must be a number >= 1"):
         AbortRule(["ttft.p99 <= 2s"], margins={"ttft.p99 <= 2s": 0.5})
-    run = PartialRun(
-        now=3.0,
-        arrival=np.zeros(3),
-        output_tokens=np.full(3, 2),
-        first_token=np.array([0.1, 0.2, np.nan]),
-        step_tokens=[100, 700],
-    )
+    run = three_requests()
     never = AbortRule(["ttft.max <= 2s"], margins={"ttft.max <= 2s": math.inf})
     assert never.lost(run) is None  # 3 s waited, but no margin is known to be enough
     exact = AbortRule(["max_step_tokens <= 512"]).widened({"max_step_tokens <= 512": 2.0})
@@ -218,13 +223,7 @@ def test_a_percentile_is_lost_once_more_than_its_share_is_certain_to_exceed() ->
 
 
 def test_a_max_is_lost_at_the_first_request_over_and_max_step_tokens_at_the_first_step() -> None:
-    run = PartialRun(
-        now=3.0,
-        arrival=np.zeros(3),
-        output_tokens=np.full(3, 2),
-        first_token=np.array([0.1, 0.2, np.nan]),
-        step_tokens=[100, 700],
-    )
+    run = three_requests()
     assert (AbortRule(["ttft.max <= 2s"]).lost(run) or "").startswith("ttft.max <= 2s lost (1 of 3")
     assert "a step scheduled 700 tokens" in (AbortRule(["max_step_tokens <= 512"]).lost(run) or "")
     assert AbortRule(["itl.p99 <= 1ms"]).lost(run) is None  # not a bound the rule can prove

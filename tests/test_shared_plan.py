@@ -119,15 +119,33 @@ def test_a_plan_whose_planner_died_part_way_is_completed_by_the_next_worker() ->
     assert len(worker.store.study.trials) == len(SPACE)  # the missing 5 enqueued, not all 8
 
 
-def test_a_worker_whose_share_is_done_waits_for_what_another_host_measures(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def hold_elsewhere(other: SharedSearch, n: int) -> list[ServingConfig]:
+    """Claim the plan's next ``n`` evaluations as a worker on another host would."""
+    held = []
+    for _ in range(n):
+        p = other.ask()
+        assert p is not None
+        claim = other._claims[(p.config, p.fidelity)]
+        other.store.storage.set_trial_user_attr(claim.trial_id, "tuner_worker", ELSEWHERE)
+        held.append(p.config)
+    return held
+
+
+def one_held_elsewhere() -> tuple[SharedSearch, ServingConfig, SharedSearch]:
+    """A grid study in which another host holds the first evaluation, and this worker."""
     storage = optuna.storages.InMemoryStorage()
     other = SharedSearch(GridSearch(), StudyStore(storage, "s", OBJECTIVE))
     other.start(SPACE, OBJECTIVE)
     [held] = hold_elsewhere(other, 1)
     worker = SharedSearch(GridSearch(), StudyStore(storage, "s", OBJECTIVE), poll=0.05)
     worker.start(SPACE, OBJECTIVE)
+    return other, held, worker
+
+
+def test_a_worker_whose_share_is_done_waits_for_what_another_host_measures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other, held, worker = one_held_elsewhere()
     finished = in_background(0.6, lambda: other.tell(measured(held)))
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="tuner"):
@@ -142,27 +160,10 @@ def test_a_worker_whose_share_is_done_waits_for_what_another_host_measures(
 
 
 def test_an_evaluation_another_host_gives_back_is_measured_by_the_waiting_worker() -> None:
-    storage = optuna.storages.InMemoryStorage()
-    other = SharedSearch(GridSearch(), StudyStore(storage, "s", OBJECTIVE))
-    other.start(SPACE, OBJECTIVE)
-    [held] = hold_elsewhere(other, 1)
-    worker = SharedSearch(GridSearch(), StudyStore(storage, "s", OBJECTIVE), poll=0.05)
-    worker.start(SPACE, OBJECTIVE)
+    other, held, worker = one_held_elsewhere()
     in_background(0.3, other.release)  # that host was stopped before it finished
     asked = drain(worker)
     assert asked[-1] == held and sorted(map(str, asked)) == sorted(map(str, grid()))
-
-
-def hold_elsewhere(other: SharedSearch, n: int) -> list[ServingConfig]:
-    """Claim the plan's next ``n`` evaluations as a worker on another host would."""
-    held = []
-    for _ in range(n):
-        p = other.ask()
-        assert p is not None
-        claim = other._claims[(p.config, p.fidelity)]
-        other.store.storage.set_trial_user_attr(claim.trial_id, "tuner_worker", ELSEWHERE)
-        held.append(p.config)
-    return held
 
 
 def test_a_host_reports_the_whole_study_not_the_part_finished_when_its_share_was_done(
