@@ -479,13 +479,6 @@ def abort_time(m: Measurement, rule: AbortRule) -> float | None:
     return None
 
 
-def feasible_in_truth(
-    runs: dict[ServingConfig, list[Measurement]], slos: list[str], work: Workload, rule: Any
-) -> set[ServingConfig]:
-    """The configurations a Loop given every saved run of each finds feasible by ``rule``."""
-    return {t.config for t in explore_truth(runs, slos, work, rule).trials if t.feasible}
-
-
 def part_abort_replay(out: Path, max_runs: int) -> None:
     """Every saved live run replayed under three abort rules on ``ttft.p99 <= L``: the plain
     rule (what the Loop did before: an abort is final), and the Loop's noise margins for
@@ -497,7 +490,10 @@ def part_abort_replay(out: Path, max_runs: int) -> None:
     limit = slo_limit(runs)
     slo = SLO.parse(f"{SLO_METRIC} <= {limit:g}s")
     work = workload(bool(saved.get("quick")))
-    truth = {r: feasible_in_truth(runs, [slo.text], work, r) for r in ("median", "confident")}
+    truth = {  # the configurations each rule finds feasible on all their runs
+        r: {t.config for t in explore_truth(runs, [slo.text], work, r).trials if t.feasible}
+        for r in ("median", "confident")
+    }
     rules: dict[str, tuple[Any, Any]] = {"plain (final)": (lambda c: AbortRule([slo]), None)}
     for r in ("confident", "median"):
 

@@ -149,6 +149,14 @@ class AbortRule:
                     f"AbortRule.margins[{text!r}] = {m!r}: must be a number >= 1 (or inf)"
                 )
             self.margins[text] = float(m)
+        # what lost() checks, built once (it runs every few milliseconds during a load): each
+        # SLO with a checker and a finite margin, its limit widened, and the margin for the note
+        self._checks: list[tuple[SLO, SLO, Callable[[SLO, PartialRun], str | None], float]] = []
+        for slo in self.slos:
+            check = _checker(slo)
+            m = self.margins.get(slo.text, 1.0) if slo.ref.name not in _EXACT else 1.0
+            if check is not None and not math.isinf(m):
+                self._checks.append((slo, slo if m == 1.0 else _wider(slo, m), check, m))
 
     def widened(self, margins: Mapping[str, float]) -> AbortRule:
         """This rule with noise ``margins`` (see the class); the SLOs and their texts stay."""
@@ -162,14 +170,7 @@ class AbortRule:
     def lost(self, run: PartialRun) -> str | None:
         """The first SLO the run has provably lost, as ``"<slo> lost (<why>)"``; None when
         every SLO may still hold."""
-        for slo in self.slos:
-            check = _checker(slo)
-            if check is None:
-                continue
-            m = self.margins.get(slo.text, 1.0) if slo.ref.name not in _EXACT else 1.0
-            if math.isinf(m):
-                continue
-            judged = slo if m == 1.0 else _wider(slo, m)
+        for slo, judged, check, m in self._checks:
             why = check(judged, run)
             if why is not None:
                 return f"{slo.text} lost ({why}{f'; noise margin x{m:.3g}' if m > 1 else ''})"
